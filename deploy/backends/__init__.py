@@ -1,0 +1,38 @@
+"""Backends behind one interface (:class:`Backend`): PyTorch, ONNX Runtime, TensorRT."""
+from pathlib import Path
+
+from ..errors import BackendError
+from .base import Backend
+
+BACKENDS = ('pytorch', 'onnxruntime', 'tensorrt')
+
+
+def build_backend(name: str, model_file: str | Path, cfg=None, device: str = 'cpu',
+                  num_threads: int | None = None, **kwargs) -> Backend:
+    """Load ``model_file`` on backend ``name``.
+
+    ``pytorch`` takes a checkpoint (``cfg`` builds the model); ``onnxruntime`` an ``.onnx`` file;
+    ``tensorrt`` an ``.engine`` or an ``.onnx`` file to build (and cache) an engine from.
+    """
+    if name == 'pytorch':
+        import torch
+
+        from ..apis.model import init_detector
+        from .pytorch import PyTorchBackend
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        model, _ = init_detector(cfg, model_file, device=device, strict=kwargs.get('strict', False))
+        return PyTorchBackend(model, device=device)
+    if name == 'onnxruntime':
+        from .onnxruntime import OnnxRuntimeBackend
+        return OnnxRuntimeBackend(model_file, device=device, num_threads=num_threads)
+    if name == 'tensorrt':
+        try:
+            from .tensorrt import TensorRTBackend
+        except ImportError as err:
+            raise BackendError(f'the tensorrt backend is not available here: {err}') from None
+        return TensorRTBackend(model_file, cfg=cfg, device=device, **kwargs)
+    raise BackendError(f'unknown backend {name!r}; choose one of {", ".join(BACKENDS)}')
+
+
+__all__ = ['BACKENDS', 'Backend', 'build_backend']

@@ -1,0 +1,52 @@
+"""ONNX Runtime backend (CPU or CUDA execution provider)."""
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BackendError
+from .base import Backend
+
+
+class OnnxRuntimeBackend(Backend):
+    """Runs an exported ONNX file with a stock ``onnxruntime`` (no custom-op library needed).
+
+    Args:
+        model_file: the ``.onnx`` file.
+        device: ``'cpu'`` or ``'cuda'`` / ``'cuda:N'`` (needs ``onnxruntime-gpu``).
+        num_threads: intra-op threads (``None``: ONNX Runtime's default, all cores).
+    """
+
+    name = 'onnxruntime'
+
+    def __init__(self, model_file: str | Path, device: str = 'cpu', num_threads: int | None = None):
+        import onnxruntime as ort
+
+        model_file = Path(model_file)
+        if not model_file.is_file():
+            raise BackendError(f'ONNX file not found: {model_file}')
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+            options.inter_op_num_threads = 1
+        providers = ['CPUExecutionProvider']
+        if device.startswith('cuda'):
+            if 'CUDAExecutionProvider' not in ort.get_available_providers():
+                raise BackendError('device cuda asked for, but this onnxruntime has no CUDA '
+                                   'provider: install onnxruntime-gpu (and uninstall onnxruntime)')
+            device_id = int(device.split(':')[1]) if ':' in device else 0
+            providers = [('CUDAExecutionProvider', {'device_id': device_id}),
+                         'CPUExecutionProvider']
+        try:
+            self.session = ort.InferenceSession(str(model_file), options, providers=providers)
+        except Exception as err:  # ORT raises its own Fail/InvalidGraph types
+            msg = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+            raise BackendError(f'ONNX Runtime cannot load {model_file}: {msg}') from None
+        self.model_file = model_file
+        self.input_names = tuple(i.name for i in self.session.get_inputs())
+        self.output_names = tuple(o.name for o in self.session.get_outputs())
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feed = {name: np.ascontiguousarray(inputs[name]) for name in self.input_names}
+        return dict(zip(self.output_names, self.session.run(list(self.output_names), feed)))

@@ -1,0 +1,496 @@
+"""Load MMDetection 2.x / 3.x config files and read what the deploy pipeline needs from them.
+
+Every reader here accepts both schemas (see ``shared/mmdet_models.md`` section 3) and reports a
+missing or ambiguous key as a :class:`~deploy.errors.ConfigError` naming the key and the file, so
+the tools can print one clean line instead of a traceback from deep inside ``mmengine``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import os.path as osp
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from mmengine.config import Config, ConfigDict, DictAction
+
+from ..errors import ConfigError
+from .preprocess import PreprocessConfig
+
+__all__ = [
+    'add_cfg_options_argument',
+    'get_class_names',
+    'get_model_cfg',
+    'get_preprocess_cfg',
+    'get_test_cfg',
+    'get_test_dataset_cfg',
+    'load_config',
+    'missing_key_error',
+]
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+# --------------------------------------------------------------------------------------------
+
+
+def add_cfg_options_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add MMDetection's ``--cfg-options key=value ...`` argument to a command-line parser.
+
+    Values are parsed with ``mmengine.config.DictAction``: ``a.b=1`` gives an int, ``a=[1,2]`` a
+    list, ``a=(1,2)`` a tuple, ``a=x,y`` a list of strings. Pass the parsed dict to
+    :func:`load_config` as ``cfg_options``.
+    """
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        default=None,
+        metavar='KEY=VALUE',
+        help='override config settings, e.g. model.test_cfg.score_thr=0.3; nested keys use dots, '
+        'list values are written [a,b] and tuples (a,b)',
+    )
+    return parser
+
+
+def load_config(path: str | os.PathLike, cfg_options: dict | list[str] | None = None) -> Config:
+    """Read a config file with its ``_base_`` chain and apply ``--cfg-options`` overrides.
+
+    Args:
+        path: a ``.py`` (or ``.json``/``.yaml``) MMDetection config.
+        cfg_options: overrides as a dict ``{'model.test_cfg.score_thr': 0.3}`` or as the raw
+            ``['model.test_cfg.score_thr=0.3', ...]`` strings of ``--cfg-options``.
+
+    Raises:
+        ConfigError: the file or one of its ``_base_`` files is missing, has a syntax error, or
+            an override cannot be applied.
+    """
+    path = os.fspath(path)
+    if not osp.isfile(path):
+        raise ConfigError(f'config file not found: {path}')
+    _check_config_chain(path, referenced_by=None, seen=set())
+    try:
+        # import_custom_modules=False: reading a config must never import arbitrary code.
+        cfg = Config.fromfile(path, import_custom_modules=False)
+    except ConfigError:
+        raise
+    except SyntaxError as e:
+        raise ConfigError(f'syntax error in config {path}: {e}') from e
+    except Exception as e:  # mmengine raises many types; the user needs the file and the reason
+        raise ConfigError(f'cannot load config {path}: {type(e).__name__}: {e}') from e
+
+    if cfg_options:
+        options = _parse_cfg_options(cfg_options)
+        try:
+            cfg.merge_from_dict(options)
+        except Exception as e:
+            raise ConfigError(f'cannot apply --cfg-options {options} to {path}: {e}') from e
+    return cfg
+
+
+def _parse_cfg_options(cfg_options: dict | list[str] | tuple[str, ...]) -> dict:
+    """Turn ``--cfg-options`` strings into a dict with ``DictAction``'s value parsing."""
+    if isinstance(cfg_options, Mapping):
+        return dict(cfg_options)
+    if isinstance(cfg_options, str):
+        cfg_options = [cfg_options]
+    options = {}
+    for item in cfg_options:
+        if not isinstance(item, str) or '=' not in item:
+            raise ConfigError(f'--cfg-options expects key=value, got {item!r}')
+        key, value = item.split('=', maxsplit=1)
+        if not key:
+            raise ConfigError(f'--cfg-options expects key=value, got {item!r}')
+        options[key] = DictAction._parse_iterable(value)
+    return options
+
+
+def _check_config_chain(path: str, referenced_by: str | None, seen: set[str]) -> None:
+    """Check a config and its ``_base_`` files exist and parse, before mmengine runs them.
+
+    mmengine reports these problems with wrapped exceptions that lose either the file or the
+    line; doing the check here gives errors like ``syntax error in configs/x.py, line 3``.
+    """
+    real = osp.realpath(path)
+    if real in seen:
+        return
+    seen.add(real)
+    if not osp.isfile(path):
+        where = f' (listed in `_base_` of {referenced_by})' if referenced_by else ''
+        raise ConfigError(f'config file not found: {path}{where}')
+    if not path.endswith('.py'):
+        return
+    try:
+        with open(path, encoding='utf-8') as f:
+            source = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f'cannot read config {path}: {e}') from e
+    try:
+        tree = ast.parse(source, filename=path)
+    except SyntaxError as e:
+        line = f', line {e.lineno}' if e.lineno else ''
+        raise ConfigError(f'syntax error in config {path}{line}: {e.msg}') from None
+
+    for base in _literal_bases(tree):
+        if '::' in base or '{{' in base:
+            continue  # package-scoped (``mmdet::``) or templated bases: left to mmengine
+        base_path = base if osp.isabs(base) else osp.join(osp.dirname(path), base)
+        _check_config_chain(osp.normpath(base_path), referenced_by=path, seen=seen)
+
+
+def _literal_bases(tree: ast.Module) -> list[str]:
+    """The ``_base_`` file names of a parsed config, when they are written as literals."""
+    for node in tree.body:
+        if not isinstance(node, ast.Assign):
+            continue
+        if not any(isinstance(t, ast.Name) and t.id == '_base_' for t in node.targets):
+            continue
+        try:
+            value = ast.literal_eval(node.value)
+        except ValueError:
+            return []
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, (list, tuple)):
+            return [v for v in value if isinstance(v, str)]
+    return []
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _cfg_file(cfg: Config | Mapping) -> str:
+    name = getattr(cfg, 'filename', None)
+    return name or '<config>'
+
+
+def missing_key_error(key: str, cfg: Config | Mapping | str, detail: str = '') -> ConfigError:
+    """The one wording for "the pipeline needs a key the config lacks".
+
+    >>> str(missing_key_error('model', 'configs/x.py'))
+    '`model` missing in configs/x.py'
+    """
+    file = cfg if isinstance(cfg, str) else _cfg_file(cfg)
+    message = f'`{key}` missing in {file}'
+    if detail:
+        message += f' ({detail})'
+    return ConfigError(message)
+
+
+def _get(node: Any, dotted: str) -> Any:
+    """``node.a.b.c`` for a dotted key, or ``None`` when any step is missing."""
+    for part in dotted.split('.'):
+        if not isinstance(node, (Mapping, Config)) or part not in node:
+            return None
+        node = node.get(part)
+    return node
+
+
+def _unwrap_dataset(dataset: Any) -> Any:
+    """Descend through dataset wrappers (``RepeatDataset(dataset=...)``) and multi-set lists."""
+    while True:
+        if isinstance(dataset, (list, tuple)) and dataset:
+            dataset = dataset[0]
+        elif isinstance(dataset, Mapping) and 'pipeline' not in dataset and 'dataset' in dataset:
+            dataset = dataset['dataset']
+        elif (
+            isinstance(dataset, Mapping)
+            and 'pipeline' not in dataset
+            and isinstance(dataset.get('datasets'), (list, tuple))
+            and dataset['datasets']
+        ):
+            dataset = dataset['datasets'][0]
+        else:
+            return dataset
+
+
+# --------------------------------------------------------------------------------------------
+# model and test_cfg
+# --------------------------------------------------------------------------------------------
+
+
+def get_model_cfg(cfg: Config) -> ConfigDict:
+    """The ``model`` dict of a config."""
+    model = cfg.get('model')
+    if not isinstance(model, Mapping):
+        raise missing_key_error('model', cfg)
+    return model
+
+
+def get_test_cfg(cfg: Config) -> ConfigDict:
+    """The detector's test-time settings (score threshold, NMS, ...).
+
+    Read from ``model.test_cfg``; very old 2.x configs kept it at the top level, which is used as a
+    fallback, but never a 3.x loop config (``test_cfg=dict(type='TestLoop')``). Two-stage models
+    return the whole dict with its ``rpn``/``rcnn`` parts.
+    """
+    model = get_model_cfg(cfg)
+    test_cfg = model.get('test_cfg')
+    if isinstance(test_cfg, Mapping):
+        return test_cfg
+    top = cfg.get('test_cfg')
+    if isinstance(top, Mapping) and 'type' not in top:
+        return top
+    detail = 'the top-level `test_cfg` is a runner loop config' if isinstance(top, Mapping) else ''
+    raise missing_key_error('model.test_cfg', cfg, detail)
+
+
+# --------------------------------------------------------------------------------------------
+# pre-processing
+# --------------------------------------------------------------------------------------------
+
+
+def _test_pipeline(cfg: Config) -> tuple[str, list] | None:
+    """The test pipeline and where it was found: 3.x dataloader, 2.x ``data.test``, top level."""
+    candidates = (
+        ('test_dataloader.dataset.pipeline', _unwrap_dataset(_get(cfg, 'test_dataloader.dataset'))),
+        ('data.test.pipeline', _unwrap_dataset(_get(cfg, 'data.test'))),
+    )
+    for where, dataset in candidates:
+        pipeline = _get(dataset, 'pipeline')
+        if isinstance(pipeline, (list, tuple)):
+            return where, list(pipeline)
+    pipeline = cfg.get('test_pipeline')
+    if isinstance(pipeline, (list, tuple)):
+        return 'test_pipeline', list(pipeline)
+    return None
+
+
+def _walk_transforms(
+    pipeline: Sequence, wrapper: Mapping | None = None
+) -> Iterator[tuple[Mapping, Mapping | None]]:
+    """Yield ``(transform, enclosing MultiScaleFlipAug or None)`` depth first."""
+    for transform in pipeline:
+        if not isinstance(transform, Mapping):
+            continue
+        inner = transform.get('transforms')
+        if isinstance(inner, (list, tuple)) and inner and isinstance(inner[0], Mapping):
+            yield from _walk_transforms(inner, transform)
+        else:
+            yield transform, wrapper
+
+
+def _type_name(transform: Mapping) -> str:
+    name = transform.get('type', '')
+    name = name if isinstance(name, str) else getattr(name, '__name__', str(name))
+    return name.rsplit('.', 1)[-1]  # 'mmdet.Resize' -> 'Resize'
+
+
+def _as_scale(value: Any, where: str, file: str) -> tuple[int, int]:
+    """``(1333, 800)`` from a tuple or a list holding one tuple."""
+    if isinstance(value, (list, tuple)) and len(value) == 1 and isinstance(value[0], (list, tuple)):
+        value = value[0]
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) for v in value)
+    ):
+        return int(value[0]), int(value[1])
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], (list, tuple)):
+        raise ConfigError(
+            f'{where} in {file} lists {len(value)} scales; multi-scale testing is not supported, '
+            'give one (w, h) scale'
+        )
+    raise ConfigError(f'{where} in {file} is not a (w, h) scale: {value!r}')
+
+
+def _triple(value: Any, where: str, file: str) -> tuple[float, float, float]:
+    if isinstance(value, (list, tuple)) and len(value) == 3:
+        try:
+            return tuple(float(v) for v in value)  # type: ignore[return-value]
+        except (TypeError, ValueError):
+            pass
+    raise ConfigError(f'{where} in {file} must be 3 numbers, got {value!r}')
+
+
+def _pad_value(value: Any) -> float:
+    if isinstance(value, Mapping):  # 2.x Pad(pad_val=dict(img=0, masks=0, seg=255))
+        value = value.get('img', 0)
+    if isinstance(value, (list, tuple)):
+        values = set(value)
+        if len(values) != 1:
+            raise ConfigError(f'per-channel pad values are not supported: {value!r}')
+        value = values.pop()
+    return float(value or 0)
+
+
+def get_preprocess_cfg(cfg: Config) -> PreprocessConfig:
+    """What the test pipeline does to an image, from a 2.x or a 3.x config.
+
+    * 3.x: ``model.data_preprocessor`` (mean, std, bgr_to_rgb, pad_size_divisor, pad_value) and
+      ``Resize(scale=..., keep_ratio=...)`` in ``test_dataloader.dataset.pipeline``.
+    * 2.x: ``Normalize``, ``Resize`` and ``Pad`` in ``data.test.pipeline`` or ``test_pipeline``,
+      flat or inside ``MultiScaleFlipAug(img_scale=..., transforms=[...])``.
+
+    Exactly one normalisation (data preprocessor or ``Normalize``) must be present.
+    """
+    file = _cfg_file(cfg)
+    found = _test_pipeline(cfg)
+    where, pipeline = found if found else ('test pipeline', [])
+
+    normalisations: list[tuple[str, tuple, tuple, bool]] = []
+    size_divisor: int | None = None
+    pad_value = 0.0
+
+    preprocessor = _get(cfg, 'model.data_preprocessor')
+    if isinstance(preprocessor, Mapping):
+        if preprocessor.get('mean') is not None or preprocessor.get('std') is not None:
+            normalisations.append(
+                (
+                    'model.data_preprocessor',
+                    _triple(preprocessor.get('mean'), 'model.data_preprocessor.mean', file),
+                    _triple(preprocessor.get('std'), 'model.data_preprocessor.std', file),
+                    bool(preprocessor.get('bgr_to_rgb', preprocessor.get('rgb_to_bgr', False))),
+                )
+            )
+        divisor = preprocessor.get('pad_size_divisor')
+        if divisor and int(divisor) > 1:
+            size_divisor = int(divisor)
+        pad_value = _pad_value(preprocessor.get('pad_value', 0))
+
+    resizes: list[tuple[tuple[int, int], bool]] = []
+    for transform, wrapper in _walk_transforms(pipeline):
+        name = _type_name(transform)
+        if name == 'Normalize':
+            normalisations.append(
+                (
+                    f'Normalize in {where}',
+                    _triple(transform.get('mean'), f'Normalize.mean in {where}', file),
+                    _triple(transform.get('std'), f'Normalize.std in {where}', file),
+                    bool(transform.get('to_rgb', True)),  # mmcv's Normalize default
+                )
+            )
+        elif name == 'Resize':
+            resizes.append(_read_resize(transform, wrapper, where, file))
+        elif name == 'Pad':
+            if transform.get('size_divisor'):
+                size_divisor = int(transform['size_divisor'])
+            elif transform.get('size') is not None:
+                raise ConfigError(
+                    f'Pad(size=...) in {where} of {file} is not supported; use size_divisor'
+                )
+            pad_value = _pad_value(transform.get('pad_val', 0))
+
+    if not normalisations:
+        raise ConfigError(
+            f'no normalisation found in {file}: neither `model.data_preprocessor.mean` '
+            f'nor a `Normalize` step in `{where}`'
+        )
+    if len(normalisations) > 1:
+        places = ', '.join(n[0] for n in normalisations)
+        raise ConfigError(f'ambiguous normalisation in {file}: found {places}; keep exactly one')
+    if not resizes:
+        raise ConfigError(
+            f'no `Resize` in `{where}` of {file}: the test-time input scale is needed'
+        )
+    if len(resizes) > 1 and len(set(resizes)) > 1:
+        raise ConfigError(f'ambiguous Resize in {where} of {file}: {resizes}')
+
+    _, mean, std, to_rgb = normalisations[0]
+    scale, keep_ratio = resizes[0]
+    return PreprocessConfig(
+        mean=mean,
+        std=std,
+        to_rgb=to_rgb,
+        scale=scale,
+        keep_ratio=keep_ratio,
+        size_divisor=size_divisor,
+        pad_value=pad_value,
+    )
+
+
+def _read_resize(
+    transform: Mapping, wrapper: Mapping | None, where: str, file: str
+) -> tuple[tuple[int, int], bool]:
+    """``(scale, keep_ratio)`` of one Resize, taking the scale from its MultiScaleFlipAug."""
+    for key in ('scale', 'img_scale'):
+        if transform.get(key) is not None:
+            scale = _as_scale(transform[key], f'Resize.{key} in {where}', file)
+            # 2.x Resize(img_scale) defaults to keep_ratio=True, 3.x Resize(scale) to False.
+            keep_ratio = bool(transform.get('keep_ratio', key == 'img_scale'))
+            return scale, keep_ratio
+    if wrapper is not None:
+        for key in ('img_scale', 'scale'):
+            if wrapper.get(key) is not None:
+                scale = _as_scale(wrapper[key], f'{_type_name(wrapper)}.{key} in {where}', file)
+                return scale, bool(transform.get('keep_ratio', True))
+    raise missing_key_error(f'Resize.scale in {where}', file)
+
+
+# --------------------------------------------------------------------------------------------
+# dataset
+# --------------------------------------------------------------------------------------------
+
+
+def _join(root: str | None, path: str) -> str:
+    if not root or osp.isabs(path):
+        return path
+    return osp.join(root, path)
+
+
+def get_test_dataset_cfg(cfg: Config) -> dict:
+    """``dict(ann_file=..., img_prefix=...)`` of the test set, paths joined with ``data_root``.
+
+    3.x: ``test_dataloader.dataset`` (``data_root`` + ``ann_file``, ``data_root`` +
+    ``data_prefix.img``); 2.x: ``data.test`` (``ann_file``, ``img_prefix``, usually already
+    prefixed with ``data_root`` in the config text).
+    """
+    file = _cfg_file(cfg)
+    dataset = _unwrap_dataset(_get(cfg, 'test_dataloader.dataset'))
+    if isinstance(dataset, Mapping):
+        root = dataset.get('data_root')
+        ann_file = dataset.get('ann_file')
+        if not ann_file:
+            raise missing_key_error('test_dataloader.dataset.ann_file', file)
+        prefix = dataset.get('data_prefix') or {}
+        if isinstance(prefix, Mapping):
+            img = prefix.get('img', prefix.get('img_path', ''))
+        else:
+            img = prefix
+        return dict(ann_file=_join(root, ann_file), img_prefix=_join(root, img or ''))
+
+    dataset = _unwrap_dataset(_get(cfg, 'data.test'))
+    if isinstance(dataset, Mapping):
+        root = dataset.get('data_root')
+        ann_file = dataset.get('ann_file')
+        if not ann_file:
+            raise missing_key_error('data.test.ann_file', file)
+        img = dataset.get('img_prefix') or ''
+        return dict(ann_file=_join(root, ann_file), img_prefix=_join(root, img))
+
+    raise missing_key_error('test_dataloader.dataset', file, 'or 2.x `data.test`')
+
+
+def get_class_names(cfg: Config) -> tuple[str, ...] | None:
+    """Class names written in the config, or ``None`` (then the checkpoint or dataset has them).
+
+    Looked up in ``test_dataloader.dataset.metainfo.classes``, ``metainfo.classes``,
+    ``data.test.classes`` and ``classes``. A string is a file with one name per line (2.x).
+    """
+    candidates = (
+        _get(_unwrap_dataset(_get(cfg, 'test_dataloader.dataset')), 'metainfo.classes'),
+        _get(cfg, 'metainfo.classes'),
+        _get(_unwrap_dataset(_get(cfg, 'data.test')), 'classes'),
+        cfg.get('classes'),
+    )
+    for classes in candidates:
+        if classes is None:
+            continue
+        if isinstance(classes, str):
+            return _read_class_file(classes, _cfg_file(cfg))
+        if isinstance(classes, (list, tuple)):
+            return tuple(str(c) for c in classes)
+        raise ConfigError(f'class names in {_cfg_file(cfg)} must be a list, got {classes!r}')
+    return None
+
+
+def _read_class_file(path: str, file: str) -> tuple[str, ...]:
+    try:
+        with open(path, encoding='utf-8') as f:
+            return tuple(line.strip() for line in f if line.strip())
+    except OSError as e:
+        raise ConfigError(f'class-name file {path} named in {file} cannot be read: {e}') from e

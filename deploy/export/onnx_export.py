@@ -1,0 +1,216 @@
+"""Trace a detector into an ONNX file with either exporter.
+
+Two exporters are supported because each has failure modes the other lacks:
+
+* ``dynamo`` (default): ``torch.onnx.export(dynamo=True)``, torch.export-based, the future of
+  ``torch.onnx``. Dynamic dims are declared with ``dynamic_shapes``; our custom op is translated by
+  an onnxscript function.
+* ``torchscript``: the legacy tracer (``dynamo=False``), deprecated but still shipped, with
+  ``dynamic_axes`` and a symbolic function for the custom op.
+
+Both produce the same graph contract: inputs ``input [B, 3, H, W]`` and ``img_shape [B, 2]``,
+outputs named by the detector (``dets``, ``labels``, ...). Files are written to a temporary name and
+renamed when complete, so a failed export never leaves a partial file behind.
+"""
+import contextlib
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import Tensor, nn
+
+from ..errors import ExportError
+from ..ops import multiclass_nms as nms_ops
+from .metadata import write_metadata
+
+EXPORTERS = ('dynamo', 'torchscript')
+DEFAULT_EXPORTER = 'dynamo'
+#: the lowest opset any of our graphs needs (RoiAlign's coordinate_transformation_mode is 16)
+MIN_OPSET = 16
+DEFAULT_OPSET = 18
+
+
+class DeployModule(nn.Module):
+    """``(input, img_shape) -> outputs``: the post-processed graph of a detector."""
+
+    def __init__(self, detector: nn.Module):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, input: Tensor, img_shape: Tensor) -> tuple[Tensor, ...]:  # noqa: A002
+        return tuple(self.detector.forward_deploy(input, img_shape))
+
+
+class RawModule(nn.Module):
+    """``input -> raw head tensors``: the ``--skip-postprocess`` graph."""
+
+    def __init__(self, detector: nn.Module):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, input: Tensor) -> tuple[Tensor, ...]:  # noqa: A002
+        return tuple(self.detector.forward_raw(input).values())
+
+
+def export_onnx(detector: nn.Module, img: Tensor, img_shape: Tensor, output_file: str | Path, *,
+                exporter: str = DEFAULT_EXPORTER, opset_version: int = DEFAULT_OPSET,
+                dynamic: bool = False, skip_postprocess: bool = False,
+                metadata: dict | None = None, verbose: bool = False) -> dict:
+    """Export ``detector`` to ``output_file``.
+
+    Args:
+        detector: a zoo detector in eval mode.
+        img: example input ``[B, 3, H, W]``; use B >= 2 for dynamic export (torch.export treats
+            sizes 0 and 1 as static).
+        img_shape: example ``[B, 2]`` float ``(h, w)`` of the real images.
+        exporter: ``'dynamo'`` or ``'torchscript'``.
+        opset_version: ONNX opset (>= 16).
+        dynamic: make batch, height, width and the detection axis dynamic.
+        skip_postprocess: export raw head outputs only (input ``input`` only).
+        metadata: stored in the file (see :mod:`deploy.export.metadata`); the input/output names and
+            dynamic axes are filled in here.
+
+    Returns:
+        ``dict(input_names, output_names, dynamic_axes)``.
+    """
+    if exporter not in EXPORTERS:
+        raise ExportError(f'unknown exporter {exporter!r}; choose one of {", ".join(EXPORTERS)}')
+    if opset_version < MIN_OPSET:
+        raise ExportError(f'opset {opset_version} is too low: the exported ops need opset >= '
+                          f'{MIN_OPSET} (RoiAlign coordinate_transformation_mode, NonMaxSuppression '
+                          'semantics); use --opset-version 18')
+    if dynamic and img.shape[0] < 2:
+        raise ExportError('dynamic export needs an example batch of at least 2 images')
+    detector = detector.eval()
+    with torch.no_grad():
+        if skip_postprocess:
+            module, args = RawModule(detector), (img,)
+            input_names = ['input']
+            output_names = list(detector.forward_raw(img).keys())
+        else:
+            module, args = DeployModule(detector), (img, img_shape)
+            input_names = ['input', 'img_shape']
+            output_names = list(detector.output_names)
+        output_shapes = {n: tuple(t.shape) for n, t in zip(output_names, module(*args))}
+    dynamic_axes = _dynamic_axes(input_names, output_names, skip_postprocess) if dynamic else {}
+
+    output_file = Path(output_file)
+    output_file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(suffix='.onnx.tmp', dir=output_file.parent)
+    os.close(fd)
+    try:
+        with torch.no_grad(), _quiet(verbose):
+            if exporter == 'dynamo':
+                _export_dynamo(module, args, tmp_name, input_names, output_names, dynamic_axes,
+                               opset_version, verbose)
+            else:
+                _export_torchscript(module, args, tmp_name, input_names, output_names,
+                                    dynamic_axes, opset_version, verbose)
+        model = onnx.load(tmp_name)
+        actual = next((o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')), None)
+        if actual != opset_version:
+            # torch falls back to its native opset when the onnx version converter lacks an
+            # adapter (e.g. Pad 18 -> 17): refuse rather than mislabel the file.
+            raise ExportError(f'the {exporter} exporter produced opset {actual}, not the requested '
+                              f'{opset_version}; use --opset-version {actual} or --exporter '
+                              f'{"torchscript" if exporter == "dynamo" else "dynamo"}')
+        _check_dynamic_dims(model, dynamic_axes)
+        _set_io_dims(model, dynamic_axes, output_shapes)
+        if metadata is not None:
+            metadata = dict(metadata, input_names=input_names, output_names=output_names,
+                            dynamic_axes={k: {str(a): n for a, n in v.items()}
+                                          for k, v in dynamic_axes.items()},
+                            opset=opset_version, exporter=exporter)
+            write_metadata(model, metadata)
+        onnx.save(model, tmp_name)
+        os.replace(tmp_name, output_file)
+    except ExportError:
+        raise
+    except Exception as err:
+        raise ExportError(f'{exporter} export failed: {type(err).__name__}: '
+                          f'{str(err).strip().splitlines()[0] if str(err).strip() else ""}'
+                          ) from err
+    finally:
+        if os.path.exists(tmp_name):
+            os.remove(tmp_name)
+    return dict(input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes)
+
+
+def _dynamic_axes(input_names, output_names, skip_postprocess: bool) -> dict:
+    axes = {'input': {0: 'batch', 2: 'height', 3: 'width'}}
+    if skip_postprocess:
+        # Raw head maps: batch plus their own spatial sizes.
+        for name in output_names:
+            axes[name] = {0: 'batch'}
+        return axes
+    axes['img_shape'] = {0: 'batch'}
+    for name in output_names:
+        axes[name] = {0: 'batch', 1: 'num_dets'}
+    return axes
+
+
+def _export_dynamo(module, args, path, input_names, output_names, dynamic_axes, opset, verbose):
+    dynamic_shapes = None
+    if dynamic_axes:
+        dims = {}
+
+        def dim(name):
+            return dims.setdefault(name, torch.export.Dim(name, min=1, max=16384))
+
+        spec = {'input': {a: dim(n) for a, n in dynamic_axes['input'].items()}}
+        if 'img_shape' in input_names:
+            spec['img_shape'] = {0: dim('batch')}
+        dynamic_shapes = spec
+    program = torch.onnx.export(
+        module, args, None, dynamo=True, external_data=False, opset_version=opset,
+        input_names=input_names, output_names=output_names, dynamic_shapes=dynamic_shapes,
+        custom_translation_table=nms_ops.onnx_translation_table(), verbose=verbose,
+        optimize=True)
+    program.save(path, external_data=False)
+
+
+def _export_torchscript(module, args, path, input_names, output_names, dynamic_axes, opset,
+                        verbose):
+    nms_ops.register_legacy_symbolic(opset)
+    torch.onnx.export(
+        module, args, path, dynamo=False, opset_version=opset, input_names=input_names,
+        output_names=output_names, dynamic_axes=dynamic_axes or None, do_constant_folding=True,
+        verbose=verbose)
+
+
+def _set_io_dims(model: onnx.ModelProto, dynamic_axes: dict, output_shapes: dict) -> None:
+    """Name every dynamic dim of the graph inputs/outputs as promised, and write the static output
+    dims the legacy exporter cannot infer through a custom op (e.g. ``dets [.., .., 5]``)."""
+    for value in list(model.graph.input) + list(model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        axes = dynamic_axes.get(value.name, {})
+        for axis, dim in enumerate(dims):
+            if axis in axes:
+                dim.dim_param = axes[axis]
+            elif value.name in output_shapes and axis < len(output_shapes[value.name]):
+                dim.dim_value = output_shapes[value.name][axis]
+
+
+def _check_dynamic_dims(model: onnx.ModelProto, dynamic_axes: dict) -> None:
+    """torch.export may silently specialise a dim: make sure the inputs stayed symbolic."""
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        for axis in dynamic_axes.get(value.name, {}):
+            if dims[axis].HasField('dim_value') and not dims[axis].dim_param:
+                raise ExportError(f'input {value.name!r} axis {axis} was specialised to '
+                                  f'{dims[axis].dim_value} during export')
+
+
+@contextlib.contextmanager
+def _quiet(verbose: bool):
+    """Keep the exporters' progress chatter and deprecation warnings off the console."""
+    if verbose:
+        yield
+        return
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter('ignore')
+        yield

@@ -1,0 +1,40 @@
+"""Optional onnxsim pass. Dynamo graphs are already optimised; legacy graphs shrink a lot."""
+import os
+from pathlib import Path
+
+import onnx
+
+from ..errors import ExportError
+from .metadata import read_metadata, write_metadata
+
+
+def simplify_onnx(path: str | Path, dynamic: bool = False, logger=print) -> None:
+    """Simplify ``path`` in place (atomically), keeping metadata and symbolic input dims."""
+    try:
+        import onnxsim
+    except ImportError:
+        raise ExportError('--simplify needs onnxsim: pip install onnxsim') from None
+    path = Path(path)
+    model = onnx.load(str(path))
+    metadata = read_metadata(model)
+    before = len(model.graph.node)
+    simplified, ok = onnxsim.simplify(model)
+    if not ok:
+        logger('warning: onnxsim could not validate the simplified model; keeping the original')
+        return
+    if dynamic:
+        for old, new in zip(model.graph.input, simplified.graph.input):
+            old_dims = [d.dim_param for d in old.type.tensor_type.shape.dim]
+            new_dims = [d.dim_param for d in new.type.tensor_type.shape.dim]
+            if old_dims != new_dims:
+                raise ExportError(f'onnxsim changed the dynamic dims of input {old.name}: '
+                                  f'{old_dims} -> {new_dims}')
+    write_metadata(simplified, metadata)
+    tmp = path.with_suffix('.simplified.tmp')
+    try:
+        onnx.save(simplified, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    logger(f'simplified: {before} -> {len(simplified.graph.node)} nodes')

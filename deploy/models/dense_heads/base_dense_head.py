@@ -1,0 +1,183 @@
+"""Post-processing shared by every dense (one-stage) head: the eager reference and the deploy path.
+
+A head family provides its raw outputs per level and says how to turn them into
+``scores [B, N, C]``, ``box_preds [B, N, 4]`` and optional ``score_factors [B, N]`` plus priors;
+everything after that (top-k, decode, NMS, padding) is here, once, for eager and export alike.
+
+Eager (:meth:`predict_by_feat`, MMDetection semantics, per image):
+    per level: keep (prior, class) pairs with ``score > score_thr``, top ``nms_pre`` of them;
+    decode; multiply by score factors; drop boxes not larger than ``min_bbox_size``;
+    class-aware NMS; keep ``max_per_img``.
+Deploy (:meth:`predict_by_feat_deploy`, batched and traceable): the same selection written with
+fixed-shape tensors: per-level top ``nms_pre`` over (prior, class) pairs with scores at or below
+``score_thr`` zeroed, optional ``deploy_nms_pre`` cut, then :func:`multiclass_nms`, which returns
+``max_per_img`` padded rows. Scores are thresholded *before* score factors are applied, as in eager.
+"""
+import torch
+from torch import Tensor, nn
+
+from ...ops.multiclass_nms import multiclass_nms
+from ...ops.nms import batched_nms
+from ...ops.topk import clamped_topk
+
+
+class BaseDenseHead(nn.Module):
+    """Base of dense heads. Subclasses implement :meth:`forward`, :meth:`get_priors` and
+    :meth:`level_outputs`, and set ``self.bbox_coder``, ``self.num_classes`` and ``self.test_cfg``.
+    """
+
+    num_classes: int
+    test_cfg: dict
+
+    # -- what a head family provides ---------------------------------------------------------
+    def get_priors(self, featmap_sizes: list, dtype: torch.dtype,
+                   device: torch.device) -> list[Tensor]:
+        """Per-level priors ``[N_l, 4]`` (anchors or points) in (y, x, prior) order."""
+        return self.prior_generator.grid_priors(featmap_sizes, dtype=dtype, device=device)
+
+    def level_outputs(self, *level_feats: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """One level's raw outputs -> ``scores [B, N, C]`` (activated, no background column),
+        ``box_preds [B, N, 4]`` and ``score_factors [B, N]`` or None."""
+        raise NotImplementedError(f'{type(self).__name__} must implement level_outputs')
+
+    def decode(self, priors: Tensor, box_preds: Tensor, max_shape) -> Tensor:
+        """Box predictions -> ``x1, y1, x2, y2`` boxes, clipped to ``max_shape``."""
+        return self.bbox_coder.decode(priors, box_preds, max_shape=max_shape)
+
+    # -- shared helpers ----------------------------------------------------------------------
+    @staticmethod
+    def flatten_level(x: Tensor, channels: int) -> Tensor:
+        """``[B, A*channels, H, W]`` -> ``[B, H*W*A, channels]`` in (y, x, prior) order."""
+        return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, channels)
+
+    def _cfg(self, cfg: dict | None) -> dict:
+        return self.test_cfg if cfg is None else cfg
+
+    def _levels(self, head_outputs: tuple) -> list[tuple]:
+        """Regroup ``(outputs_a per level, outputs_b per level, ...)`` into per-level tuples."""
+        return list(zip(*head_outputs))
+
+    # -- eager reference -----------------------------------------------------------------------
+    def predict_by_feat(self, head_outputs: tuple, img_metas: list[dict],
+                        cfg: dict | None = None) -> list[dict]:
+        """Eager detections per image in network-input coordinates.
+
+        Args:
+            head_outputs: what :meth:`forward` returned (tuples of per-level tensors).
+            img_metas: one meta dict per image (``img_shape`` is used for clipping).
+
+        Returns:
+            One ``dict(dets=[n, 5], labels=[n])`` per image, by decreasing score.
+        """
+        cfg = self._cfg(cfg)
+        levels = self._levels(head_outputs)
+        first = levels[0][0]
+        featmap_sizes = [lvl[0].shape[-2:] for lvl in levels]
+        priors = self.get_priors(featmap_sizes, first.dtype, first.device)
+        outputs = [self.level_outputs(*lvl) for lvl in levels]
+        return [
+            self._predict_single(
+                [(s[i], b[i], None if f is None else f[i]) for s, b, f in outputs], priors,
+                img_metas[i], cfg)
+            for i in range(first.shape[0])
+        ]
+
+    def _predict_single(self, level_outputs: list, priors: list[Tensor], img_meta: dict,
+                        cfg: dict) -> dict:
+        score_thr = cfg.get('score_thr', 0.0)
+        nms_pre = cfg.get('nms_pre', -1)
+        all_boxes, all_scores, all_labels = [], [], []
+        for (scores, box_preds, factors), level_priors in zip(level_outputs, priors):
+            num_classes = scores.shape[-1]
+            flat = scores.reshape(-1)
+            valid = torch.nonzero(flat > score_thr).flatten()
+            order = torch.sort(flat[valid], descending=True, stable=True).indices
+            if nms_pre > 0:
+                order = order[:nms_pre]
+            pair_idx = valid[order]
+            prior_idx, labels = pair_idx // num_classes, pair_idx % num_classes
+            level_scores = flat[pair_idx]
+            if factors is not None:
+                level_scores = level_scores * factors[prior_idx]
+            all_boxes.append(self.decode(level_priors[prior_idx], box_preds[prior_idx],
+                                         max_shape=img_meta['img_shape'][:2]))
+            all_scores.append(level_scores)
+            all_labels.append(labels)
+        boxes, scores, labels = torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels)
+        return self._nms_single(boxes, scores, labels, cfg)
+
+    @staticmethod
+    def _nms_single(boxes: Tensor, scores: Tensor, labels: Tensor, cfg: dict) -> dict:
+        """Size filter, class-aware NMS and ``max_per_img`` of one image's candidates."""
+        min_size = cfg.get('min_bbox_size', -1)
+        if min_size >= 0:
+            wh = boxes[:, 2:] - boxes[:, :2]
+            large = (wh[:, 0] > min_size) & (wh[:, 1] > min_size)
+            boxes, scores, labels = boxes[large], scores[large], labels[large]
+        keep = batched_nms(boxes, scores, labels, cfg['nms']['iou_threshold'])
+        keep = keep[:cfg.get('max_per_img', 100)]
+        return dict(dets=torch.cat([boxes[keep], scores[keep, None]], dim=1), labels=labels[keep])
+
+    # -- deploy path ---------------------------------------------------------------------------
+    def predict_by_feat_deploy(self, head_outputs: tuple, img_shape: Tensor,
+                               cfg: dict | None = None) -> tuple[Tensor, Tensor]:
+        """Traceable batched post-processing.
+
+        Args:
+            head_outputs: what :meth:`forward` returned.
+            img_shape: ``[B, 2]`` float32 ``(h, w)`` of each real image inside the padded input.
+
+        Returns:
+            ``dets [B, K, 5]`` and ``labels [B, K]`` (K = ``max_per_img``; padding label -1).
+        """
+        cfg = self._cfg(cfg)
+        levels = self._levels(head_outputs)
+        first = levels[0][0]
+        featmap_sizes = [lvl[0].shape[-2:] for lvl in levels]
+        priors = self.get_priors(featmap_sizes, first.dtype, first.device)
+        cand_scores, cand_labels, cand_boxes = [], [], []
+        for lvl, level_priors in zip(levels, priors):
+            scores, box_preds, factors = self.level_outputs(*lvl)
+            scores, labels, boxes = self._select_level_deploy(scores, box_preds, factors,
+                                                              level_priors, img_shape, cfg)
+            cand_scores.append(scores)
+            cand_labels.append(labels)
+            cand_boxes.append(boxes)
+        return self.nms_deploy(torch.cat(cand_boxes, 1), torch.cat(cand_scores, 1),
+                               torch.cat(cand_labels, 1), cfg)
+
+    def _select_level_deploy(self, scores: Tensor, box_preds: Tensor, factors: Tensor | None,
+                             priors: Tensor, img_shape: Tensor, cfg: dict):
+        """Top ``nms_pre`` (prior, class) pairs of one level -> scores, labels and boxes ``[B, k]``."""
+        batch, _, num_classes = scores.shape
+        top_scores, pair_idx = clamped_topk(scores.reshape(batch, -1), cfg.get('nms_pre', -1))
+        prior_idx = torch.div(pair_idx, num_classes, rounding_mode='floor')
+        labels = pair_idx - prior_idx * num_classes
+        # Thresholding before the score factors keeps eager's candidate set (FCOS centerness).
+        top_scores = torch.where(top_scores > cfg.get('score_thr', 0.0), top_scores, 0.0)
+        if factors is not None:
+            top_scores = top_scores * torch.gather(factors, 1, prior_idx)
+        preds = torch.gather(box_preds, 1, prior_idx.unsqueeze(-1).expand(-1, -1, 4))
+        boxes = self.decode(priors[prior_idx], preds, max_shape=img_shape)
+        return top_scores, labels, boxes
+
+    def nms_deploy(self, boxes: Tensor, scores: Tensor, labels: Tensor,
+                   cfg: dict) -> tuple[Tensor, Tensor]:
+        """Candidates ``[B, M]`` (one class each) -> padded ``dets``, ``labels`` via ONNX NMS."""
+        min_size = cfg.get('min_bbox_size', -1)
+        if min_size >= 0:
+            wh = boxes[..., 2:] - boxes[..., :2]
+            scores = torch.where((wh[..., 0] > min_size) & (wh[..., 1] > min_size), scores, 0.0)
+        deploy_nms_pre = cfg.get('deploy_nms_pre', -1)
+        if deploy_nms_pre > 0:
+            scores, idx = clamped_topk(scores, deploy_nms_pre)
+            labels = torch.gather(labels, 1, idx)
+            boxes = torch.gather(boxes, 1, idx.unsqueeze(-1).expand(-1, -1, 4))
+        num_classes = self.num_classes
+        class_ids = torch.arange(num_classes, device=labels.device)
+        dense_scores = torch.where(labels.unsqueeze(-1) == class_ids, scores.unsqueeze(-1), 0.0)
+        nms_cfg = cfg['nms']
+        max_per_img = cfg.get('max_per_img', 100)
+        return multiclass_nms(boxes, dense_scores,
+                              nms_cfg.get('max_output_boxes_per_class', max_per_img),
+                              nms_cfg['iou_threshold'], 0.0, max_per_img)

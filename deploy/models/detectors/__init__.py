@@ -1,0 +1,4 @@
+from .base import BaseDetector
+from .single_stage import RetinaNet, SingleStageDetector
+
+__all__ = ['BaseDetector', 'RetinaNet', 'SingleStageDetector']

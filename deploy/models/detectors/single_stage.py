@@ -1,0 +1,54 @@
+"""One-stage detectors: backbone -> neck -> dense head (RetinaNet, FCOS, FSAF, SSD, YOLOv3, ...)."""
+from torch import Tensor
+
+from ...registry import MODELS
+from .base import BaseDetector
+
+
+@MODELS.register_module()
+class SingleStageDetector(BaseDetector):
+    """MMDetection's ``SingleStageDetector`` with its config keys and child names.
+
+    ``data_preprocessor``, ``pretrained`` and ``init_cfg`` are accepted for config compatibility;
+    pre-processing is done by the test pipeline, and weights come from checkpoints only.
+    """
+
+    def __init__(self, backbone: dict, bbox_head: dict, neck: dict | None = None,
+                 train_cfg: dict | None = None, test_cfg: dict | None = None,
+                 data_preprocessor: dict | None = None, pretrained: str | None = None,
+                 init_cfg: dict | None = None):
+        super().__init__()
+        self.backbone = MODELS.build(backbone)
+        if neck is not None:
+            self.neck = MODELS.build(neck)
+        bbox_head = dict(bbox_head)
+        bbox_head.update(train_cfg=train_cfg, test_cfg=test_cfg)
+        self.bbox_head = MODELS.build(bbox_head)
+        self.train_cfg = train_cfg
+        self.test_cfg = test_cfg
+
+    @property
+    def with_neck(self) -> bool:
+        return hasattr(self, 'neck')
+
+    def extract_feat(self, img: Tensor) -> tuple[Tensor, ...]:
+        x = self.backbone(img)
+        return self.neck(x) if self.with_neck else x
+
+    def predict(self, img: Tensor, img_metas: list[dict]) -> list[dict]:
+        return self.bbox_head.predict_by_feat(self.bbox_head(self.extract_feat(img)), img_metas)
+
+    def forward_deploy(self, img: Tensor, img_shape: Tensor) -> tuple[Tensor, ...]:
+        return self.bbox_head.predict_by_feat_deploy(self.bbox_head(self.extract_feat(img)),
+                                                     img_shape)
+
+    def forward_raw(self, img: Tensor) -> dict[str, Tensor]:
+        groups = self.bbox_head(self.extract_feat(img))
+        prefixes = self.bbox_head.raw_output_prefixes
+        return {f'{prefixes[g]}_{lvl}': t for g, per_level in enumerate(groups)
+                for lvl, t in enumerate(per_level)}
+
+
+@MODELS.register_module()
+class RetinaNet(SingleStageDetector):
+    """RetinaNet (Lin et al., 2017): ResNet + FPN + :class:`RetinaHead`."""

@@ -1,0 +1,127 @@
+"""Export with both exporters and compare ONNX Runtime with the eager reference by IoU matching."""
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import random_batch
+
+from deploy.backends.onnxruntime import OnnxRuntimeBackend
+from deploy.backends.pytorch import PyTorchBackend
+from deploy.errors import BackendError, ExportError
+from deploy.evaluation.parity import match_result_lists
+from deploy.export.metadata import read_metadata
+from deploy.export.onnx_export import export_onnx
+from deploy.export.verify import VerifyCase, verify_backend
+from deploy.postprocess import outputs_to_results
+
+
+def _inputs(img, metas):
+    shapes = np.asarray([m['img_shape'] for m in metas], np.float32)
+    return dict(input=img.numpy(), img_shape=shapes)
+
+
+def _compare(model, backend, img, metas):
+    inputs = _inputs(img, metas)
+    ref = outputs_to_results(PyTorchBackend(model)(inputs), metas)
+    test = outputs_to_results(backend(inputs), metas)
+    assert all(len(r) > 0 for r in ref), 'the reference must produce detections'
+    stats = match_result_lists(ref, test)
+    assert stats.matched_fraction >= 0.99, stats
+    assert stats.max_score_err < 1e-4 and stats.max_box_err < 0.01, stats
+    return stats
+
+
+def test_deploy_path_equals_eager(small_retinanet):
+    """The traceable batched path selects exactly what the per-image reference selects."""
+    model, _ = small_retinanet
+    img, metas = random_batch([(300, 400), (256, 380)])
+    inputs = _inputs(img, metas)
+    ref = outputs_to_results(PyTorchBackend(model)(inputs), metas)
+    deploy = outputs_to_results(PyTorchBackend(model, mode='deploy')(inputs), metas)
+    assert all(len(r) > 0 for r in ref)
+    stats = match_result_lists(ref, deploy)
+    assert stats.matched == stats.num_ref == stats.num_test and stats.max_score_err < 1e-6
+
+
+@pytest.mark.parametrize('exporter', ['dynamo', 'torchscript'])
+def test_dynamic_export_matches_eager(small_retinanet, tmp_path, exporter):
+    model, _ = small_retinanet
+    img, metas = random_batch([(300, 400), (256, 380)])
+    path = tmp_path / 'model.onnx'
+    export_onnx(model, img, torch.tensor([m['img_shape'] for m in metas], dtype=torch.float32),
+                path, exporter=exporter, dynamic=True, metadata={'note': 'test'})
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph)
+    assert {o.domain for o in graph.opset_import} <= {'', 'ai.onnx'}, 'no custom op domains'
+    assert 'NonMaxSuppression' in {n.op_type for n in graph.graph.node}
+    dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in list(graph.graph.input) + list(graph.graph.output)}
+    assert dims['input'] == ['batch', 3, 'height', 'width']
+    assert dims['dets'] == ['batch', 'num_dets', 5] and dims['labels'] == ['batch', 'num_dets']
+    assert read_metadata(path)['exporter'] == exporter
+    backend = OnnxRuntimeBackend(path)
+    _compare(model, backend, img, metas)
+    # Another size, batch 1; then batch 3 with different real shapes (clipping per image).
+    _compare(model, backend, *random_batch([(224, 160)], seed=1))
+    _compare(model, backend, *random_batch([(200, 300), (320, 250), (96, 128)], seed=2))
+
+
+def test_clipping_uses_real_image_shape(small_retinanet, tmp_path):
+    """Boxes are clipped at the real image border, not at the padded input border."""
+    model, _ = small_retinanet
+    img, metas = random_batch([(200, 250)], pad_to=(320, 416))
+    outputs = PyTorchBackend(model, mode='deploy')(_inputs(img, metas))
+    valid = outputs['labels'][0] >= 0
+    boxes = outputs['dets'][0][valid]
+    assert len(boxes) > 0
+    assert boxes[:, 2].max() <= 250 + 1e-3 and boxes[:, 3].max() <= 200 + 1e-3
+
+
+def test_static_export_has_fixed_input(small_retinanet, tmp_path):
+    model, _ = small_retinanet
+    img, metas = random_batch([(256, 320)])
+    path = tmp_path / 'static.onnx'
+    export_onnx(model, img, torch.tensor([[256., 320.]]), path, exporter='torchscript')
+    dims = [d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 256, 320]
+    _compare(model, OnnxRuntimeBackend(path), img, metas)
+
+
+def test_verify_rows_pass_and_refuse_empty_reference(small_retinanet, tmp_path):
+    model, _ = small_retinanet
+    img, metas = random_batch([(256, 320)])
+    path = tmp_path / 'static.onnx'
+    export_onnx(model, img, torch.tensor([[256., 320.]]), path, exporter='torchscript')
+    raw = tmp_path / 'raw.onnx'
+    export_onnx(model, img, None, raw, exporter='torchscript', skip_postprocess=True)
+    rows = verify_backend(model, OnnxRuntimeBackend(path), [VerifyCase('a', img, metas)],
+                          raw_backend=OnnxRuntimeBackend(raw))
+    assert rows[0].raw_ok and rows[0].passed
+    # A model that detects nothing cannot pass verification, however equal the outputs are.
+    model.test_cfg['score_thr'] = 1.1
+    try:
+        rows = verify_backend(model, OnnxRuntimeBackend(path), [VerifyCase('a', img, metas)])
+    finally:
+        model.test_cfg['score_thr'] = 0.05
+    assert rows[0].stats.num_ref == 0 and not rows[0].passed
+
+
+def test_low_opset_and_bad_exporter_are_refused(small_retinanet, tmp_path):
+    model, _ = small_retinanet
+    img, metas = random_batch([(256, 320)])
+    with pytest.raises(ExportError, match='opset 11 is too low'):
+        export_onnx(model, img, torch.tensor([[256., 320.]]), tmp_path / 'm.onnx',
+                    opset_version=11)
+    with pytest.raises(ExportError, match='unknown exporter'):
+        export_onnx(model, img, torch.tensor([[256., 320.]]), tmp_path / 'm.onnx',
+                    exporter='magic')
+    assert not list(tmp_path.iterdir()), 'no partial output may be left behind'
+
+
+def test_corrupt_onnx_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / 'bad.onnx'
+    bad.write_bytes(b'not an onnx model at all')
+    with pytest.raises(BackendError, match='cannot load'):
+        OnnxRuntimeBackend(bad)
+    with pytest.raises(BackendError, match='not found'):
+        OnnxRuntimeBackend(tmp_path / 'missing.onnx')
