@@ -126,6 +126,11 @@ def export_onnx(detector: nn.Module, img: Tensor, img_shape: Tensor, output_file
                                           for k, v in dynamic_axes.items()},
                             opset=opset_version, exporter=exporter)
             write_metadata(model, metadata)
+        if os.environ.get('DEPLOY_CHECK_TENSORRT_COMPAT') and not skip_postprocess:
+            # The test suite sets this so every exported graph is checked against TensorRT's
+            # rules on CPU (see deploy.backends.tensorrt.compat).
+            from ..backends.tensorrt.compat import assert_tensorrt_compatible
+            assert_tensorrt_compatible(model)
         onnx.save(model, tmp_name)
         os.replace(tmp_name, output_file)
     except ExportError:
