@@ -1,11 +1,13 @@
-"""Backend outputs -> :class:`DetectionResult` in original-image coordinates (shared by all backends)."""
+"""Backend outputs -> :class:`DetectionResult` in original-image coordinates (all backends)."""
+
 import numpy as np
 
 from .structures import DetectionResult
 
 
-def outputs_to_results(outputs: dict[str, np.ndarray], img_metas: list[dict],
-                       score_thr: float = 0.0) -> list[DetectionResult]:
+def outputs_to_results(
+    outputs: dict[str, np.ndarray], img_metas: list[dict], score_thr: float = 0.0
+) -> list[DetectionResult]:
     """Drop padding rows and map boxes back to each original image.
 
     Args:
@@ -25,7 +27,11 @@ def outputs_to_results(outputs: dict[str, np.ndarray], img_metas: list[dict],
         if scale.size == 2:  # MMDetection 3.x style (w, h)
             scale = np.tile(scale, 2)
         boxes = dets[keep, :4] / scale
-        results.append(DetectionResult(boxes=boxes.astype(np.float32),
-                                       scores=dets[keep, 4].astype(np.float32),
-                                       labels=labels[keep].astype(np.int64)))
+        results.append(
+            DetectionResult(
+                boxes=boxes.astype(np.float32),
+                scores=dets[keep, 4].astype(np.float32),
+                labels=labels[keep].astype(np.int64),
+            )
+        )
     return results

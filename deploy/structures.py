@@ -1,13 +1,14 @@
-"""The typed results every backend is turned into, so evaluation never knows where a result came from.
+"""The typed result every backend is turned into: evaluation never knows where it came from.
 
 Image meta convention (one ``dict`` per image, produced by the test pipeline):
     ``ori_shape``    (h, w) of the decoded image file
     ``img_shape``    (h, w) after resize, before padding: the real image inside the network input
     ``pad_shape``    (h, w) after padding to ``size_divisor``
     ``batch_input_shape`` (h, w) of the batched tensor (images padded to a common size)
-    ``scale_factor`` float32 array ``[w_scale, h_scale, w_scale, h_scale]``: input = original * scale
+    ``scale_factor`` float32 array ``[w_scale, h_scale, w_scale, h_scale]``: input = original*scale
     ``img_id``       COCO image id (int), ``filename`` the path
 """
+
 from dataclasses import dataclass
 
 import numpy as np

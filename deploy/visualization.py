@@ -1,4 +1,5 @@
 """Draw detections on an image (boxes, class names, scores, masks) with OpenCV."""
+
 import colorsys
 import os
 from pathlib import Path
@@ -18,8 +19,9 @@ def palette(num_classes: int) -> list[tuple[int, int, int]]:
     return colours
 
 
-def draw_detections(image: np.ndarray, result: DetectionResult, class_names=None,
-                    score_thr: float = 0.3) -> np.ndarray:
+def draw_detections(
+    image: np.ndarray, result: DetectionResult, class_names=None, score_thr: float = 0.3
+) -> np.ndarray:
     """A copy of the BGR ``image`` with the detections above ``score_thr`` drawn on it."""
     canvas = image.copy()
     num_classes = len(class_names) if class_names else int(result.labels.max(initial=0)) + 1
@@ -29,6 +31,7 @@ def draw_detections(image: np.ndarray, result: DetectionResult, class_names=None
     if masks is not None and len(keep):
         if isinstance(masks, list):
             from pycocotools import mask as mask_utils
+
             masks = [mask_utils.decode(masks[i]).astype(bool) for i in keep]
         else:
             masks = [masks[i] for i in keep]
@@ -46,8 +49,16 @@ def draw_detections(image: np.ndarray, result: DetectionResult, class_names=None
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
         top = max(y1 - th - base - 2, 0)
         cv2.rectangle(canvas, (x1, top), (x1 + tw + 4, top + th + base + 2), colour, -1)
-        cv2.putText(canvas, text, (x1 + 2, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                    (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            text,
+            (x1 + 2, top + th + 1),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.45,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
     return canvas
 
 

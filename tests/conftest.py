@@ -1,4 +1,5 @@
 """Shared fixtures: small models built from the shipped configs, and the generated data set."""
+
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ def make_detections_likely(model: torch.nn.Module, bias: float = -1.5) -> None:
     """Random weights score everything near sigmoid(0); a negative class bias keeps a realistic
     spread of scores around the 0.05 threshold, so the reference always has detections."""
     head = model.bbox_head
-    conv = getattr(head, 'retina_cls', None) or getattr(head, 'conv_cls')
+    conv = getattr(head, 'retina_cls', None) or head.conv_cls
     with torch.no_grad():
         conv.bias.fill_(bias)
 
@@ -30,6 +31,7 @@ def make_detections_likely(model: torch.nn.Module, bias: float = -1.5) -> None:
 @pytest.fixture(scope='session')
 def small_retinanet():
     from deploy.apis.model import init_detector
+
     torch.manual_seed(0)
     model, cfg = init_detector(str(RETINANET_CFG), cfg_options=dict(SMALL_RETINANET))
     make_detections_likely(model)

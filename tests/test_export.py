@@ -1,4 +1,5 @@
 """Export with both exporters and compare ONNX Runtime with the eager reference by IoU matching."""
+
 import numpy as np
 import onnx
 import pytest
@@ -48,14 +49,23 @@ def test_dynamic_export_matches_eager(small_retinanet, tmp_path, exporter):
     model, _ = small_retinanet
     img, metas = random_batch([(300, 400), (256, 380)])
     path = tmp_path / 'model.onnx'
-    export_onnx(model, img, torch.tensor([m['img_shape'] for m in metas], dtype=torch.float32),
-                path, exporter=exporter, dynamic=True, metadata={'note': 'test'})
+    export_onnx(
+        model,
+        img,
+        torch.tensor([m['img_shape'] for m in metas], dtype=torch.float32),
+        path,
+        exporter=exporter,
+        dynamic=True,
+        metadata={'note': 'test'},
+    )
     graph = onnx.load(str(path))
     onnx.checker.check_model(graph)
     assert {o.domain for o in graph.opset_import} <= {'', 'ai.onnx'}, 'no custom op domains'
     assert 'NonMaxSuppression' in {n.op_type for n in graph.graph.node}
-    dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
-            for v in list(graph.graph.input) + list(graph.graph.output)}
+    dims = {
+        v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in list(graph.graph.input) + list(graph.graph.output)
+    }
     assert dims['input'] == ['batch', 3, 'height', 'width']
     assert dims['dets'] == ['batch', 'num_dets', 5] and dims['labels'] == ['batch', 'num_dets']
     assert read_metadata(path)['exporter'] == exporter
@@ -81,7 +91,7 @@ def test_static_export_has_fixed_input(small_retinanet, tmp_path):
     model, _ = small_retinanet
     img, metas = random_batch([(256, 320)])
     path = tmp_path / 'static.onnx'
-    export_onnx(model, img, torch.tensor([[256., 320.]]), path, exporter='torchscript')
+    export_onnx(model, img, torch.tensor([[256.0, 320.0]]), path, exporter='torchscript')
     dims = [d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
     assert dims == [1, 3, 256, 320]
     _compare(model, OnnxRuntimeBackend(path), img, metas)
@@ -91,11 +101,15 @@ def test_verify_rows_pass_and_refuse_empty_reference(small_retinanet, tmp_path):
     model, _ = small_retinanet
     img, metas = random_batch([(256, 320)])
     path = tmp_path / 'static.onnx'
-    export_onnx(model, img, torch.tensor([[256., 320.]]), path, exporter='torchscript')
+    export_onnx(model, img, torch.tensor([[256.0, 320.0]]), path, exporter='torchscript')
     raw = tmp_path / 'raw.onnx'
     export_onnx(model, img, None, raw, exporter='torchscript', skip_postprocess=True)
-    rows = verify_backend(model, OnnxRuntimeBackend(path), [VerifyCase('a', img, metas)],
-                          raw_backend=OnnxRuntimeBackend(raw))
+    rows = verify_backend(
+        model,
+        OnnxRuntimeBackend(path),
+        [VerifyCase('a', img, metas)],
+        raw_backend=OnnxRuntimeBackend(raw),
+    )
     assert rows[0].raw_ok and rows[0].passed
     # A model that detects nothing cannot pass verification, however equal the outputs are.
     model.test_cfg['score_thr'] = 1.1
@@ -110,11 +124,13 @@ def test_low_opset_and_bad_exporter_are_refused(small_retinanet, tmp_path):
     model, _ = small_retinanet
     img, metas = random_batch([(256, 320)])
     with pytest.raises(ExportError, match='opset 11 is too low'):
-        export_onnx(model, img, torch.tensor([[256., 320.]]), tmp_path / 'm.onnx',
-                    opset_version=11)
+        export_onnx(
+            model, img, torch.tensor([[256.0, 320.0]]), tmp_path / 'm.onnx', opset_version=11
+        )
     with pytest.raises(ExportError, match='unknown exporter'):
-        export_onnx(model, img, torch.tensor([[256., 320.]]), tmp_path / 'm.onnx',
-                    exporter='magic')
+        export_onnx(
+            model, img, torch.tensor([[256.0, 320.0]]), tmp_path / 'm.onnx', exporter='magic'
+        )
     assert not list(tmp_path.iterdir()), 'no partial output may be left behind'
 
 

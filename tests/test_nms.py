@@ -1,11 +1,15 @@
 """NMS ops against a brute-force reference, and the ONNX translations against the eager op."""
+
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 
-from deploy.ops.multiclass_nms import (multiclass_nms, onnx_translation_table,
-                                       register_legacy_symbolic)
+from deploy.ops.multiclass_nms import (
+    multiclass_nms,
+    onnx_translation_table,
+    register_legacy_symbolic,
+)
 from deploy.ops.nms import batched_nms, box_iou, nms
 
 
@@ -37,8 +41,9 @@ def brute_multiclass(boxes, scores, cap, iou_thr, score_thr, top_k):
         found = []
         for cls in range(c):
             idx = [i for i in range(n) if scores[b, i, cls] > score_thr]
-            kept = brute_nms([boxes[b, i] for i in idx], [scores[b, i, cls] for i in idx],
-                             iou_thr, cap)
+            kept = brute_nms(
+                [boxes[b, i] for i in idx], [scores[b, i, cls] for i in idx], iou_thr, cap
+            )
             found += [(-scores[b, idx[k], cls], cls * n + idx[k], cls, idx[k]) for k in kept]
         out.append(sorted(found)[:top_k])
     return out
@@ -71,7 +76,7 @@ def test_nms_matches_brute_force(seed):
 
 
 def test_nms_ties_keep_lower_index_and_threshold_is_strict():
-    boxes = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 5], [20, 20, 30, 30.]])
+    boxes = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 5], [20, 20, 30, 30.0]])
     scores = torch.tensor([0.5, 0.5, 0.5, 0.5])
     # Boxes 0 and 1 are identical with equal scores: the lower index survives.
     # Box 2 has IoU exactly 0.5 with box 0: suppressed only when the threshold is below 0.5.
@@ -81,19 +86,20 @@ def test_nms_ties_keep_lower_index_and_threshold_is_strict():
 
 def test_nms_empty_and_single():
     assert nms(torch.zeros(0, 4), torch.zeros(0), 0.5).numel() == 0
-    assert nms(torch.tensor([[0, 0, 1, 1.]]), torch.tensor([0.3]), 0.5).tolist() == [0]
+    assert nms(torch.tensor([[0, 0, 1, 1.0]]), torch.tensor([0.3]), 0.5).tolist() == [0]
 
 
 def test_batched_nms_never_suppresses_across_classes():
-    boxes = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 10], [1, 1, 10, 10.]])
+    boxes = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 10], [1, 1, 10, 10.0]])
     scores = torch.tensor([0.9, 0.8, 0.7])
     keep = batched_nms(boxes, scores, torch.tensor([0, 1, 0]), 0.5)
     assert keep.tolist() == [0, 1]
 
 
 def _check_against_brute(boxes, scores, cap, iou_thr, score_thr, top_k):
-    dets, labels = multiclass_nms(torch.from_numpy(boxes), torch.from_numpy(scores), cap,
-                                  iou_thr, score_thr, top_k)
+    dets, labels = multiclass_nms(
+        torch.from_numpy(boxes), torch.from_numpy(scores), cap, iou_thr, score_thr, top_k
+    )
     expected = brute_multiclass(boxes, scores, cap, iou_thr, score_thr, top_k)
     assert dets.shape == (boxes.shape[0], top_k, 5) and labels.shape == (boxes.shape[0], top_k)
     for b, rows in enumerate(expected):
@@ -105,8 +111,9 @@ def _check_against_brute(boxes, scores, cap, iou_thr, score_thr, top_k):
     return expected
 
 
-@pytest.mark.parametrize('batch,n,c,cap,top_k', [(1, 40, 3, 100, 20), (3, 30, 4, 5, 50),
-                                                 (2, 25, 1, 100, 100)])
+@pytest.mark.parametrize(
+    'batch,n,c,cap,top_k', [(1, 40, 3, 100, 20), (3, 30, 4, 5, 50), (2, 25, 1, 100, 100)]
+)
 def test_multiclass_nms_matches_brute_force(batch, n, c, cap, top_k):
     gen = np.random.default_rng(batch * 100 + n)
     boxes, scores = random_boxes(gen, batch, n, c)
@@ -120,8 +127,7 @@ def test_multiclass_nms_ties_and_empty():
     expected = _check_against_brute(boxes, scores, 100, 0.5, 0.05, 10)
     assert [r[2] for r in expected[0]] == [0, 0, 1, 1]
     # Nothing above the threshold: every row is padding.
-    dets, labels = multiclass_nms(torch.from_numpy(boxes), torch.zeros(1, 3, 2), 100, 0.5, 0.05,
-                                  10)
+    dets, labels = multiclass_nms(torch.from_numpy(boxes), torch.zeros(1, 3, 2), 100, 0.5, 0.05, 10)
     assert (labels == -1).all() and (dets == 0).all()
     # No boxes at all.
     dets, labels = multiclass_nms(torch.zeros(2, 0, 4), torch.zeros(2, 0, 3), 100, 0.5, 0.05, 7)
@@ -143,18 +149,33 @@ def test_multiclass_nms_onnx_matches_eager(tmp_path, exporter):
     if exporter == 'dynamo':
         b, n = torch.export.Dim('batch'), torch.export.Dim('n')
         program = torch.onnx.export(
-            module, args, None, dynamo=True, external_data=False, opset_version=17,
-            input_names=['boxes', 'scores'], output_names=['dets', 'labels'],
+            module,
+            args,
+            None,
+            dynamo=True,
+            external_data=False,
+            opset_version=17,
+            input_names=['boxes', 'scores'],
+            output_names=['dets', 'labels'],
             dynamic_shapes={'boxes': {0: b, 1: n}, 'scores': {0: b, 1: n}},
-            custom_translation_table=onnx_translation_table())
+            custom_translation_table=onnx_translation_table(),
+        )
         program.save(path, external_data=False)
     else:
         register_legacy_symbolic(17)
-        torch.onnx.export(module, args, path, dynamo=False, opset_version=17,
-                          input_names=['boxes', 'scores'], output_names=['dets', 'labels'],
-                          dynamic_axes={'boxes': {0: 'b', 1: 'n'}, 'scores': {0: 'b', 1: 'n'}})
+        torch.onnx.export(
+            module,
+            args,
+            path,
+            dynamo=False,
+            opset_version=17,
+            input_names=['boxes', 'scores'],
+            output_names=['dets', 'labels'],
+            dynamic_axes={'boxes': {0: 'b', 1: 'n'}, 'scores': {0: 'b', 1: 'n'}},
+        )
     session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
     import onnx
+
     assert {op.domain for op in onnx.load(path).opset_import} <= {'', 'ai.onnx'}
     # Other batch and box counts than traced, including fewer pairs than output rows.
     for batch, n in [(2, 50), (3, 80), (1, 4)]:

@@ -2,8 +2,10 @@
 
     python tools/pytorch2onnx.py CONFIG CHECKPOINT --dynamic-export --verify
 
-Flags follow MMDetection 2.x's tools/deployment/pytorch2onnx.py, plus --exporter, --device, --strict.
+Flags follow MMDetection 2.x's tools/deployment/pytorch2onnx.py, plus --exporter, --device and
+--strict.
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -22,29 +24,58 @@ def parse_args(argv=None):
     parser.add_argument('config', help='model config file')
     parser.add_argument('checkpoint', help='MMDetection-format checkpoint (.pth)')
     parser.add_argument('--output-file', default='tmp.onnx', help='ONNX file to write')
-    parser.add_argument('--input-img', default=str(DEMO_IMAGE),
-                        help='image used for tracing and verification')
-    parser.add_argument('--test-img', default=None,
-                        help='second verification image (default: a resized crop of --input-img)')
-    parser.add_argument('--shape', type=int, nargs='+', default=None, metavar='H [W]',
-                        help='static input shape (ignored with --dynamic-export); default: the '
-                        "config's resize scale, padded")
+    parser.add_argument(
+        '--input-img', default=str(DEMO_IMAGE), help='image used for tracing and verification'
+    )
+    parser.add_argument(
+        '--test-img',
+        default=None,
+        help='second verification image (default: a resized crop of --input-img)',
+    )
+    parser.add_argument(
+        '--shape',
+        type=int,
+        nargs='+',
+        default=None,
+        metavar='H [W]',
+        help='static input shape (ignored with --dynamic-export); default: the '
+        "config's resize scale, padded",
+    )
     parser.add_argument('--opset-version', type=int, default=DEFAULT_OPSET)
-    parser.add_argument('--dynamic-export', action='store_true',
-                        help='dynamic batch, height, width and detection axis')
-    parser.add_argument('--exporter', choices=EXPORTERS, default=DEFAULT_EXPORTER,
-                        help='torch.export-based (dynamo) or legacy TorchScript tracer')
+    parser.add_argument(
+        '--dynamic-export',
+        action='store_true',
+        help='dynamic batch, height, width and detection axis',
+    )
+    parser.add_argument(
+        '--exporter',
+        choices=EXPORTERS,
+        default=DEFAULT_EXPORTER,
+        help='torch.export-based (dynamo) or legacy TorchScript tracer',
+    )
     parser.add_argument('--device', default='cpu', help='device for tracing (cpu, cuda:0)')
-    parser.add_argument('--show', action='store_true',
-                        help='verbose export; with --verify also draw PyTorch and ONNX Runtime '
-                        'detections of --input-img next to the output file')
-    parser.add_argument('--verify', action='store_true',
-                        help='check the model and compare ONNX Runtime with PyTorch')
+    parser.add_argument(
+        '--show',
+        action='store_true',
+        help='verbose export; with --verify also draw PyTorch and ONNX Runtime '
+        'detections of --input-img next to the output file',
+    )
+    parser.add_argument(
+        '--verify',
+        action='store_true',
+        help='check the model and compare ONNX Runtime with PyTorch',
+    )
     parser.add_argument('--simplify', action='store_true', help='simplify with onnxsim')
-    parser.add_argument('--skip-postprocess', action='store_true',
-                        help='export raw head outputs only (no decode / NMS)')
-    parser.add_argument('--strict', action='store_true',
-                        help='fail on missing / unexpected / mis-shaped checkpoint keys')
+    parser.add_argument(
+        '--skip-postprocess',
+        action='store_true',
+        help='export raw head outputs only (no decode / NMS)',
+    )
+    parser.add_argument(
+        '--strict',
+        action='store_true',
+        help='fail on missing / unexpected / mis-shaped checkpoint keys',
+    )
     for old in ('--dataset', '--mean', '--std'):
         parser.add_argument(old, nargs='*', help=argparse.SUPPRESS)
     add_cfg_options_argument(parser)
@@ -56,12 +87,25 @@ def main(argv=None) -> int:
     if args.dataset or args.mean or args.std:
         print('warning: --dataset/--mean/--std are ignored: normalisation comes from the config')
     from deploy.apis.export import export_model
+
     result = export_model(
-        args.config, args.checkpoint, args.output_file, input_img=args.input_img,
-        test_img=args.test_img, shape=args.shape, opset_version=args.opset_version,
-        cfg_options=args.cfg_options, dynamic=args.dynamic_export, exporter=args.exporter,
-        simplify=args.simplify, skip_postprocess=args.skip_postprocess, verify=args.verify,
-        device=args.device, strict=args.strict, show=args.show)
+        args.config,
+        args.checkpoint,
+        args.output_file,
+        input_img=args.input_img,
+        test_img=args.test_img,
+        shape=args.shape,
+        opset_version=args.opset_version,
+        cfg_options=args.cfg_options,
+        dynamic=args.dynamic_export,
+        exporter=args.exporter,
+        simplify=args.simplify,
+        skip_postprocess=args.skip_postprocess,
+        verify=args.verify,
+        device=args.device,
+        strict=args.strict,
+        show=args.show,
+    )
     if args.verify:
         if not result.verified:
             print('verification FAILED', file=sys.stderr)

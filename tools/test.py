@@ -6,6 +6,7 @@
 Flags follow MMDetection 2.x's tools/deployment/test.py, plus --backend pytorch, --device,
 --batch-size, --workers, --threads and --eval-backend.
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -21,16 +22,24 @@ from deploy.errors import ConfigError  # noqa: E402
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Evaluate a detector with a backend')
     parser.add_argument('config', help='model config (its test data set is used)')
-    parser.add_argument('model', help='checkpoint (pytorch), .onnx (onnxruntime, tensorrt) '
-                        'or .engine (tensorrt)')
+    parser.add_argument(
+        'model', help='checkpoint (pytorch), .onnx (onnxruntime, tensorrt) or .engine (tensorrt)'
+    )
     parser.add_argument('--backend', choices=BACKENDS, required=True)
     parser.add_argument('--out', help='pickle file for the results (.pkl / .pickle)')
-    parser.add_argument('--format-only', metavar='JSON', nargs='?', const='results.bbox.json',
-                        help='only write COCO-format results (default results.bbox.json)')
-    parser.add_argument('--eval', nargs='+', choices=('bbox', 'segm', 'proposal'),
-                        help='COCO metrics to compute')
-    parser.add_argument('--eval-backend', choices=('pycocotools', 'faster-coco-eval'),
-                        default='pycocotools')
+    parser.add_argument(
+        '--format-only',
+        metavar='JSON',
+        nargs='?',
+        const='results.bbox.json',
+        help='only write COCO-format results (default results.bbox.json)',
+    )
+    parser.add_argument(
+        '--eval', nargs='+', choices=('bbox', 'segm', 'proposal'), help='COCO metrics to compute'
+    )
+    parser.add_argument(
+        '--eval-backend', choices=('pycocotools', 'faster-coco-eval'), default='pycocotools'
+    )
     parser.add_argument('--show-dir', help='draw detections into this folder')
     parser.add_argument('--show-score-thr', type=float, default=0.3)
     parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
@@ -38,8 +47,13 @@ def parse_args(argv=None):
     parser.add_argument('--workers', type=int, default=2, help='data loading processes')
     parser.add_argument('--threads', type=int, default=None, help='inference threads')
     add_cfg_options_argument(parser)
-    parser.add_argument('--eval-options', nargs='+', default=None, metavar='KEY=VALUE',
-                        help='extra evaluation arguments, e.g. classwise=True')
+    parser.add_argument(
+        '--eval-options',
+        nargs='+',
+        default=None,
+        metavar='KEY=VALUE',
+        help='extra evaluation arguments, e.g. classwise=True',
+    )
     args = parser.parse_args(argv)
     if not (args.out or args.eval or args.format_only or args.show_dir):
         parser.error('give at least one of --out, --eval, --format-only, --show-dir')
@@ -52,6 +66,7 @@ def parse_args(argv=None):
 
 def parse_eval_options(pairs) -> dict:
     import ast
+
     options = {}
     for pair in pairs or ():
         if '=' not in pair:
@@ -67,12 +82,24 @@ def parse_eval_options(pairs) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from deploy.apis.test import run_test
-    run_test(args.config, args.model, args.backend, cfg_options=args.cfg_options,
-             device=args.device, batch_size=args.batch_size, num_workers=args.workers,
-             num_threads=args.threads, metrics=args.eval or (),
-             eval_options=parse_eval_options(args.eval_options), eval_backend=args.eval_backend,
-             out=args.out, format_only=args.format_only, show_dir=args.show_dir,
-             show_score_thr=args.show_score_thr)
+
+    run_test(
+        args.config,
+        args.model,
+        args.backend,
+        cfg_options=args.cfg_options,
+        device=args.device,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        num_threads=args.threads,
+        metrics=args.eval or (),
+        eval_options=parse_eval_options(args.eval_options),
+        eval_backend=args.eval_backend,
+        out=args.out,
+        format_only=args.format_only,
+        show_dir=args.show_dir,
+        show_score_thr=args.show_score_thr,
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
 """What every command-line tool shares: clean one-line errors and the repository on sys.path."""
+
 import sys
 from collections.abc import Callable
 
@@ -11,6 +12,7 @@ def run_cli(main: Callable[[], int | None]) -> None:
     Set ``DEPLOY_DEBUG=1`` to see the full traceback instead.
     """
     import os
+
     try:
         code = main()
     except DeployError as err:

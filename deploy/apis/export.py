@@ -1,4 +1,5 @@
 """The export job behind ``tools/pytorch2onnx.py``: prepare inputs, export, simplify, verify."""
+
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,13 +50,30 @@ def second_view(image: np.ndarray) -> np.ndarray:
     return cv2.resize(crop, (max(2, int(crop.shape[1] * 0.8)), max(2, int(h * 0.8))))
 
 
-def export_model(config, checkpoint, output_file='tmp.onnx', *, input_img, test_img=None,
-                 shape=None, opset_version=DEFAULT_OPSET, cfg_options=None, dynamic=False,
-                 exporter=DEFAULT_EXPORTER, simplify=False, skip_postprocess=False, verify=False,
-                 device='cpu', strict=False, show=False, logger=print) -> ExportResult:
+def export_model(
+    config,
+    checkpoint,
+    output_file='tmp.onnx',
+    *,
+    input_img,
+    test_img=None,
+    shape=None,
+    opset_version=DEFAULT_OPSET,
+    cfg_options=None,
+    dynamic=False,
+    exporter=DEFAULT_EXPORTER,
+    simplify=False,
+    skip_postprocess=False,
+    verify=False,
+    device='cpu',
+    strict=False,
+    show=False,
+    logger=print,
+) -> ExportResult:
     """Export ``config`` + ``checkpoint`` to ONNX and optionally verify it (see the tool's help)."""
-    model, cfg = init_detector(config, checkpoint, device=device, cfg_options=cfg_options,
-                               strict=strict, logger=logger)
+    model, cfg = init_detector(
+        config, checkpoint, device=device, cfg_options=cfg_options, strict=strict, logger=logger
+    )
     if shape is not None and len(shape) == 1:
         shape = (shape[0], shape[0])
     static_shape = None if dynamic else tuple(shape or default_static_shape(cfg))
@@ -69,19 +87,39 @@ def export_model(config, checkpoint, output_file='tmp.onnx', *, input_img, test_
     img, img_shape = img.to(device), img_shape.to(device)
 
     metadata = build_metadata(
-        model_type=type(model).__name__, class_names=model.class_names,
-        preprocess=get_preprocess_cfg(cfg), input_shape=static_shape, dynamic=dynamic,
-        test_cfg=get_test_cfg(cfg), opset=opset_version, exporter=exporter,
-        input_names=(), output_names=(), dynamic_axes={}, skip_postprocess=skip_postprocess)
-    export_kwargs = dict(exporter=exporter, opset_version=opset_version, dynamic=dynamic,
-                         verbose=show)
+        model_type=type(model).__name__,
+        class_names=model.class_names,
+        preprocess=get_preprocess_cfg(cfg),
+        input_shape=static_shape,
+        dynamic=dynamic,
+        test_cfg=get_test_cfg(cfg),
+        opset=opset_version,
+        exporter=exporter,
+        input_names=(),
+        output_names=(),
+        dynamic_axes={},
+        skip_postprocess=skip_postprocess,
+    )
+    export_kwargs = dict(
+        exporter=exporter, opset_version=opset_version, dynamic=dynamic, verbose=show
+    )
     output_file = Path(output_file)
-    logger(f'exporting {type(model).__name__} with the {exporter} exporter (opset '
-           f'{opset_version}, {"dynamic" if dynamic else "static " + str(static_shape)}) ...')
-    export_onnx(model, img, img_shape, output_file, skip_postprocess=skip_postprocess,
-                metadata=metadata, **export_kwargs)
+    logger(
+        f'exporting {type(model).__name__} with the {exporter} exporter (opset '
+        f'{opset_version}, {"dynamic" if dynamic else "static " + str(static_shape)}) ...'
+    )
+    export_onnx(
+        model,
+        img,
+        img_shape,
+        output_file,
+        skip_postprocess=skip_postprocess,
+        metadata=metadata,
+        **export_kwargs,
+    )
     if simplify:
         from ..export.simplify import simplify_onnx
+
         simplify_onnx(output_file, dynamic=dynamic, logger=logger)
     logger(f'saved {output_file}')
     result = ExportResult(output_file)
@@ -89,10 +127,13 @@ def export_model(config, checkpoint, output_file='tmp.onnx', *, input_img, test_
         return result
 
     import onnx
+
     onnx.checker.check_model(str(output_file))
     if skip_postprocess:
-        raise ExportError('--verify compares detections: it needs the post-processed graph '
-                          '(drop --skip-postprocess)')
+        raise ExportError(
+            '--verify compares detections: it needs the post-processed graph '
+            '(drop --skip-postprocess)'
+        )
     cases = [VerifyCase('input-img', *collate([first]))]
     other = load_image(test_img) if test_img else second_view(image)
     second = pipeline(other)
@@ -102,8 +143,9 @@ def export_model(config, checkpoint, output_file='tmp.onnx', *, input_img, test_
     model_cpu = model.cpu()
     with tempfile.TemporaryDirectory() as tmp:
         raw_file = Path(tmp) / 'raw.onnx'
-        export_onnx(model_cpu, img.cpu(), img_shape.cpu(), raw_file, skip_postprocess=True,
-                    **export_kwargs)
+        export_onnx(
+            model_cpu, img.cpu(), img_shape.cpu(), raw_file, skip_postprocess=True, **export_kwargs
+        )
         backend = OnnxRuntimeBackend(output_file)
         rows = verify_backend(model_cpu, backend, cases, raw_backend=OnnxRuntimeBackend(raw_file))
         if show:
@@ -113,12 +155,14 @@ def export_model(config, checkpoint, output_file='tmp.onnx', *, input_img, test_
     return result
 
 
-def _save_pictures(model, backend, case: VerifyCase, image: np.ndarray, output_file: Path,
-                   logger) -> None:
+def _save_pictures(
+    model, backend, case: VerifyCase, image: np.ndarray, output_file: Path, logger
+) -> None:
     """Draw the PyTorch and the backend detections of one case side by side on disk."""
     from ..backends.pytorch import PyTorchBackend
     from ..postprocess import outputs_to_results
     from ..visualization import draw_detections, save_image
+
     for name, runner in (('pytorch', PyTorchBackend(model)), (backend.name, backend)):
         result = outputs_to_results(runner(case.inputs()), case.metas)[0]
         path = output_file.with_name(f'{output_file.stem}_{name}.png')

@@ -1,6 +1,8 @@
-"""The evaluation job behind ``tools/test.py``: a data set through any backend, then COCO metrics."""
+"""The evaluation job behind ``tools/test.py``: a data set through a backend, then COCO metrics."""
+
 import os
 import pickle
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,8 @@ class TestRun:
     img_ids: list[int]
     metrics: dict = field(default_factory=dict)
     class_names: tuple | None = None
+    #: mean wall time of the backend call per image (pre/post-processing excluded), milliseconds
+    latency_ms: float = 0.0
 
 
 def input_shape_rule(model_file: str | Path, backend: str) -> tuple[int, int] | None:
@@ -35,12 +39,26 @@ def input_shape_rule(model_file: str | Path, backend: str) -> tuple[int, int] | 
     return None
 
 
-def run_test(config, model_file, backend: str = 'onnxruntime', *, cfg_options=None,
-             device: str = 'cpu', batch_size: int = 1, num_workers: int = 2,
-             num_threads: int | None = None, metrics=(), eval_options: dict | None = None,
-             eval_backend: str = 'pycocotools', out: str | None = None,
-             format_only: str | None = None, show_dir: str | None = None,
-             show_score_thr: float = 0.3, progress: bool = True, logger=print) -> TestRun:
+def run_test(
+    config,
+    model_file,
+    backend: str = 'onnxruntime',
+    *,
+    cfg_options=None,
+    device: str = 'cpu',
+    batch_size: int = 1,
+    num_workers: int = 2,
+    num_threads: int | None = None,
+    metrics=(),
+    eval_options: dict | None = None,
+    eval_backend: str = 'pycocotools',
+    out: str | None = None,
+    format_only: str | None = None,
+    show_dir: str | None = None,
+    show_score_thr: float = 0.3,
+    progress: bool = True,
+    logger=print,
+) -> TestRun:
     """Run a model on the config's test set and evaluate it.
 
     Args:
@@ -51,43 +69,73 @@ def run_test(config, model_file, backend: str = 'onnxruntime', *, cfg_options=No
         show_dir: draw detections above ``show_score_thr`` into this folder.
     """
     cfg = load_config(config, cfg_options) if isinstance(config, (str, Path)) else config
-    data_cfg = get_test_dataset_cfg(cfg)
-    pipeline = TestPipeline(get_preprocess_cfg(cfg),
-                            fixed_shape=input_shape_rule(model_file, backend))
-    dataset = CocoDetectionDataset(data_cfg['ann_file'], data_cfg['img_prefix'], pipeline)
-    if input_shape_rule(model_file, backend) is not None and batch_size != 1:
+    # The model first: a bad model file is reported before any data is touched.
+    runner = build_backend(backend, model_file, cfg=cfg, device=device, num_threads=num_threads)
+    fixed_shape = input_shape_rule(model_file, backend)
+    if fixed_shape is not None and batch_size != 1:
         logger('note: the model has a static input shape: batch size forced to 1')
         batch_size = 1
-    runner = build_backend(backend, model_file, cfg=cfg, device=device, num_threads=num_threads)
+    data_cfg = get_test_dataset_cfg(cfg)
+    pipeline = TestPipeline(get_preprocess_cfg(cfg), fixed_shape=fixed_shape)
+    dataset = CocoDetectionDataset(data_cfg['ann_file'], data_cfg['img_prefix'], pipeline)
     class_names = _class_names(runner, model_file, backend)
     loader = build_dataloader(dataset, batch_size=batch_size, num_workers=num_workers)
 
     results: list[DetectionResult] = []
     img_ids: list[int] = []
-    for img, metas in tqdm(loader, desc=f'{backend}', unit='img', unit_scale=batch_size,
-                           disable=not progress, dynamic_ncols=True):
-        inputs = dict(input=img.numpy(),
-                      img_shape=np.asarray([m['img_shape'][:2] for m in metas], np.float32))
-        batch_results = outputs_to_results(runner(inputs), metas)
+    infer_seconds = 0.0
+    for img, metas in tqdm(
+        loader,
+        desc=f'{backend}',
+        unit='img',
+        unit_scale=batch_size,
+        disable=not progress,
+        dynamic_ncols=True,
+    ):
+        inputs = dict(
+            input=img.numpy(), img_shape=np.asarray([m['img_shape'][:2] for m in metas], np.float32)
+        )
+        start = time.perf_counter()
+        outputs = runner(inputs)
+        infer_seconds += time.perf_counter() - start
+        batch_results = outputs_to_results(outputs, metas)
         results.extend(batch_results)
         img_ids.extend(int(m['img_id']) for m in metas)
         if show_dir:
             _draw(batch_results, metas, class_names, show_dir, show_score_thr)
 
-    run = TestRun(results, img_ids, class_names=class_names)
+    run = TestRun(
+        results,
+        img_ids,
+        class_names=class_names,
+        latency_ms=1000 * infer_seconds / max(len(results), 1),
+    )
     if out:
-        _save_pickle(out, [dict(img_id=i, boxes=r.boxes, scores=r.scores, labels=r.labels,
-                                masks=r.masks) for i, r in zip(img_ids, results)])
+        _save_pickle(
+            out,
+            [
+                dict(img_id=i, boxes=r.boxes, scores=r.scores, labels=r.labels, masks=r.masks)
+                for i, r in zip(img_ids, results)
+            ],
+        )
         logger(f'results written to {out}')
     if format_only:
         from ..evaluation.coco_metric import format_only as write_coco_json
+
         write_coco_json(results, img_ids, dataset.cat_ids, format_only)
         logger(f'COCO json written to {format_only}')
     if metrics:
         from ..evaluation.coco_metric import evaluate_coco
-        run.metrics = evaluate_coco(data_cfg['ann_file'], results, img_ids, dataset.cat_ids,
-                                    metrics=tuple(metrics), backend=eval_backend,
-                                    **(eval_options or {}))
+
+        run.metrics = evaluate_coco(
+            data_cfg['ann_file'],
+            results,
+            img_ids,
+            dataset.cat_ids,
+            metrics=tuple(metrics),
+            backend=eval_backend,
+            **(eval_options or {}),
+        )
     return run
 
 
@@ -102,6 +150,7 @@ def _class_names(runner, model_file, backend: str):
 
 def _draw(results, metas, class_names, show_dir, score_thr) -> None:
     from ..visualization import draw_detections, save_image
+
     for result, meta in zip(results, metas):
         image = load_image(meta['filename'])
         name = Path(meta['filename']).stem + '.jpg'

@@ -1,4 +1,5 @@
 """Backends behind one interface (:class:`Backend`): PyTorch, ONNX Runtime, TensorRT."""
+
 from pathlib import Path
 
 from ..errors import BackendError
@@ -7,8 +8,14 @@ from .base import Backend
 BACKENDS = ('pytorch', 'onnxruntime', 'tensorrt')
 
 
-def build_backend(name: str, model_file: str | Path, cfg=None, device: str = 'cpu',
-                  num_threads: int | None = None, **kwargs) -> Backend:
+def build_backend(
+    name: str,
+    model_file: str | Path,
+    cfg=None,
+    device: str = 'cpu',
+    num_threads: int | None = None,
+    **kwargs,
+) -> Backend:
     """Load ``model_file`` on backend ``name``.
 
     ``pytorch`` takes a checkpoint (``cfg`` builds the model); ``onnxruntime`` an ``.onnx`` file;
@@ -19,12 +26,14 @@ def build_backend(name: str, model_file: str | Path, cfg=None, device: str = 'cp
 
         from ..apis.model import init_detector
         from .pytorch import PyTorchBackend
+
         if num_threads:
             torch.set_num_threads(num_threads)
         model, _ = init_detector(cfg, model_file, device=device, strict=kwargs.get('strict', False))
         return PyTorchBackend(model, device=device)
     if name == 'onnxruntime':
         from .onnxruntime import OnnxRuntimeBackend
+
         return OnnxRuntimeBackend(model_file, device=device, num_threads=num_threads)
     if name == 'tensorrt':
         try:

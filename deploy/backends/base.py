@@ -1,4 +1,5 @@
 """The one backend interface: named numpy inputs in, named numpy outputs out."""
+
 from abc import ABC, abstractmethod
 
 import numpy as np

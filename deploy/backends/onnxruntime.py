@@ -1,4 +1,5 @@
 """ONNX Runtime backend (CPU or CUDA execution provider)."""
+
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +34,15 @@ class OnnxRuntimeBackend(Backend):
         providers = ['CPUExecutionProvider']
         if device.startswith('cuda'):
             if 'CUDAExecutionProvider' not in ort.get_available_providers():
-                raise BackendError('device cuda asked for, but this onnxruntime has no CUDA '
-                                   'provider: install onnxruntime-gpu (and uninstall onnxruntime)')
+                raise BackendError(
+                    'device cuda asked for, but this onnxruntime has no CUDA '
+                    'provider: install onnxruntime-gpu (and uninstall onnxruntime)'
+                )
             device_id = int(device.split(':')[1]) if ':' in device else 0
-            providers = [('CUDAExecutionProvider', {'device_id': device_id}),
-                         'CPUExecutionProvider']
+            providers = [
+                ('CUDAExecutionProvider', {'device_id': device_id}),
+                'CPUExecutionProvider',
+            ]
         try:
             self.session = ort.InferenceSession(str(model_file), options, providers=providers)
         except Exception as err:  # ORT raises its own Fail/InvalidGraph types

@@ -1,4 +1,5 @@
 """PyTorch backend: the eager reference behind the same interface as the exported models."""
+
 import numpy as np
 import torch
 

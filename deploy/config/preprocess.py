@@ -7,7 +7,7 @@ class PreprocessConfig:
     """Test-time pre-processing of one model.
 
     Attributes:
-        mean, std: per-channel normalisation, in the channel order *after* the optional BGR->RGB swap.
+        mean, std: per-channel normalisation, in channel order *after* the optional BGR->RGB swap.
         to_rgb: swap the BGR image read by OpenCV to RGB before normalising.
         scale: target ``(long_edge, short_edge)`` for keep-ratio resize (MMCV's ``img_scale``
             convention, e.g. ``(1333, 800)``), or ``(w, h)`` when ``keep_ratio`` is False.

@@ -1,4 +1,5 @@
 """Compare two sets of detections by IoU matching (never by position in the output)."""
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,23 +39,32 @@ class ParityStats:
         return 1.0 if denom == 0 else self.matched / denom
 
     def merge(self, other: 'ParityStats') -> 'ParityStats':
-        return ParityStats(self.num_ref + other.num_ref, self.num_test + other.num_test,
-                           self.matched + other.matched,
-                           max(self.max_score_err, other.max_score_err),
-                           max(self.max_box_err, other.max_box_err))
+        return ParityStats(
+            self.num_ref + other.num_ref,
+            self.num_test + other.num_test,
+            self.matched + other.matched,
+            max(self.max_score_err, other.max_score_err),
+            max(self.max_box_err, other.max_box_err),
+        )
 
-    def passed(self, min_matched: float = 0.99, score_atol: float = 1e-3,
-               box_atol: float = 1.0) -> bool:
+    def passed(
+        self, min_matched: float = 0.99, score_atol: float = 1e-3, box_atol: float = 1.0
+    ) -> bool:
         """True when the reference had detections and the test reproduces them.
 
         A comparison against an empty reference proves nothing, so it never passes.
         """
-        return (self.num_ref > 0 and self.matched_fraction >= min_matched
-                and self.max_score_err <= score_atol and self.max_box_err <= box_atol)
+        return (
+            self.num_ref > 0
+            and self.matched_fraction >= min_matched
+            and self.max_score_err <= score_atol
+            and self.max_box_err <= box_atol
+        )
 
 
-def match_detections(ref: DetectionResult, test: DetectionResult,
-                     iou_thr: float = 0.5) -> ParityStats:
+def match_detections(
+    ref: DetectionResult, test: DetectionResult, iou_thr: float = 0.5
+) -> ParityStats:
     """Greedy matching in decreasing reference score: each reference detection takes the unmatched
     test detection of the same label with the highest IoU (at least ``iou_thr``)."""
     stats = ParityStats(num_ref=len(ref), num_test=len(test))
@@ -71,13 +81,15 @@ def match_detections(ref: DetectionResult, test: DetectionResult,
         used[j] = True
         stats.matched += 1
         stats.max_score_err = max(stats.max_score_err, float(abs(ref.scores[i] - test.scores[j])))
-        stats.max_box_err = max(stats.max_box_err,
-                                float(np.abs(ref.boxes[i] - test.boxes[j]).max()))
+        stats.max_box_err = max(
+            stats.max_box_err, float(np.abs(ref.boxes[i] - test.boxes[j]).max())
+        )
     return stats
 
 
-def match_result_lists(refs: list[DetectionResult], tests: list[DetectionResult],
-                       iou_thr: float = 0.5) -> ParityStats:
+def match_result_lists(
+    refs: list[DetectionResult], tests: list[DetectionResult], iou_thr: float = 0.5
+) -> ParityStats:
     """:func:`match_detections` over paired images, merged."""
     total = ParityStats()
     for ref, test in zip(refs, tests, strict=True):

@@ -1,4 +1,5 @@
-"""Deployment metadata stored inside the ONNX file, so the file alone says how to feed and read it."""
+"""Deployment metadata stored in the ONNX file, so the file alone says how to feed and read it."""
+
 import json
 from dataclasses import asdict
 
@@ -16,8 +17,11 @@ def effective_nms_settings(test_cfg: dict) -> dict:
     For two-stage models ``test_cfg`` has ``rpn``/``rcnn`` parts; each is resolved separately.
     """
     if 'rcnn' in test_cfg or 'rpn' in test_cfg:
-        return {part: effective_nms_settings(test_cfg[part])
-                for part in ('rpn', 'rcnn') if test_cfg.get(part) is not None}
+        return {
+            part: effective_nms_settings(test_cfg[part])
+            for part in ('rpn', 'rcnn')
+            if test_cfg.get(part) is not None
+        }
     nms = dict(test_cfg.get('nms') or {})
     max_per_img = test_cfg.get('max_per_img', 100)
     cap = nms.get('max_output_boxes_per_class', max_per_img)
@@ -32,22 +36,37 @@ def effective_nms_settings(test_cfg: dict) -> dict:
     )
 
 
-def build_metadata(*, model_type: str, class_names, preprocess: PreprocessConfig,
-                   input_shape: tuple[int, int] | None, dynamic: bool, test_cfg: dict,
-                   opset: int, exporter: str, input_names, output_names,
-                   dynamic_axes: dict, skip_postprocess: bool) -> dict:
+def build_metadata(
+    *,
+    model_type: str,
+    class_names,
+    preprocess: PreprocessConfig,
+    input_shape: tuple[int, int] | None,
+    dynamic: bool,
+    test_cfg: dict,
+    opset: int,
+    exporter: str,
+    input_names,
+    output_names,
+    dynamic_axes: dict,
+    skip_postprocess: bool,
+) -> dict:
     """Everything a backend or a reader needs to use the exported file correctly."""
     import torch
 
     from .. import __version__
+
     return dict(
         model_type=model_type,
         class_names=list(class_names) if class_names else None,
         preprocess=asdict(preprocess),
         # How an image becomes the network input: keep-ratio resize + pad to size_divisor when
         # dynamic; keep-ratio fit into input_shape (h, w) + pad to exactly it when static.
-        input_rules=dict(dynamic=dynamic, input_shape=list(input_shape) if input_shape else None,
-                         size_divisor=preprocess.size_divisor),
+        input_rules=dict(
+            dynamic=dynamic,
+            input_shape=list(input_shape) if input_shape else None,
+            size_divisor=preprocess.size_divisor,
+        ),
         nms=effective_nms_settings(test_cfg),
         opset=opset,
         exporter=exporter,

@@ -12,6 +12,7 @@ Both produce the same graph contract: inputs ``input [B, 3, H, W]`` and ``img_sh
 outputs named by the detector (``dets``, ``labels``, ...). Files are written to a temporary name and
 renamed when complete, so a failed export never leaves a partial file behind.
 """
+
 import contextlib
 import io
 import os
@@ -56,10 +57,19 @@ class RawModule(nn.Module):
         return tuple(self.detector.forward_raw(input).values())
 
 
-def export_onnx(detector: nn.Module, img: Tensor, img_shape: Tensor, output_file: str | Path, *,
-                exporter: str = DEFAULT_EXPORTER, opset_version: int = DEFAULT_OPSET,
-                dynamic: bool = False, skip_postprocess: bool = False,
-                metadata: dict | None = None, verbose: bool = False) -> dict:
+def export_onnx(
+    detector: nn.Module,
+    img: Tensor,
+    img_shape: Tensor,
+    output_file: str | Path,
+    *,
+    exporter: str = DEFAULT_EXPORTER,
+    opset_version: int = DEFAULT_OPSET,
+    dynamic: bool = False,
+    skip_postprocess: bool = False,
+    metadata: dict | None = None,
+    verbose: bool = False,
+) -> dict:
     """Export ``detector`` to ``output_file``.
 
     Args:
@@ -80,9 +90,11 @@ def export_onnx(detector: nn.Module, img: Tensor, img_shape: Tensor, output_file
     if exporter not in EXPORTERS:
         raise ExportError(f'unknown exporter {exporter!r}; choose one of {", ".join(EXPORTERS)}')
     if opset_version < MIN_OPSET:
-        raise ExportError(f'opset {opset_version} is too low: the exported ops need opset >= '
-                          f'{MIN_OPSET} (RoiAlign coordinate_transformation_mode, NonMaxSuppression '
-                          'semantics); use --opset-version 18')
+        raise ExportError(
+            f'opset {opset_version} is too low: the exported ops need opset >= '
+            f'{MIN_OPSET} (RoiAlign coordinate_transformation_mode, NonMaxSuppression '
+            'semantics); use --opset-version 18'
+        )
     if dynamic and img.shape[0] < 2:
         raise ExportError('dynamic export needs an example batch of at least 2 images')
     detector = detector.eval()
@@ -105,40 +117,66 @@ def export_onnx(detector: nn.Module, img: Tensor, img_shape: Tensor, output_file
     try:
         with torch.no_grad(), _quiet(verbose):
             if exporter == 'dynamo':
-                _export_dynamo(module, args, tmp_name, input_names, output_names, dynamic_axes,
-                               opset_version, verbose)
+                _export_dynamo(
+                    module,
+                    args,
+                    tmp_name,
+                    input_names,
+                    output_names,
+                    dynamic_axes,
+                    opset_version,
+                    verbose,
+                )
             else:
-                _export_torchscript(module, args, tmp_name, input_names, output_names,
-                                    dynamic_axes, opset_version, verbose)
+                _export_torchscript(
+                    module,
+                    args,
+                    tmp_name,
+                    input_names,
+                    output_names,
+                    dynamic_axes,
+                    opset_version,
+                    verbose,
+                )
         model = onnx.load(tmp_name)
         actual = next((o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')), None)
         if actual != opset_version:
             # torch falls back to its native opset when the onnx version converter lacks an
             # adapter (e.g. Pad 18 -> 17): refuse rather than mislabel the file.
-            raise ExportError(f'the {exporter} exporter produced opset {actual}, not the requested '
-                              f'{opset_version}; use --opset-version {actual} or --exporter '
-                              f'{"torchscript" if exporter == "dynamo" else "dynamo"}')
+            raise ExportError(
+                f'the {exporter} exporter produced opset {actual}, not the requested '
+                f'{opset_version}; use --opset-version {actual} or --exporter '
+                f'{"torchscript" if exporter == "dynamo" else "dynamo"}'
+            )
         _check_dynamic_dims(model, dynamic_axes)
         _set_io_dims(model, dynamic_axes, output_shapes)
         if metadata is not None:
-            metadata = dict(metadata, input_names=input_names, output_names=output_names,
-                            dynamic_axes={k: {str(a): n for a, n in v.items()}
-                                          for k, v in dynamic_axes.items()},
-                            opset=opset_version, exporter=exporter)
+            metadata = dict(
+                metadata,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes={
+                    k: {str(a): n for a, n in v.items()} for k, v in dynamic_axes.items()
+                },
+                opset=opset_version,
+                exporter=exporter,
+            )
             write_metadata(model, metadata)
         if os.environ.get('DEPLOY_CHECK_TENSORRT_COMPAT') and not skip_postprocess:
             # The test suite sets this so every exported graph is checked against TensorRT's
             # rules on CPU (see deploy.backends.tensorrt.compat).
             from ..backends.tensorrt.compat import assert_tensorrt_compatible
+
             assert_tensorrt_compatible(model)
         onnx.save(model, tmp_name)
         os.replace(tmp_name, output_file)
     except ExportError:
         raise
     except Exception as err:
-        raise ExportError(f'{exporter} export failed: {type(err).__name__}: '
-                          f'{str(err).strip().splitlines()[0] if str(err).strip() else ""}'
-                          ) from err
+        raise ExportError(
+            f'{exporter} export failed: {type(err).__name__}: '
+            f'{str(err).strip().splitlines()[0] if str(err).strip() else ""}'
+        ) from err
     finally:
         if os.path.exists(tmp_name):
             os.remove(tmp_name)
@@ -171,20 +209,38 @@ def _export_dynamo(module, args, path, input_names, output_names, dynamic_axes, 
             spec['img_shape'] = {0: dim('batch')}
         dynamic_shapes = spec
     program = torch.onnx.export(
-        module, args, None, dynamo=True, external_data=False, opset_version=opset,
-        input_names=input_names, output_names=output_names, dynamic_shapes=dynamic_shapes,
-        custom_translation_table=nms_ops.onnx_translation_table(), verbose=verbose,
-        optimize=True)
+        module,
+        args,
+        None,
+        dynamo=True,
+        external_data=False,
+        opset_version=opset,
+        input_names=input_names,
+        output_names=output_names,
+        dynamic_shapes=dynamic_shapes,
+        custom_translation_table=nms_ops.onnx_translation_table(),
+        verbose=verbose,
+        optimize=True,
+    )
     program.save(path, external_data=False)
 
 
-def _export_torchscript(module, args, path, input_names, output_names, dynamic_axes, opset,
-                        verbose):
+def _export_torchscript(
+    module, args, path, input_names, output_names, dynamic_axes, opset, verbose
+):
     nms_ops.register_legacy_symbolic(opset)
     torch.onnx.export(
-        module, args, path, dynamo=False, opset_version=opset, input_names=input_names,
-        output_names=output_names, dynamic_axes=dynamic_axes or None, do_constant_folding=True,
-        verbose=verbose)
+        module,
+        args,
+        path,
+        dynamo=False,
+        opset_version=opset,
+        input_names=input_names,
+        output_names=output_names,
+        dynamic_axes=dynamic_axes or None,
+        do_constant_folding=True,
+        verbose=verbose,
+    )
 
 
 def _set_io_dims(model: onnx.ModelProto, dynamic_axes: dict, output_shapes: dict) -> None:
@@ -206,8 +262,10 @@ def _check_dynamic_dims(model: onnx.ModelProto, dynamic_axes: dict) -> None:
         dims = value.type.tensor_type.shape.dim
         for axis in dynamic_axes.get(value.name, {}):
             if dims[axis].HasField('dim_value') and not dims[axis].dim_param:
-                raise ExportError(f'input {value.name!r} axis {axis} was specialised to '
-                                  f'{dims[axis].dim_value} during export')
+                raise ExportError(
+                    f'input {value.name!r} axis {axis} was specialised to '
+                    f'{dims[axis].dim_value} during export'
+                )
 
 
 @contextlib.contextmanager

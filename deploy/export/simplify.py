@@ -1,4 +1,5 @@
 """Optional onnxsim pass. Dynamo graphs are already optimised; legacy graphs shrink a lot."""
+
 import os
 from pathlib import Path
 
@@ -27,8 +28,10 @@ def simplify_onnx(path: str | Path, dynamic: bool = False, logger=print) -> None
             old_dims = [d.dim_param for d in old.type.tensor_type.shape.dim]
             new_dims = [d.dim_param for d in new.type.tensor_type.shape.dim]
             if old_dims != new_dims:
-                raise ExportError(f'onnxsim changed the dynamic dims of input {old.name}: '
-                                  f'{old_dims} -> {new_dims}')
+                raise ExportError(
+                    f'onnxsim changed the dynamic dims of input {old.name}: '
+                    f'{old_dims} -> {new_dims}'
+                )
     write_metadata(simplified, metadata)
     tmp = path.with_suffix('.simplified.tmp')
     try:

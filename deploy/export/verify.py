@@ -9,6 +9,7 @@ Two comparisons per test case:
 
 A case whose reference produced no detections fails: an empty comparison proves nothing.
 """
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,8 +54,9 @@ class VerifyRow:
         return self.raw_ok is not False and self.stats.passed(MIN_MATCHED, SCORE_ATOL, BOX_ATOL)
 
 
-def verify_backend(detector: torch.nn.Module, backend, cases: list[VerifyCase],
-                   raw_backend=None) -> list[VerifyRow]:
+def verify_backend(
+    detector: torch.nn.Module, backend, cases: list[VerifyCase], raw_backend=None
+) -> list[VerifyRow]:
     """Run every case on the reference and on ``backend`` (and ``raw_backend`` when given)."""
     reference = PyTorchBackend(detector, mode='eager')
     rows = []
@@ -68,32 +70,59 @@ def verify_backend(detector: torch.nn.Module, backend, cases: list[VerifyCase],
                 expected = {k: v.numpy() for k, v in detector.forward_raw(case.img).items()}
             actual = raw_backend(dict(input=inputs['input']))
             raw_err = max(float(np.abs(actual[k] - v).max()) for k, v in expected.items())
-            raw_ok = all(np.allclose(actual[k], v, rtol=RAW_RTOL, atol=RAW_ATOL)
-                         for k, v in expected.items())
-        rows.append(VerifyRow(case.name, tuple(case.img.shape), raw_err, raw_ok,
-                              match_result_lists(ref, test)))
+            raw_ok = all(
+                np.allclose(actual[k], v, rtol=RAW_RTOL, atol=RAW_ATOL) for k, v in expected.items()
+            )
+        rows.append(
+            VerifyRow(
+                case.name, tuple(case.img.shape), raw_err, raw_ok, match_result_lists(ref, test)
+            )
+        )
     return rows
 
 
 def format_verify_table(rows: list[VerifyRow], backend_name: str) -> str:
     """A plain-text table of :func:`verify_backend` rows, with the tolerances stated."""
-    header = ['case', 'input', 'raw max err', 'ref dets', f'{backend_name} dets', 'matched',
-              'max score err', 'max box err', 'result']
+    header = [
+        'case',
+        'input',
+        'raw max err',
+        'ref dets',
+        f'{backend_name} dets',
+        'matched',
+        'max score err',
+        'max box err',
+        'result',
+    ]
     lines = []
     for r in rows:
         s = r.stats
-        raw = '-' if r.raw_max_err is None else f'{r.raw_max_err:.2e}' + (
-            '' if r.raw_ok else ' (!)')
-        verdict = 'PASS' if r.passed else ('FAIL: no reference detections' if s.num_ref == 0
-                                          else 'FAIL')
-        lines.append([r.case, 'x'.join(map(str, r.input_shape)), raw, str(s.num_ref),
-                      str(s.num_test), f'{100 * s.matched_fraction:.1f}%',
-                      f'{s.max_score_err:.1e}', f'{s.max_box_err:.2f}', verdict])
+        raw = (
+            '-' if r.raw_max_err is None else f'{r.raw_max_err:.2e}' + ('' if r.raw_ok else ' (!)')
+        )
+        verdict = (
+            'PASS' if r.passed else ('FAIL: no reference detections' if s.num_ref == 0 else 'FAIL')
+        )
+        lines.append(
+            [
+                r.case,
+                'x'.join(map(str, r.input_shape)),
+                raw,
+                str(s.num_ref),
+                str(s.num_test),
+                f'{100 * s.matched_fraction:.1f}%',
+                f'{s.max_score_err:.1e}',
+                f'{s.max_box_err:.2f}',
+                verdict,
+            ]
+        )
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
     fmt = '  '.join(f'{{:<{w}}}' for w in widths)
     out = [fmt.format(*header), fmt.format(*('-' * w for w in widths))]
     out += [fmt.format(*line) for line in lines]
-    out.append(f'tolerances: raw outputs rtol={RAW_RTOL} atol={RAW_ATOL}; detections matched by '
-               f'label and IoU>=0.5, need >={100 * MIN_MATCHED:.0f}% matched, score err '
-               f'<={SCORE_ATOL}, box err <={BOX_ATOL}px')
+    out.append(
+        f'tolerances: raw outputs rtol={RAW_RTOL} atol={RAW_ATOL}; detections matched by '
+        f'label and IoU>=0.5, need >={100 * MIN_MATCHED:.0f}% matched, score err '
+        f'<={SCORE_ATOL}, box err <={BOX_ATOL}px'
+    )
     return '\n'.join(out)

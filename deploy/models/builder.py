@@ -1,4 +1,5 @@
 """Build a detector from a config's ``model`` dict through the one registry."""
+
 import re
 
 from mmengine.config import ConfigDict
@@ -7,8 +8,7 @@ from ..errors import ConfigError
 from ..registry import MODELS
 
 
-def build_detector(model_cfg: dict, test_cfg: dict | None = None,
-                   config_file: str | None = None):
+def build_detector(model_cfg: dict, test_cfg: dict | None = None, config_file: str | None = None):
     """Build ``model_cfg`` (MMDetection type names) in eval mode.
 
     Args:
@@ -26,11 +26,12 @@ def build_detector(model_cfg: dict, test_cfg: dict | None = None,
     try:
         model = MODELS.build(cfg)
     except KeyError as err:
-        match = re.search(r"(\S+) is not in the \S*model registry", str(err))
+        match = re.search(r'(\S+) is not in the \S*model registry', str(err))
         name = match.group(1) if match else str(err)
-        raise ConfigError(f'unknown model type {name}{where}: not in the registry '
-                          f'(known types include {", ".join(sorted(MODELS.module_dict)[:8])}, ...)'
-                          ) from None
+        raise ConfigError(
+            f'unknown model type {name}{where}: not in the registry '
+            f'(known types include {", ".join(sorted(MODELS.module_dict)[:8])}, ...)'
+        ) from None
     except TypeError as err:
         raise ConfigError(f'bad model config{where}: {err}') from None
     return model.eval()

@@ -4,17 +4,20 @@ Semantics follow ONNX ``NonMaxSuppression`` and MMCV's ``nms``: boxes are ``x1, 
 without the legacy +1, a box is suppressed when its IoU with a kept box is *strictly greater*
 than the threshold, and equal scores keep the lower index first (a stable sort).
 """
+
 import torch
 from torch import Tensor
 
 
 def box_area(boxes: Tensor) -> Tensor:
     """Areas of ``[..., 4]`` boxes; degenerate boxes have area 0."""
-    return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
+    return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(
+        min=0
+    )
 
 
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """Pairwise IoU of ``[N, 4]`` and ``[M, 4]`` boxes -> ``[N, M]`` (0 where the union is empty)."""
+    """Pairwise IoU of ``[N, 4]`` and ``[M, 4]`` boxes -> ``[N, M]`` (0 for an empty union)."""
     area1 = box_area(boxes1)
     area2 = box_area(boxes2)
     top_left = torch.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
@@ -46,7 +49,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, max_keep: int = -1)
     keep = []
     chunk = 1024
     for start in range(0, len(order), chunk):
-        block_iou = box_iou(sorted_boxes[start:start + chunk], sorted_boxes) > iou_threshold
+        block_iou = box_iou(sorted_boxes[start : start + chunk], sorted_boxes) > iou_threshold
         for row in range(block_iou.shape[0]):
             i = start + row
             if suppressed[i]:
@@ -55,7 +58,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, max_keep: int = -1)
             if 0 < max_keep <= len(keep):
                 return order[torch.tensor(keep, dtype=torch.long)]
             later = block_iou[row].clone()
-            later[:i + 1] = False
+            later[: i + 1] = False
             suppressed |= later
     return order[torch.tensor(keep, dtype=torch.long)]
 

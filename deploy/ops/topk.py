@@ -5,6 +5,7 @@ only known at run time, so the clamp has to live in the graph. Each exporter nee
 torch.export sees sizes as SymInts (``torch.sym_min``), the TorchScript tracer sees them as traced
 tensors (``torch.clamp`` of ``_shape_as_tensor``).
 """
+
 import torch
 from torch import Tensor
 
@@ -27,8 +28,9 @@ def clamped_topk(x: Tensor, k: int, dim: int = -1) -> tuple[Tensor, Tensor]:
         k_eff = size
     else:
         k_eff = torch.sym_min(k, size) if isinstance(size, torch.SymInt) else min(k, size)
-    if not (torch.jit.is_tracing() or torch.compiler.is_exporting()
-            or torch.compiler.is_compiling()):
+    if not (
+        torch.jit.is_tracing() or torch.compiler.is_exporting() or torch.compiler.is_compiling()
+    ):
         # Eager: a stable sort, so equal scores keep the lower index first like ONNX TopK.
         values, indices = torch.sort(x, dim=dim, descending=True, stable=True)
         return values.narrow(dim, 0, k_eff), indices.narrow(dim, 0, k_eff)

@@ -1,4 +1,5 @@
-"""Anchor-based dense head (MMDetection's ``AnchorHead``): one 1x1 conv for classes, one for boxes."""
+"""Anchor-based dense head (MMDetection's ``AnchorHead``): 1x1 convs for classes and boxes."""
+
 from torch import Tensor, nn
 
 from ...registry import MODELS
@@ -22,22 +23,37 @@ class AnchorHead(BaseDenseHead):
     #: names of the per-level tensors that :meth:`forward` returns (raw outputs)
     raw_output_prefixes = ('cls_score', 'bbox_pred')
 
-    def __init__(self, num_classes: int, in_channels: int, feat_channels: int = 256,
-                 anchor_generator: dict | None = None, bbox_coder: dict | None = None,
-                 reg_decoded_bbox: bool = False, loss_cls: dict | None = None,
-                 loss_bbox: dict | None = None, train_cfg: dict | None = None,
-                 test_cfg: dict | None = None, init_cfg: dict | None = None):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        feat_channels: int = 256,
+        anchor_generator: dict | None = None,
+        bbox_coder: dict | None = None,
+        reg_decoded_bbox: bool = False,
+        loss_cls: dict | None = None,
+        loss_bbox: dict | None = None,
+        train_cfg: dict | None = None,
+        test_cfg: dict | None = None,
+        init_cfg: dict | None = None,
+    ):
         super().__init__()
         anchor_generator = anchor_generator or dict(
-            type='AnchorGenerator', scales=[8, 16, 32], ratios=[0.5, 1.0, 2.0],
-            strides=[4, 8, 16, 32, 64])
-        bbox_coder = bbox_coder or dict(type='DeltaXYWHBBoxCoder', clip_border=True,
-                                        target_means=(.0, .0, .0, .0),
-                                        target_stds=(1.0, 1.0, 1.0, 1.0))
-        self.loss_cls_cfg = loss_cls or dict(type='CrossEntropyLoss', use_sigmoid=True,
-                                             loss_weight=1.0)
-        self.loss_bbox_cfg = loss_bbox or dict(type='SmoothL1Loss', beta=1.0 / 9.0,
-                                               loss_weight=1.0)
+            type='AnchorGenerator',
+            scales=[8, 16, 32],
+            ratios=[0.5, 1.0, 2.0],
+            strides=[4, 8, 16, 32, 64],
+        )
+        bbox_coder = bbox_coder or dict(
+            type='DeltaXYWHBBoxCoder',
+            clip_border=True,
+            target_means=(0.0, 0.0, 0.0, 0.0),
+            target_stds=(1.0, 1.0, 1.0, 1.0),
+        )
+        self.loss_cls_cfg = loss_cls or dict(
+            type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0
+        )
+        self.loss_bbox_cfg = loss_bbox or dict(type='SmoothL1Loss', beta=1.0 / 9.0, loss_weight=1.0)
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.feat_channels = feat_channels

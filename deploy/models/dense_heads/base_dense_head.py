@@ -13,6 +13,7 @@ fixed-shape tensors: per-level top ``nms_pre`` over (prior, class) pairs with sc
 ``score_thr`` zeroed, optional ``deploy_nms_pre`` cut, then :func:`multiclass_nms`, which returns
 ``max_per_img`` padded rows. Scores are thresholded *before* score factors are applied, as in eager.
 """
+
 import torch
 from torch import Tensor, nn
 
@@ -30,8 +31,9 @@ class BaseDenseHead(nn.Module):
     test_cfg: dict
 
     # -- what a head family provides ---------------------------------------------------------
-    def get_priors(self, featmap_sizes: list, dtype: torch.dtype,
-                   device: torch.device) -> list[Tensor]:
+    def get_priors(
+        self, featmap_sizes: list, dtype: torch.dtype, device: torch.device
+    ) -> list[Tensor]:
         """Per-level priors ``[N_l, 4]`` (anchors or points) in (y, x, prior) order."""
         return self.prior_generator.grid_priors(featmap_sizes, dtype=dtype, device=device)
 
@@ -58,8 +60,9 @@ class BaseDenseHead(nn.Module):
         return list(zip(*head_outputs))
 
     # -- eager reference -----------------------------------------------------------------------
-    def predict_by_feat(self, head_outputs: tuple, img_metas: list[dict],
-                        cfg: dict | None = None) -> list[dict]:
+    def predict_by_feat(
+        self, head_outputs: tuple, img_metas: list[dict], cfg: dict | None = None
+    ) -> list[dict]:
         """Eager detections per image in network-input coordinates.
 
         Args:
@@ -77,13 +80,17 @@ class BaseDenseHead(nn.Module):
         outputs = [self.level_outputs(*lvl) for lvl in levels]
         return [
             self._predict_single(
-                [(s[i], b[i], None if f is None else f[i]) for s, b, f in outputs], priors,
-                img_metas[i], cfg)
+                [(s[i], b[i], None if f is None else f[i]) for s, b, f in outputs],
+                priors,
+                img_metas[i],
+                cfg,
+            )
             for i in range(first.shape[0])
         ]
 
-    def _predict_single(self, level_outputs: list, priors: list[Tensor], img_meta: dict,
-                        cfg: dict) -> dict:
+    def _predict_single(
+        self, level_outputs: list, priors: list[Tensor], img_meta: dict, cfg: dict
+    ) -> dict:
         score_thr = cfg.get('score_thr', 0.0)
         nms_pre = cfg.get('nms_pre', -1)
         all_boxes, all_scores, all_labels = [], [], []
@@ -99,8 +106,13 @@ class BaseDenseHead(nn.Module):
             level_scores = flat[pair_idx]
             if factors is not None:
                 level_scores = level_scores * factors[prior_idx]
-            all_boxes.append(self.decode(level_priors[prior_idx], box_preds[prior_idx],
-                                         max_shape=img_meta['img_shape'][:2]))
+            all_boxes.append(
+                self.decode(
+                    level_priors[prior_idx],
+                    box_preds[prior_idx],
+                    max_shape=img_meta['img_shape'][:2],
+                )
+            )
             all_scores.append(level_scores)
             all_labels.append(labels)
         boxes, scores, labels = torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels)
@@ -115,12 +127,13 @@ class BaseDenseHead(nn.Module):
             large = (wh[:, 0] > min_size) & (wh[:, 1] > min_size)
             boxes, scores, labels = boxes[large], scores[large], labels[large]
         keep = batched_nms(boxes, scores, labels, cfg['nms']['iou_threshold'])
-        keep = keep[:cfg.get('max_per_img', 100)]
+        keep = keep[: cfg.get('max_per_img', 100)]
         return dict(dets=torch.cat([boxes[keep], scores[keep, None]], dim=1), labels=labels[keep])
 
     # -- deploy path ---------------------------------------------------------------------------
-    def predict_by_feat_deploy(self, head_outputs: tuple, img_shape: Tensor,
-                               cfg: dict | None = None) -> tuple[Tensor, Tensor]:
+    def predict_by_feat_deploy(
+        self, head_outputs: tuple, img_shape: Tensor, cfg: dict | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Traceable batched post-processing.
 
         Args:
@@ -138,17 +151,26 @@ class BaseDenseHead(nn.Module):
         cand_scores, cand_labels, cand_boxes = [], [], []
         for lvl, level_priors in zip(levels, priors):
             scores, box_preds, factors = self.level_outputs(*lvl)
-            scores, labels, boxes = self._select_level_deploy(scores, box_preds, factors,
-                                                              level_priors, img_shape, cfg)
+            scores, labels, boxes = self._select_level_deploy(
+                scores, box_preds, factors, level_priors, img_shape, cfg
+            )
             cand_scores.append(scores)
             cand_labels.append(labels)
             cand_boxes.append(boxes)
-        return self.nms_deploy(torch.cat(cand_boxes, 1), torch.cat(cand_scores, 1),
-                               torch.cat(cand_labels, 1), cfg)
+        return self.nms_deploy(
+            torch.cat(cand_boxes, 1), torch.cat(cand_scores, 1), torch.cat(cand_labels, 1), cfg
+        )
 
-    def _select_level_deploy(self, scores: Tensor, box_preds: Tensor, factors: Tensor | None,
-                             priors: Tensor, img_shape: Tensor, cfg: dict):
-        """Top ``nms_pre`` (prior, class) pairs of one level -> scores, labels and boxes ``[B, k]``."""
+    def _select_level_deploy(
+        self,
+        scores: Tensor,
+        box_preds: Tensor,
+        factors: Tensor | None,
+        priors: Tensor,
+        img_shape: Tensor,
+        cfg: dict,
+    ):
+        """Top ``nms_pre`` (prior, class) pairs of a level -> scores, labels, boxes ``[B, k]``."""
         batch, _, num_classes = scores.shape
         top_scores, pair_idx = clamped_topk(scores.reshape(batch, -1), cfg.get('nms_pre', -1))
         prior_idx = torch.div(pair_idx, num_classes, rounding_mode='floor')
@@ -161,8 +183,9 @@ class BaseDenseHead(nn.Module):
         boxes = self.decode(priors[prior_idx], preds, max_shape=img_shape)
         return top_scores, labels, boxes
 
-    def nms_deploy(self, boxes: Tensor, scores: Tensor, labels: Tensor,
-                   cfg: dict) -> tuple[Tensor, Tensor]:
+    def nms_deploy(
+        self, boxes: Tensor, scores: Tensor, labels: Tensor, cfg: dict
+    ) -> tuple[Tensor, Tensor]:
         """Candidates ``[B, M]`` (one class each) -> padded ``dets``, ``labels`` via ONNX NMS."""
         min_size = cfg.get('min_bbox_size', -1)
         if min_size >= 0:
@@ -178,6 +201,11 @@ class BaseDenseHead(nn.Module):
         dense_scores = torch.where(labels.unsqueeze(-1) == class_ids, scores.unsqueeze(-1), 0.0)
         nms_cfg = cfg['nms']
         max_per_img = cfg.get('max_per_img', 100)
-        return multiclass_nms(boxes, dense_scores,
-                              nms_cfg.get('max_output_boxes_per_class', max_per_img),
-                              nms_cfg['iou_threshold'], 0.0, max_per_img)
+        return multiclass_nms(
+            boxes,
+            dense_scores,
+            nms_cfg.get('max_output_boxes_per_class', max_per_img),
+            nms_cfg['iou_threshold'],
+            0.0,
+            max_per_img,
+        )

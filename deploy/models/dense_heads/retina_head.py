@@ -1,4 +1,5 @@
-"""RetinaNet head: two towers of 3x3 convs, then class and box convs (MMDetection's ``RetinaHead``)."""
+"""RetinaNet head: two towers of 3x3 convs, then class and box convs (MMDetection's RetinaHead)."""
+
 from torch import Tensor, nn
 
 from ...registry import MODELS
@@ -8,7 +9,7 @@ from .anchor_head import AnchorHead
 
 @MODELS.register_module()
 class RetinaHead(AnchorHead):
-    """Children ``cls_convs.{i}``, ``reg_convs.{i}``, ``retina_cls``, ``retina_reg`` as in MMDetection.
+    """Children ``cls_convs.{i}``, ``reg_convs.{i}``, ``retina_cls``, ``retina_reg`` (MMDetection).
 
     Args:
         stacked_convs: convs per tower.
@@ -16,15 +17,26 @@ class RetinaHead(AnchorHead):
         Other args: see :class:`AnchorHead`; the default anchors are RetinaNet's.
     """
 
-    def __init__(self, num_classes: int, in_channels: int, stacked_convs: int = 4,
-                 conv_cfg: dict | None = None, norm_cfg: dict | None = None,
-                 anchor_generator: dict | None = None, **kwargs):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        stacked_convs: int = 4,
+        conv_cfg: dict | None = None,
+        norm_cfg: dict | None = None,
+        anchor_generator: dict | None = None,
+        **kwargs,
+    ):
         self.stacked_convs = stacked_convs
         self.conv_cfg = conv_cfg
         self.norm_cfg = norm_cfg
         anchor_generator = anchor_generator or dict(
-            type='AnchorGenerator', octave_base_scale=4, scales_per_octave=3,
-            ratios=[0.5, 1.0, 2.0], strides=[8, 16, 32, 64, 128])
+            type='AnchorGenerator',
+            octave_base_scale=4,
+            scales_per_octave=3,
+            ratios=[0.5, 1.0, 2.0],
+            strides=[8, 16, 32, 64, 128],
+        )
         super().__init__(num_classes, in_channels, anchor_generator=anchor_generator, **kwargs)
 
     def _init_layers(self) -> None:
@@ -33,10 +45,20 @@ class RetinaHead(AnchorHead):
         for i in range(self.stacked_convs):
             channels = self.in_channels if i == 0 else self.feat_channels
             for tower in (self.cls_convs, self.reg_convs):
-                tower.append(ConvModule(channels, self.feat_channels, 3, stride=1, padding=1,
-                                        conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg))
-        self.retina_cls = nn.Conv2d(self.feat_channels,
-                                    self.num_base_priors * self.cls_out_channels, 3, padding=1)
+                tower.append(
+                    ConvModule(
+                        channels,
+                        self.feat_channels,
+                        3,
+                        stride=1,
+                        padding=1,
+                        conv_cfg=self.conv_cfg,
+                        norm_cfg=self.norm_cfg,
+                    )
+                )
+        self.retina_cls = nn.Conv2d(
+            self.feat_channels, self.num_base_priors * self.cls_out_channels, 3, padding=1
+        )
         self.retina_reg = nn.Conv2d(self.feat_channels, self.num_base_priors * 4, 3, padding=1)
 
     def forward_single(self, x: Tensor) -> tuple[Tensor, Tensor]:

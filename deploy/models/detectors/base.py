@@ -1,4 +1,5 @@
 """The three ways every detector runs: eager prediction, the deploy graph, and raw head outputs."""
+
 from torch import Tensor, nn
 
 

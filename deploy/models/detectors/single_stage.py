@@ -1,4 +1,5 @@
 """One-stage detectors: backbone -> neck -> dense head (RetinaNet, FCOS, FSAF, SSD, YOLOv3, ...)."""
+
 from torch import Tensor
 
 from ...registry import MODELS
@@ -13,10 +14,17 @@ class SingleStageDetector(BaseDetector):
     pre-processing is done by the test pipeline, and weights come from checkpoints only.
     """
 
-    def __init__(self, backbone: dict, bbox_head: dict, neck: dict | None = None,
-                 train_cfg: dict | None = None, test_cfg: dict | None = None,
-                 data_preprocessor: dict | None = None, pretrained: str | None = None,
-                 init_cfg: dict | None = None):
+    def __init__(
+        self,
+        backbone: dict,
+        bbox_head: dict,
+        neck: dict | None = None,
+        train_cfg: dict | None = None,
+        test_cfg: dict | None = None,
+        data_preprocessor: dict | None = None,
+        pretrained: str | None = None,
+        init_cfg: dict | None = None,
+    ):
         super().__init__()
         self.backbone = MODELS.build(backbone)
         if neck is not None:
@@ -39,14 +47,18 @@ class SingleStageDetector(BaseDetector):
         return self.bbox_head.predict_by_feat(self.bbox_head(self.extract_feat(img)), img_metas)
 
     def forward_deploy(self, img: Tensor, img_shape: Tensor) -> tuple[Tensor, ...]:
-        return self.bbox_head.predict_by_feat_deploy(self.bbox_head(self.extract_feat(img)),
-                                                     img_shape)
+        return self.bbox_head.predict_by_feat_deploy(
+            self.bbox_head(self.extract_feat(img)), img_shape
+        )
 
     def forward_raw(self, img: Tensor) -> dict[str, Tensor]:
         groups = self.bbox_head(self.extract_feat(img))
         prefixes = self.bbox_head.raw_output_prefixes
-        return {f'{prefixes[g]}_{lvl}': t for g, per_level in enumerate(groups)
-                for lvl, t in enumerate(per_level)}
+        return {
+            f'{prefixes[g]}_{lvl}': t
+            for g, per_level in enumerate(groups)
+            for lvl, t in enumerate(per_level)
+        }
 
 
 @MODELS.register_module()

@@ -1,0 +1,157 @@
+"""Accuracy regression job: export each model, evaluate it on every backend, compare with PyTorch.
+
+A regression file (YAML) lists models with their metrics, a PyTorch AP floor and, per backend, the
+largest AP drop tolerated below PyTorch (AP in percent points, as in MMDetection's tables):
+
+    models:
+      - name: retinanet_tiny
+        config: configs/bundled/retinanet_r18_tiny_synthetic.py
+        checkpoint: checkpoints/retinanet_r18_tiny_synthetic.pth
+        metrics: [bbox]
+        floor: {bbox: 50.0}
+        backends: {onnxruntime: {bbox: 0.1}}
+
+The job fails (non-zero exit in the tool) when PyTorch is below its floor, a backend is more than
+its tolerance below PyTorch, or export verification fails.
+"""
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..errors import ConfigError
+from .export import export_model
+from .test import run_test
+
+#: metric name in a regression file -> key of evaluate_coco's result
+METRIC_KEYS = {'bbox': 'bbox_mAP', 'segm': 'segm_mAP', 'proposal': 'AR@1000'}
+
+
+@dataclass
+class BackendRow:
+    model: str
+    backend: str
+    ap: dict = field(default_factory=dict)  # metric -> AP in percent
+    latency_ms: float = 0.0
+    failures: list = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def load_regression_file(path: str | Path) -> list[dict]:
+    """The ``models`` entries of a regression file, with paths checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f'regression file not found: {path}')
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f'malformed regression file {path}: {err}') from None
+    entries = (data or {}).get('models')
+    if not entries:
+        raise ConfigError(f'`models` missing in {path}')
+    for entry in entries:
+        for key in ('name', 'config', 'checkpoint', 'metrics'):
+            if key not in entry:
+                raise ConfigError(f'`{key}` missing in an entry of {path}')
+    return entries
+
+
+def run_regression(
+    entries: list[dict],
+    work_dir: str | Path,
+    *,
+    cfg_options=None,
+    exporter: str | None = None,
+    skip_backends=(),
+    logger=print,
+) -> list[BackendRow]:
+    """Export, verify and evaluate every entry; return one row per model and backend."""
+    work_dir = Path(work_dir)
+    rows: list[BackendRow] = []
+    for entry in entries:
+        name, metrics = entry['name'], tuple(entry['metrics'])
+        options = dict(entry.get('cfg_options') or {}, **(cfg_options or {}))
+        onnx_file = work_dir / f'{name}.onnx'
+        logger(f'== {name}: export + verify')
+        export_kwargs = {'exporter': exporter} if exporter else {}
+        exported = export_model(
+            entry['config'],
+            entry['checkpoint'],
+            onnx_file,
+            input_img=entry.get('input_img', 'demo/demo.jpg'),
+            dynamic=True,
+            verify=True,
+            cfg_options=options,
+            logger=logger,
+            **export_kwargs,
+        )
+        reference = _evaluate(entry, 'pytorch', entry['checkpoint'], metrics, options, logger)
+        for metric, floor in (entry.get('floor') or {}).items():
+            if reference.ap.get(metric, 0.0) < floor:
+                reference.failures.append(
+                    f'{metric} AP {reference.ap.get(metric, 0.0):.1f} below the floor {floor:.1f}'
+                )
+        rows.append(reference)
+        for backend, tolerances in (entry.get('backends') or {}).items():
+            if backend in skip_backends:
+                continue
+            row = _evaluate(entry, backend, onnx_file, metrics, options, logger)
+            if not exported.verified:
+                row.failures.append('export verification failed')
+            for metric, tol in (tolerances or {}).items():
+                drop = reference.ap.get(metric, 0.0) - row.ap.get(metric, 0.0)
+                if drop > tol + 1e-9:
+                    row.failures.append(
+                        f'{metric} AP {row.ap.get(metric, 0.0):.1f} is {drop:.2f} '
+                        f'below PyTorch (tolerance {tol})'
+                    )
+            rows.append(row)
+    return rows
+
+
+def _evaluate(entry, backend, model_file, metrics, options, logger) -> BackendRow:
+    logger(f'== {entry["name"]}: evaluate on {backend}')
+    run = run_test(
+        entry['config'], model_file, backend, cfg_options=options, metrics=metrics, logger=logger
+    )
+    ap = {m: 100.0 * float(run.metrics.get(METRIC_KEYS[m], 0.0)) for m in metrics}
+    return BackendRow(entry['name'], backend, ap, run.latency_ms)
+
+
+def format_markdown(rows: list[BackendRow]) -> str:
+    """The model x backend x {AP per metric, latency} table, in Markdown."""
+    metrics = sorted({m for r in rows for m in r.ap}, key=list(METRIC_KEYS).index)
+    names = {'bbox': 'box AP', 'segm': 'mask AP', 'proposal': 'AR@1000'}
+    header = ['model', 'backend', *(names[m] for m in metrics), 'latency (ms/img)', 'status']
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for r in rows:
+        cells = [
+            r.model,
+            r.backend,
+            *(f'{r.ap[m]:.1f}' if m in r.ap else '-' for m in metrics),
+            f'{r.latency_ms:.1f}',
+            'ok' if r.passed else 'FAIL: ' + '; '.join(r.failures),
+        ]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def write_reports(rows: list[BackendRow], out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.json`` atomically; return their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md, js = out_dir / 'report.md', out_dir / 'report.json'
+    payload = dict(
+        passed=all(r.passed for r in rows), rows=[dict(asdict(r), passed=r.passed) for r in rows]
+    )
+    for path, text in ((md, format_markdown(rows) + '\n'), (js, json.dumps(payload, indent=2))):
+        tmp = path.with_name(path.name + '.tmp')
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return md, js

@@ -1,0 +1,63 @@
+"""CI evaluation job: export and evaluate every model of a regression file, fail on an AP drop.
+
+    python tools/regression_test.py tests/regression/bundled.yml --work-dir work_dirs/regression
+
+Writes report.md and report.json into the work dir; exits 1 when a backend falls below PyTorch by
+more than its tolerance, PyTorch falls below its floor, or verification fails.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from deploy.apis.cli import run_cli  # noqa: E402
+from deploy.config import add_cfg_options_argument  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Accuracy regression job')
+    parser.add_argument('regression_file', help='YAML file of models, metrics and tolerances')
+    parser.add_argument('--work-dir', default='work_dirs/regression')
+    parser.add_argument('--exporter', choices=('dynamo', 'torchscript'), default=None)
+    parser.add_argument(
+        '--skip-backend',
+        action='append',
+        default=[],
+        help='backends to leave out (e.g. tensorrt on a CPU machine)',
+    )
+    add_cfg_options_argument(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from deploy.apis.regression import (
+        format_markdown,
+        load_regression_file,
+        run_regression,
+        write_reports,
+    )
+
+    entries = load_regression_file(args.regression_file)
+    rows = run_regression(
+        entries,
+        args.work_dir,
+        cfg_options=args.cfg_options,
+        exporter=args.exporter,
+        skip_backends=args.skip_backend,
+    )
+    md, js = write_reports(rows, args.work_dir)
+    print(format_markdown(rows))
+    print(f'reports: {md} {js}')
+    failed = [r for r in rows if not r.passed]
+    if failed:
+        print(f'regression FAILED for {len(failed)} row(s)', file=sys.stderr)
+        return 1
+    print('regression passed')
+    return 0
+
+
+if __name__ == '__main__':
+    run_cli(main)
