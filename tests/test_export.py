@@ -27,7 +27,7 @@ def _compare(model, backend, img, metas):
     test = outputs_to_results(backend(inputs), metas)
     assert all(len(r) > 0 for r in ref), 'the reference must produce detections'
     stats = match_result_lists(ref, test)
-    assert stats.matched_fraction >= 0.99, stats
+    assert stats.matched_fraction >= 0.99 and stats.exact_fraction >= 0.95, stats
     assert stats.max_score_err < 1e-4 and stats.max_box_err < 0.01, stats
     return stats
 

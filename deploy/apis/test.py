@@ -10,7 +10,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..backends import build_backend
-from ..config import get_preprocess_cfg, get_test_dataset_cfg, load_config
+from ..config import get_preprocess_cfg, get_test_cfg, get_test_dataset_cfg, load_config
 from ..datasets.coco import CocoDetectionDataset, build_dataloader
 from ..datasets.pipeline import TestPipeline, load_image
 from ..export.metadata import read_metadata
@@ -64,7 +64,8 @@ def run_test(
     Args:
         config: config path or loaded config.
         model_file: checkpoint (``pytorch``), ``.onnx`` (``onnxruntime``), engine (``tensorrt``).
-        metrics: any of ``bbox``, ``segm``, ``proposal``.
+        metrics: any of ``bbox``, ``segm`` (mask models: masks are pasted with the config's
+            ``mask_thr_binary`` and stream as COCO RLE), ``proposal``.
         out: pickle file for the raw results; ``format_only``: COCO json file to write.
         show_dir: draw detections above ``show_score_thr`` into this folder.
     """
@@ -80,6 +81,7 @@ def run_test(
     dataset = CocoDetectionDataset(data_cfg['ann_file'], data_cfg['img_prefix'], pipeline)
     class_names = _class_names(runner, model_file, backend)
     loader = build_dataloader(dataset, batch_size=batch_size, num_workers=num_workers)
+    mask_thr = mask_threshold(cfg)
 
     results: list[DetectionResult] = []
     img_ids: list[int] = []
@@ -98,7 +100,8 @@ def run_test(
         start = time.perf_counter()
         outputs = runner(inputs)
         infer_seconds += time.perf_counter() - start
-        batch_results = outputs_to_results(outputs, metas)
+        # Masks are pasted and RLE-encoded batch by batch, so memory stays flat on any data set.
+        batch_results = outputs_to_results(outputs, metas, mask_thr_binary=mask_thr)
         results.extend(batch_results)
         img_ids.extend(int(m['img_id']) for m in metas)
         if show_dir:
@@ -137,6 +140,13 @@ def run_test(
             **(eval_options or {}),
         )
     return run
+
+
+def mask_threshold(cfg) -> float:
+    """``mask_thr_binary`` of the model's test config (two-stage ``rcnn`` part; default 0.5)."""
+    test_cfg = get_test_cfg(cfg)
+    rcnn = test_cfg.get('rcnn') or test_cfg
+    return float(rcnn.get('mask_thr_binary', 0.5))
 
 
 def _class_names(runner, model_file, backend: str):

@@ -1,0 +1,42 @@
+"""Draw a detector's results on one image, from a checkpoint, an ONNX file or a TensorRT engine.
+
+    python demo/image_demo.py demo/demo.jpg CONFIG MODEL [--backend onnxruntime] [--out-file out.jpg]
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from deploy.apis.cli import run_cli  # noqa: E402
+from deploy.backends import BACKENDS  # noqa: E402
+from deploy.config import add_cfg_options_argument  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description='Detect objects in one image and draw them')
+    parser.add_argument('img', help='image file')
+    parser.add_argument('config', help='model config')
+    parser.add_argument('model', help='checkpoint (.pth), .onnx or .engine')
+    parser.add_argument('--backend', choices=BACKENDS, default=None,
+                        help='default: from the model file suffix')
+    parser.add_argument('--out-file', default='result.jpg')
+    parser.add_argument('--score-thr', type=float, default=0.3)
+    parser.add_argument('--device', default='cpu')
+    add_cfg_options_argument(parser)
+    args = parser.parse_args(argv)
+
+    from deploy.apis.inference import inference_image
+    from deploy.visualization import draw_detections, save_image
+    backend = args.backend or {'.onnx': 'onnxruntime', '.engine': 'tensorrt'}.get(
+        Path(args.model).suffix, 'pytorch')
+    image, result, class_names = inference_image(args.config, args.model, args.img, backend,
+                                                 cfg_options=args.cfg_options, device=args.device)
+    save_image(args.out_file, draw_detections(image, result, class_names, args.score_thr))
+    shown = int((result.scores > args.score_thr).sum())
+    print(f'{len(result)} detections ({shown} above {args.score_thr}) drawn to {args.out_file}')
+    return 0
+
+
+if __name__ == '__main__':
+    run_cli(main)
