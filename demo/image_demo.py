@@ -1,6 +1,6 @@
 """Draw a detector's results on one image, from a checkpoint, an ONNX file or a TensorRT engine.
 
-    python demo/image_demo.py demo/demo.jpg CONFIG MODEL [--backend onnxruntime] [--out-file out.jpg]
+    python demo/image_demo.py demo/demo.jpg CONFIG MODEL [--backend onnxruntime] [--out-file F]
 """
 import argparse
 import sys

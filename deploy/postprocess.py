@@ -1,24 +1,43 @@
-"""Backend outputs -> :class:`DetectionResult` in original-image coordinates (all backends)."""
+"""Backend outputs -> :class:`DetectionResult` in original-image coordinates (shared by all backends).
 
+Boxes are divided by the pipeline's ``scale_factor``. Mask models also return ``masks [B, K, m, m]``:
+each detection's mask probabilities over its box (the graph's last step). They are pasted here,
+straight onto the original image with the rescaled box (MMDetection's ``rescale=True`` path, see
+:mod:`deploy.ops.mask_paste`), thresholded with ``>= mask_thr_binary``, and by default encoded to
+COCO RLE one mask at a time, so memory stays flat however many images stream through. Because every
+backend goes through this same code, masks differ between backends only where their probabilities
+do.
+"""
 import numpy as np
+import torch
 
+from .ops.mask_paste import paste_mask_region
 from .structures import DetectionResult
 
+MASK_FORMATS = ('rle', 'bitmap')
 
-def outputs_to_results(
-    outputs: dict[str, np.ndarray], img_metas: list[dict], score_thr: float = 0.0
-) -> list[DetectionResult]:
-    """Drop padding rows and map boxes back to each original image.
+
+def outputs_to_results(outputs: dict[str, np.ndarray], img_metas: list[dict],
+                       score_thr: float = 0.0, mask_thr_binary: float = 0.5,
+                       mask_format: str = 'rle') -> list[DetectionResult]:
+    """Drop padding rows and map boxes (and masks) back to each original image.
 
     Args:
         outputs: ``dets [B, K, 5]``, ``labels [B, K]`` in network-input coordinates; padding rows
-            have label -1.
-        img_metas: the pipeline metas of the batch (``scale_factor`` is used).
+            have label -1. Optional ``masks [B, K, m, m]`` probabilities over each box.
+        img_metas: the pipeline metas of the batch (``scale_factor`` and ``ori_shape`` are used;
+            without ``ori_shape`` the original size is ``img_shape / scale_factor``).
         score_thr: also drop rows with ``score <= score_thr`` (0 keeps every real detection).
+        mask_thr_binary: mask probability threshold (inclusive), the model's
+            ``test_cfg.rcnn.mask_thr_binary``.
+        mask_format: ``'rle'`` (a list of COCO RLE dicts, ``counts`` as str) or ``'bitmap'``
+            (``[N, H, W]`` bool).
 
     Returns:
         One :class:`DetectionResult` per image.
     """
+    if mask_format not in MASK_FORMATS:
+        raise ValueError(f'mask_format must be one of {MASK_FORMATS}, got {mask_format!r}')
     results = []
     for i, meta in enumerate(img_metas):
         dets, labels = outputs['dets'][i], outputs['labels'][i]
@@ -26,12 +45,48 @@ def outputs_to_results(
         scale = np.asarray(meta.get('scale_factor', np.ones(4)), np.float32).reshape(-1)
         if scale.size == 2:  # MMDetection 3.x style (w, h)
             scale = np.tile(scale, 2)
-        boxes = dets[keep, :4] / scale
-        results.append(
-            DetectionResult(
-                boxes=boxes.astype(np.float32),
-                scores=dets[keep, 4].astype(np.float32),
-                labels=labels[keep].astype(np.int64),
-            )
-        )
+        boxes = (dets[keep, :4] / scale).astype(np.float32)
+        masks = None
+        if outputs.get('masks') is not None:
+            masks = paste_masks_to_image(outputs['masks'][i][keep], boxes,
+                                         _original_shape(meta, scale), mask_thr_binary,
+                                         mask_format)
+        results.append(DetectionResult(boxes=boxes, scores=dets[keep, 4].astype(np.float32),
+                                       labels=labels[keep].astype(np.int64), masks=masks))
     return results
+
+
+def paste_masks_to_image(mask_probs: np.ndarray, boxes: np.ndarray, image_shape: tuple[int, int],
+                         mask_thr_binary: float = 0.5, mask_format: str = 'rle'):
+    """Paste ``mask_probs [N, m, m]`` over ``boxes [N, 4]`` (image pixels) into an image of
+    ``image_shape (h, w)``, threshold, and return RLE dicts or an ``[N, h, w]`` bool array."""
+    height, width = image_shape
+    bitmaps = np.zeros((len(boxes), height, width), bool) if mask_format == 'bitmap' else None
+    rles = []
+    canvas = np.zeros((height, width), np.uint8, order='F') if mask_format == 'rle' else None
+    probs_t = torch.from_numpy(np.ascontiguousarray(mask_probs, np.float32))
+    boxes_t = torch.from_numpy(np.ascontiguousarray(boxes, np.float32))
+    for j in range(len(boxes)):
+        probs, (y0, y1, x0, x1) = paste_mask_region(probs_t[j], boxes_t[j], height, width)
+        region = (probs >= mask_thr_binary).numpy()
+        if bitmaps is not None:
+            bitmaps[j, y0:y1, x0:x1] = region
+            continue
+        canvas[y0:y1, x0:x1] = region
+        rles.append(_encode_rle(canvas))
+        canvas[y0:y1, x0:x1] = 0
+    return bitmaps if bitmaps is not None else rles
+
+
+def _encode_rle(mask: np.ndarray) -> dict:
+    from pycocotools import mask as mask_utils
+    rle = mask_utils.encode(mask[:, :, None])[0]
+    rle['counts'] = rle['counts'].decode('ascii')
+    return rle
+
+
+def _original_shape(meta: dict, scale: np.ndarray) -> tuple[int, int]:
+    if meta.get('ori_shape') is not None:
+        return int(meta['ori_shape'][0]), int(meta['ori_shape'][1])
+    h, w = meta['img_shape'][:2]
+    return int(round(h / float(scale[1]))), int(round(w / float(scale[0])))

@@ -1,4 +1,4 @@
-"""A deterministic COCO-format data set of coloured shapes: the data every test, demo and CI job uses.
+"""A deterministic COCO-format data set of coloured shapes: the data of every test, demo and CI job.
 
 Images have varied sizes and aspect ratios, textured backgrounds, and 1-8 objects of six classes
 at scales from small to large. Later objects are drawn over earlier ones; each object's mask, box

@@ -1,4 +1,4 @@
-"""COCO box / mask / proposal metrics with pycocotools (or faster-coco-eval: same numbers, faster)."""
+"""COCO box / mask / proposal metrics: pycocotools, or faster-coco-eval (same numbers, faster)."""
 import contextlib
 import io
 import json
