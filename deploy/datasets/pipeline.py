@@ -69,6 +69,8 @@ class TestPipeline:
             its aspect ratio and padded to exactly that shape, instead of the config's resize.
     """
 
+    __test__ = False  # not a pytest test class, despite the name
+
     def __init__(self, cfg: PreprocessConfig, fixed_shape: tuple[int, int] | None = None):
         self.cfg = cfg
         self.fixed_shape = tuple(fixed_shape) if fixed_shape else None

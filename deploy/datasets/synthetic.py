@@ -3,7 +3,8 @@
 Images have varied sizes and aspect ratios, textured backgrounds, and 1-8 objects of six classes
 at scales from small to large. Later objects are drawn over earlier ones; each object's mask, box
 and area describe what stays visible. The layout mirrors COCO (``annotations/instances_*.json``,
-``train2017/``, ``val2017/``) so a real COCO root can be swapped in.
+``train2017/``, ``val2017/``) so a real COCO root can be swapped in. Masks are polygons, or RLE
+where a mask has holes.
 """
 import json
 import os
@@ -106,16 +107,29 @@ def render_image(gen: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
 
 
 def mask_to_annotation(mask: np.ndarray) -> dict | None:
-    """COCO ``segmentation`` (polygons), ``bbox`` [x, y, w, h] and ``area`` of a bool mask."""
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
-                                   cv2.CHAIN_APPROX_SIMPLE)
-    polygons = [c.reshape(-1).astype(float).tolist() for c in contours if len(c) >= 3]
-    if not polygons:
+    """COCO ``segmentation``, ``bbox`` [x, y, w, h] and ``area`` of a bool mask.
+
+    Polygons where the mask has no holes; a compressed RLE where it has (a ring, or an object with
+    a smaller one drawn on top of it), because polygons cannot subtract.
+    """
+    contours, hierarchy = cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP,
+                                           cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
         return None
+    has_holes = bool((hierarchy[0][:, 3] >= 0).any())
+    if has_holes:
+        from pycocotools import mask as mask_utils
+        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        segmentation = dict(size=[int(v) for v in rle['size']], counts=rle['counts'].decode())
+    else:
+        segmentation = [c.reshape(-1).astype(float).tolist() for c in contours if len(c) >= 3]
+        if not segmentation:
+            return None
     ys, xs = np.nonzero(mask)
     x1, y1, x2, y2 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
-    return dict(segmentation=polygons, bbox=[float(x1), float(y1), float(x2 - x1),
-                                             float(y2 - y1)], area=float(mask.sum()), iscrowd=0)
+    return dict(segmentation=segmentation, bbox=[float(x1), float(y1), float(x2 - x1),
+                                                 float(y2 - y1)], area=float(mask.sum()),
+                iscrowd=0)
 
 
 def _write_split(root: Path, split: str, num_images: int, seed: int, first_id: int) -> Path:
