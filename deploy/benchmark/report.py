@@ -1,0 +1,169 @@
+"""Reports of a benchmark: a Markdown table for people, JSON for machines, a PNG plot."""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+STAGES = ('pre', 'infer', 'post')
+
+
+def write_json(report: dict, path: str | Path) -> Path:
+    """Write ``report`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'w') as f:
+            json.dump(report, f, indent=2)
+            f.write('\n')
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def _fmt(value, spec: str = '.1f', empty: str = '-') -> str:
+    return empty if value is None else format(value, spec)
+
+
+def format_markdown(report: dict) -> str:
+    """The inference report as a Markdown table (milliseconds per batch: mean / median / p90)."""
+    if report.get('kind') == 'export':
+        return format_export_markdown(report)
+    lines = [
+        f'Batch {report["batch_size"]} at {report["shape"][0]}x{report["shape"][1]}, '
+        f'{report["threads"]} threads, {report["iters"]} timed iterations after '
+        f'{report["warmup"]} warm-up; ms per batch as mean / median / p90.',
+        '',
+        '| backend | pre ms | infer ms | post ms | total ms | img/s | peak RSS MiB | GFLOPs | '
+        '% of peak | ORT in-graph post |',
+        '|---|---|---|---|---|---|---|---|---|---|',
+    ]
+    for name, result in report['backends'].items():
+        latency = result['latency_ms']
+        cells = [name]
+        for stage in (*STAGES, 'total'):
+            s = latency[stage]
+            cells.append(f'{s["mean"]:.1f} / {s["median"]:.1f} / {s["p90"]:.1f}')
+        cells.append(f'{result["throughput_ips"]["total"]:.2f}')
+        cells.append(_fmt(result['memory_mb'].get('peak_rss'), '.0f'))
+        cells.append(_fmt(result['flops'] / 1e9 if result.get('flops') else None, '.2f'))
+        fraction = result.get('peak_fraction')
+        cells.append(_fmt(100 * fraction if fraction is not None else None, '.0f'))
+        profile = result.get('ort_profile')
+        cells.append(
+            f'{100 * profile["postprocess_share"]:.1f}% ({profile["postprocess_ms"]:.1f} ms)'
+            if profile
+            else '-'
+        )
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    peak = report.get('peak')
+    if peak:
+        lines += [
+            '',
+            f'FP32 peak: {peak["gflops"]:.1f} GFLOP/s ({peak["method"]}, '
+            f'{peak["threads"]} threads).',
+        ]
+    flops = report.get('flops')
+    if flops:
+        lines.append(
+            f'FLOPs: {flops["gflops"]:.2f} G per batch ({flops["method"]}, weights '
+            f'{flops.get("weights")}); "% of peak" uses the infer mean.'
+        )
+    if report.get('busy'):
+        lines.append(_busy_warning(report))
+    return '\n'.join(lines)
+
+
+def _busy_warning(report: dict) -> str:
+    return (
+        f'WARNING: load average {report.get("load_average_start")} -> '
+        f'{report.get("load_average_end")} on {report["environment"]["cpu_count"]} CPUs: the '
+        'machine was busy, re-take these numbers on a quiet machine.'
+    )
+
+
+def format_export_markdown(report: dict) -> str:
+    """The export-timing report as a Markdown table."""
+    lines = [
+        f'Export at {report["shape"][0]}x{report["shape"][1]} '
+        f'({"dynamic" if report["dynamic"] else "static"}), opset {report["opset"]}, '
+        f'{report["threads"]} threads.',
+        '',
+        '| exporter | wall s | peak RSS MiB | RSS before export MiB | file MiB | nodes |',
+        '|---|---|---|---|---|---|',
+    ]
+    for name, result in report['exports'].items():
+        memory = result['memory_mb']
+        lines.append(
+            f'| {name} | {result["wall_s"]:.2f} | {_fmt(memory["peak_rss"], ".0f")} | '
+            f'{_fmt(memory["rss_before_export"], ".0f")} | {result["file_mb"]:.2f} | '
+            f'{result["num_nodes"]} |'
+        )
+    if report.get('busy'):
+        lines += ['', _busy_warning(report)]
+    return '\n'.join(lines)
+
+
+def plot_latency(report: dict, path: str | Path) -> Path:
+    """Stacked bars of the mean pre / infer / post milliseconds per backend (means add up to the
+    mean total; medians do not) and a whisker from the total's mean to its p90; written
+    atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    names = list(report['backends'])
+    totals = [report['backends'][n]['latency_ms']['total'] for n in names]
+    fig, ax = plt.subplots(figsize=(7.5, 1.8 + 0.6 * len(names)))
+    left = [0.0] * len(names)
+    colors = {'pre': '#8da0cb', 'infer': '#fc8d62', 'post': '#66c2a5'}
+    for stage in STAGES:
+        widths = [report['backends'][n]['latency_ms'][stage]['mean'] for n in names]
+        ax.barh(names, widths, left=left, color=colors[stage], label=stage)
+        left = [a + b for a, b in zip(left, widths)]
+    ax.errorbar(
+        [t['mean'] for t in totals],
+        names,
+        xerr=[[0] * len(names), [max(t['p90'] - t['mean'], 0) for t in totals]],
+        fmt='none',
+        ecolor='black',
+        capsize=3,
+        label='p90 of total',
+    )
+    for name, total in zip(names, totals):
+        ax.annotate(
+            f' {total["mean"]:.1f} ms',
+            (max(total['p90'], total['mean']), name),
+            va='center',
+            fontsize='small',
+        )
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.25 * max(max(t['p90'], t['mean']) for t in totals))
+    ax.set_xlabel('ms per batch (mean per stage, stacked)')
+    ax.set_title(
+        f'batch {report["batch_size"]}, {report["shape"][0]}x{report["shape"][1]}, '
+        f'{report["threads"]} threads' + (' (busy machine)' if report.get('busy') else '')
+    )
+    ax.legend(
+        loc='upper center', bbox_to_anchor=(0.5, -0.3), ncol=4, fontsize='small', frameon=False
+    )
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.png', dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=100, format='png')
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path

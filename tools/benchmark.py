@@ -1,0 +1,157 @@
+"""Benchmark backends on the same span (pre-processing + inference + post-processing), or time
+the ONNX exporters.
+
+    python tools/benchmark.py CONFIG model.onnx checkpoint.pth --backend onnxruntime pytorch \
+        --shape 800 1216 --batch-size 1 --warmup 5 --iters 20 --threads 2 \
+        --json work_dirs/bench.json --plot work_dirs/bench.png
+    python tools/benchmark.py --export-time CONFIG checkpoint.pth --shape 800 1216
+
+See docs/benchmark.md for what is timed and the JSON schema.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from deploy.apis.cli import run_cli  # noqa: E402
+from deploy.backends import BACKENDS  # noqa: E402
+from deploy.config import add_cfg_options_argument  # noqa: E402
+
+DEMO_IMAGE = Path(__file__).resolve().parents[1] / 'demo' / 'demo.jpg'
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Benchmark detector backends like with like')
+    parser.add_argument('config', help='model config')
+    parser.add_argument(
+        'models',
+        nargs='+',
+        metavar='MODEL',
+        help='model files: checkpoint (pytorch), .onnx (onnxruntime), .engine (tensorrt); with '
+        '--export-time, the checkpoint to export',
+    )
+    parser.add_argument(
+        '--backend',
+        nargs='+',
+        choices=BACKENDS,
+        default=None,
+        help='one per MODEL (default: from each file suffix)',
+    )
+    parser.add_argument(
+        '--shape',
+        type=int,
+        nargs='+',
+        default=None,
+        metavar='H [W]',
+        help="network input (default: a static model's shape, else the config's test scale)",
+    )
+    parser.add_argument('--batch-size', type=int, default=1)
+    parser.add_argument('--warmup', type=int, default=5, help='untimed iterations first')
+    parser.add_argument('--iters', type=int, default=20, help='timed iterations')
+    parser.add_argument(
+        '--threads',
+        type=int,
+        default=None,
+        help='torch / ONNX Runtime intra-op / OpenCV threads (default: all CPUs allowed)',
+    )
+    parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
+    parser.add_argument('--image', default=str(DEMO_IMAGE), help='the real image to pre-process')
+    parser.add_argument(
+        '--checkpoint',
+        default=None,
+        help='weights for FLOP counting (default: the pytorch MODEL, else random weights)',
+    )
+    parser.add_argument('--json', default=None, metavar='OUT', help='write the report as JSON')
+    parser.add_argument('--plot', default=None, metavar='OUT.png', help='latency plot (PNG)')
+    parser.add_argument(
+        '--no-ort-profile',
+        action='store_true',
+        help='skip the ONNX Runtime profiler run (in-graph post-processing share)',
+    )
+    parser.add_argument('--profile-iters', type=int, default=5, help='profiled ORT runs')
+    parser.add_argument(
+        '--peak-size', type=int, default=2048, help='matrix size of the FP32 peak measurement'
+    )
+    parser.add_argument(
+        '--export-time',
+        action='store_true',
+        help='time deploy.export.onnx_export.export_onnx per exporter instead (MODEL: checkpoint)',
+    )
+    parser.add_argument(
+        '--exporters',
+        nargs='+',
+        choices=('dynamo', 'torchscript'),
+        default=('dynamo', 'torchscript'),
+        help='with --export-time: the exporters to time',
+    )
+    parser.add_argument(
+        '--dynamic-export', action='store_true', help='with --export-time: dynamic axes'
+    )
+    parser.add_argument('--opset-version', type=int, default=None)
+    add_cfg_options_argument(parser)
+    args = parser.parse_args(argv)
+    if args.export_time and len(args.models) != 1:
+        parser.error('--export-time takes exactly one checkpoint')
+    if args.shape is not None and len(args.shape) > 2:
+        parser.error('--shape takes H or H W')
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from deploy.benchmark import (
+        format_markdown,
+        plot_latency,
+        run_benchmark,
+        run_export_timing,
+        write_json,
+    )
+
+    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731  (stdout carries the table)
+    if args.export_time:
+        report = run_export_timing(
+            args.config,
+            args.models[0],
+            image=args.image,
+            shape=args.shape,
+            exporters=tuple(args.exporters),
+            dynamic=args.dynamic_export,
+            opset=args.opset_version,
+            threads=args.threads,
+            cfg_options=args.cfg_options,
+            logger=log,
+        )
+    else:
+        report = run_benchmark(
+            args.config,
+            args.models,
+            args.backend,
+            image=args.image,
+            shape=args.shape,
+            batch_size=args.batch_size,
+            warmup=args.warmup,
+            iters=args.iters,
+            threads=args.threads,
+            device=args.device,
+            checkpoint=args.checkpoint,
+            cfg_options=args.cfg_options,
+            ort_profile=not args.no_ort_profile,
+            profile_iters=args.profile_iters,
+            peak_size=args.peak_size,
+            logger=log,
+        )
+    print(format_markdown(report))
+    if args.json:
+        log(f'report written to {write_json(report, args.json)}')
+    if args.plot:
+        if args.export_time:
+            log('note: --plot applies to inference benchmarks only')
+        else:
+            log(f'plot written to {plot_latency(report, args.plot)}')
+    return 0
+
+
+if __name__ == '__main__':
+    run_cli(main)
