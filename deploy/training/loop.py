@@ -1,0 +1,250 @@
+"""The training loop behind ``tools/train.py``: config -> model (initialised from scratch) ->
+epochs of SGD/AdamW over the COCO-format training set -> MMDetection-format checkpoints.
+
+Determinism: with one ``seed``, the initial weights, the batch order (drawn from ``seed`` and the
+epoch), the flips (drawn from ``seed``, epoch and image index) and
+samplers' draws (the global RNG, reseeded every epoch) are fixed, so a run resumed from the
+checkpoint of epoch ``e`` continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import os
+import pprint
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..config import get_class_names, get_model_cfg, get_test_cfg
+from ..errors import CheckpointError
+from ..models import build_detector
+from ..models.checkpoint import save_checkpoint
+from .data import (
+    CocoTrainDataset,
+    build_train_loader,
+    get_train_dataset_cfg,
+    get_train_transform_cfg,
+)
+from .head_losses import detector_loss
+from .init import init_weights, load_pretrained
+from .optim import LrSchedule, build_optimizer, max_epochs
+
+
+def config_text(cfg) -> str:
+    """The resolved config as text for checkpoint metadata (MMDetection stores
+    ``meta['config']``); a ``pprint`` of the dict (``pretty_text`` would take seconds)."""
+    data = cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)
+    return pprint.pformat(data, width=100, sort_dicts=False)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_train_model(cfg, logger=print) -> torch.nn.Module:
+    """The config's detector with MMDetection's from-scratch initialisation, then the
+    ``Pretrained`` ``init_cfg`` of its backbone / neck applied, in train mode."""
+    model_cfg = get_model_cfg(cfg)
+    model = build_detector(
+        model_cfg, test_cfg=get_test_cfg(cfg), config_file=getattr(cfg, 'filename', None)
+    )
+    init_weights(model)
+    load_pretrained(model, model_cfg, logger=logger)
+    return model.train()
+
+
+def train_step(
+    model: torch.nn.Module,
+    batch: dict,
+    optimizer: torch.optim.Optimizer,
+    grad_clip: dict | None = None,
+) -> dict[str, float]:
+    """One SGD step; returns each loss and their sum (``loss``) as floats."""
+    losses = detector_loss(model, batch)
+    total = sum(losses.values())
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    if grad_clip:
+        params = [p for p in model.parameters() if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, **grad_clip)
+    optimizer.step()
+    out = {k: float(v.detach()) for k, v in losses.items()}
+    out['loss'] = float(total.detach())
+    return out
+
+
+def save_training_checkpoint(
+    model: torch.nn.Module,
+    path: str | os.PathLike,
+    meta: dict,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> str:
+    """MMDetection's layout, written atomically by :func:`save_checkpoint`, plus the optimiser
+    state under ``'optimizer'`` for ``--resume``."""
+    path = save_checkpoint(model, path, meta=meta)
+    if optimizer is None:
+        return path
+    # save_checkpoint writes meta + state_dict only; add the optimizer the same atomic way.
+    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    checkpoint['optimizer'] = optimizer.state_dict()
+    tmp = f'{path}.tmp'
+    with open(tmp, 'wb') as f:
+        torch.save(checkpoint, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def _atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    tmp = f'{dst}.tmp'
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def load_training_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint written by :func:`save_training_checkpoint` (weights-only unpickling)."""
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f'cannot resume from {path}: {e}') from e
+    for key in ('state_dict', 'meta', 'optimizer'):
+        if key not in checkpoint:
+            raise CheckpointError(
+                f'cannot resume from {path}: it has no {key!r} '
+                '(not a checkpoint written by tools/train.py)'
+            )
+    return checkpoint
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did."""
+
+    model: torch.nn.Module
+    class_names: tuple
+    epoch_losses: list[dict] = field(default_factory=list)
+    checkpoint: str | None = None
+    seconds: float = 0.0
+
+
+def train(
+    cfg,
+    work_dir: str | os.PathLike,
+    *,
+    epochs: int | None = None,
+    resume: str | None = None,
+    seed: int = 0,
+    num_workers: int | None = None,
+    progress: bool = True,
+    logger=print,
+) -> TrainResult:
+    """Train the config's detector on its training set.
+
+    Args:
+        cfg: a loaded config (``model`` with ``train_cfg``, ``data.train`` or
+            ``train_dataloader``, ``optimizer``, ``optimizer_config``, ``lr_config``, ``runner``).
+        work_dir: where ``epoch_{n}.pth``, ``latest.pth`` and ``train.log`` go.
+        epochs: overrides ``runner.max_epochs`` (the LR schedule keeps its epochs).
+        resume: a checkpoint of this run: restores weights, optimiser and epoch.
+        seed: seeds initial weights, batch order, flips and sampling.
+        num_workers: data-loading processes (default: the config's).
+
+    Returns:
+        :class:`TrainResult` with the trained model (train mode) and per-epoch mean losses.
+    """
+    start_time = time.perf_counter()
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log_file = open(work_dir / 'train.log', 'a', encoding='utf-8')  # noqa: SIM115
+
+    def log(message: str) -> None:
+        log_file.write(message + '\n')
+        log_file.flush()
+        if logger is not None:
+            logger(message)
+
+    seed_everything(seed)
+    model = build_train_model(cfg, logger=log)
+    data_cfg = get_train_dataset_cfg(cfg)
+    with_mask = getattr(getattr(model, 'roi_head', None), 'mask_head', None) is not None
+    dataset = CocoTrainDataset(
+        data_cfg['ann_file'],
+        data_cfg['img_prefix'],
+        get_train_transform_cfg(cfg),
+        with_mask=with_mask,
+        classes=data_cfg['classes'] or get_class_names(cfg),
+        seed=seed,
+    )
+    class_names = dataset.class_names
+    model.class_names = tuple(class_names)
+    workers = data_cfg['num_workers'] if num_workers is None else num_workers
+    loader = build_train_loader(dataset, data_cfg['batch_size'], workers, seed)
+
+    optimizer = build_optimizer(model, cfg['optimizer'])
+    schedule_epochs = max_epochs(cfg)
+    total_epochs = epochs or schedule_epochs
+    schedule = LrSchedule(
+        cfg.get('lr_config'), cfg['optimizer']['lr'], schedule_epochs, len(loader)
+    )
+    grad_clip = (cfg.get('optimizer_config') or {}).get('grad_clip')
+
+    start_epoch = 0
+    if resume:
+        checkpoint = load_training_checkpoint(resume)
+        model.load_state_dict(checkpoint['state_dict'])
+        optimizer.load_state_dict(checkpoint['optimizer'])
+        start_epoch = int(checkpoint['meta'].get('epoch', 0))
+        log(f'resumed from {resume} at epoch {start_epoch}')
+
+    log(
+        f'training {type(model).__name__} on {len(dataset)} images of {len(class_names)} '
+        f'classes, batch {data_cfg["batch_size"]}, epochs {start_epoch + 1}..{total_epochs}, '
+        f'seed {seed}'
+    )
+    result = TrainResult(model, tuple(class_names))
+    meta_base = dict(CLASSES=tuple(class_names), seed=seed, config=config_text(cfg))
+    for epoch in range(start_epoch, total_epochs):
+        model.train()
+        dataset.set_epoch(epoch)
+        loader.batch_sampler.set_epoch(epoch)
+        torch.manual_seed(seed * 1000 + epoch)
+        sums: dict[str, float] = {}
+        bar = tqdm(
+            loader,
+            desc=f'epoch {epoch + 1}/{total_epochs}',
+            disable=not progress,
+            dynamic_ncols=True,
+            leave=False,
+        )
+        for i, batch in enumerate(bar):
+            it = epoch * len(loader) + i
+            lr = schedule(epoch, it)
+            for group in optimizer.param_groups:
+                group['lr'] = lr
+            losses = train_step(model, batch, optimizer, grad_clip)
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix(loss=f'{losses["loss"]:.4f}', lr=f'{lr:.2e}')
+        means = {k: v / max(len(loader), 1) for k, v in sums.items()}
+        result.epoch_losses.append(means)
+        log(
+            f'epoch {epoch + 1}/{total_epochs} lr {lr:.2e} '
+            + ' '.join(f'{k} {v:.4f}' for k, v in means.items())
+            + f' ({time.perf_counter() - start_time:.0f} s)'
+        )
+        meta = dict(meta_base, epoch=epoch + 1, iter=(epoch + 1) * len(loader))
+        path = save_training_checkpoint(model, work_dir / f'epoch_{epoch + 1}.pth', meta, optimizer)
+        _atomic_copy(path, work_dir / 'latest.pth')
+        result.checkpoint = str(path)
+    result.seconds = time.perf_counter() - start_time
+    log_file.close()
+    return result

@@ -1,0 +1,118 @@
+"""Optimiser and learning-rate schedule from MMDetection 2.x config keys.
+
+* ``optimizer = dict(type='SGD' | 'AdamW', lr=..., momentum=..., weight_decay=...)``
+  (Adam/AdamW also take ``betas``, ``eps``);
+* ``optimizer_config = dict(grad_clip=None | dict(max_norm=..., norm_type=2))``;
+* ``lr_config = dict(policy='step', step=[e1, e2], gamma=0.1)`` or
+  ``dict(policy='CosineAnnealing', min_lr_ratio=... | min_lr=..., by_epoch=True)`` or
+  ``dict(policy='fixed')``, each with optional ``warmup='linear' | 'constant' | 'exp'``,
+  ``warmup_iters`` and ``warmup_ratio`` (mmcv's LrUpdaterHook semantics);
+* ``runner = dict(type='EpochBasedRunner', max_epochs=N)`` (or a plain ``total_epochs = N``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+
+def build_optimizer(model: nn.Module, cfg: Mapping) -> torch.optim.Optimizer:
+    """The optimiser over ``model``'s trainable parameters."""
+    cfg = dict(cfg)
+    kind = cfg.pop('type', 'SGD')
+    cfg.pop('paramwise_cfg', None)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if kind == 'SGD':
+        return torch.optim.SGD(
+            params,
+            lr=cfg['lr'],
+            momentum=cfg.get('momentum', 0.0),
+            weight_decay=cfg.get('weight_decay', 0.0),
+            nesterov=cfg.get('nesterov', False),
+        )
+    if kind in ('Adam', 'AdamW'):
+        optim = torch.optim.AdamW if kind == 'AdamW' else torch.optim.Adam
+        return optim(
+            params,
+            lr=cfg['lr'],
+            betas=tuple(cfg.get('betas', (0.9, 0.999))),
+            eps=cfg.get('eps', 1e-8),
+            weight_decay=cfg.get('weight_decay', 0.0),
+        )
+    raise ConfigError(f'unsupported optimizer {kind!r} (SGD, Adam, AdamW)')
+
+
+def max_epochs(cfg) -> int:
+    """``runner.max_epochs`` (2.x), ``train_cfg.max_epochs`` (3.x loop) or ``total_epochs``."""
+    runner = cfg.get('runner')
+    if isinstance(runner, Mapping) and runner.get('max_epochs'):
+        return int(runner['max_epochs'])
+    loop = cfg.get('train_cfg')
+    if isinstance(loop, Mapping) and loop.get('max_epochs'):
+        return int(loop['max_epochs'])
+    if cfg.get('total_epochs'):
+        return int(cfg['total_epochs'])
+    raise ConfigError('the config sets no epoch count (`runner.max_epochs`)')
+
+
+class LrSchedule:
+    """Learning rate per iteration (mmcv's ``LrUpdaterHook`` family, step/cosine/fixed + warmup).
+
+    Args:
+        cfg: the ``lr_config`` dict.
+        base_lr: ``optimizer.lr``.
+        max_epochs, iters_per_epoch: the run's length.
+    """
+
+    def __init__(self, cfg: Mapping | None, base_lr: float, max_epochs: int, iters_per_epoch: int):
+        cfg = dict(cfg or dict(policy='fixed'))
+        self.policy = str(cfg.get('policy', 'fixed')).lower()
+        if self.policy not in ('step', 'cosineannealing', 'fixed'):
+            raise ConfigError(
+                f'unsupported lr_config.policy {cfg.get("policy")!r} (step, CosineAnnealing, fixed)'
+            )
+        self.base_lr = base_lr
+        self.max_epochs = max_epochs
+        self.iters_per_epoch = max(iters_per_epoch, 1)
+        step = cfg.get('step', [])
+        self.steps = [step] if isinstance(step, int) else list(step)
+        self.gamma = cfg.get('gamma', 0.1)
+        self.by_epoch = cfg.get('by_epoch', True)
+        if cfg.get('min_lr') is not None:
+            self.min_lr = cfg['min_lr']
+        else:
+            self.min_lr = base_lr * cfg.get('min_lr_ratio', 0.0)
+        self.warmup = cfg.get('warmup')
+        self.warmup_iters = int(cfg.get('warmup_iters', 0)) if self.warmup else 0
+        self.warmup_ratio = cfg.get('warmup_ratio', 0.1)
+
+    def regular_lr(self, epoch: int, it: int) -> float:
+        if self.policy == 'step':
+            return self.base_lr * self.gamma ** sum(epoch >= s for s in self.steps)
+        if self.policy == 'cosineannealing':
+            if self.by_epoch:
+                progress, total = epoch, self.max_epochs
+            else:
+                progress, total = it, self.max_epochs * self.iters_per_epoch
+            factor = 0.5 * (1 + math.cos(math.pi * progress / total))
+            return self.min_lr + (self.base_lr - self.min_lr) * factor
+        return self.base_lr
+
+    def __call__(self, epoch: int, it: int) -> float:
+        """The learning rate of global iteration ``it`` (0-based) in ``epoch`` (0-based)."""
+        lr = self.regular_lr(epoch, it)
+        if it >= self.warmup_iters:
+            return lr
+        if self.warmup == 'constant':
+            return lr * self.warmup_ratio
+        if self.warmup == 'linear':
+            k = (1 - it / self.warmup_iters) * (1 - self.warmup_ratio)
+            return lr * (1 - k)
+        if self.warmup == 'exp':
+            return lr * self.warmup_ratio ** (1 - it / self.warmup_iters)
+        raise ConfigError(f'unsupported warmup {self.warmup!r} (linear, constant, exp)')
