@@ -1,7 +1,8 @@
 """Draw a detector's results on one image, from a checkpoint, an ONNX file or a TensorRT engine.
 
-    python demo/image_demo.py demo/demo.jpg CONFIG MODEL [--backend onnxruntime] [--out-file F]
+python demo/image_demo.py demo/demo.jpg CONFIG MODEL [--backend onnxruntime] [--out-file F]
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -18,8 +19,9 @@ def main(argv=None) -> int:
     parser.add_argument('img', help='image file')
     parser.add_argument('config', help='model config')
     parser.add_argument('model', help='checkpoint (.pth), .onnx or .engine')
-    parser.add_argument('--backend', choices=BACKENDS, default=None,
-                        help='default: from the model file suffix')
+    parser.add_argument(
+        '--backend', choices=BACKENDS, default=None, help='default: from the model file suffix'
+    )
     parser.add_argument('--out-file', default='result.jpg')
     parser.add_argument('--score-thr', type=float, default=0.3)
     parser.add_argument('--device', default='cpu')
@@ -28,10 +30,13 @@ def main(argv=None) -> int:
 
     from deploy.apis.inference import inference_image
     from deploy.visualization import draw_detections, save_image
+
     backend = args.backend or {'.onnx': 'onnxruntime', '.engine': 'tensorrt'}.get(
-        Path(args.model).suffix, 'pytorch')
-    image, result, class_names = inference_image(args.config, args.model, args.img, backend,
-                                                 cfg_options=args.cfg_options, device=args.device)
+        Path(args.model).suffix, 'pytorch'
+    )
+    image, result, class_names = inference_image(
+        args.config, args.model, args.img, backend, cfg_options=args.cfg_options, device=args.device
+    )
     save_image(args.out_file, draw_detections(image, result, class_names, args.score_thr))
     shown = int((result.scores > args.score_thr).sum())
     print(f'{len(result)} detections ({shown} above {args.score_thr}) drawn to {args.out_file}')

@@ -1,13 +1,14 @@
-"""Backend outputs -> :class:`DetectionResult` in original-image coordinates (shared by all backends).
+"""Backend outputs -> :class:`DetectionResult` in original-image coordinates (all backends).
 
-Boxes are divided by the pipeline's ``scale_factor``. Mask models also return ``masks [B, K, m, m]``:
-each detection's mask probabilities over its box (the graph's last step). They are pasted here,
-straight onto the original image with the rescaled box (MMDetection's ``rescale=True`` path, see
-:mod:`deploy.ops.mask_paste`), thresholded with ``>= mask_thr_binary``, and by default encoded to
-COCO RLE one mask at a time, so memory stays flat however many images stream through. Because every
-backend goes through this same code, masks differ between backends only where their probabilities
-do.
+Boxes are divided by the pipeline's ``scale_factor``. Mask models also return
+``masks [B, K, m, m]``: each detection's mask probabilities over its box (the graph's last step).
+They are pasted here, straight onto the original image with the rescaled box (MMDetection's
+``rescale=True`` path, see :mod:`deploy.ops.mask_paste`), thresholded with ``>= mask_thr_binary``,
+and by default encoded to COCO RLE one mask at a time, so memory stays flat however many images
+stream through. Every backend goes through this same code, so masks differ between backends only
+where their probabilities do.
 """
+
 import numpy as np
 import torch
 
@@ -17,9 +18,13 @@ from .structures import DetectionResult
 MASK_FORMATS = ('rle', 'bitmap')
 
 
-def outputs_to_results(outputs: dict[str, np.ndarray], img_metas: list[dict],
-                       score_thr: float = 0.0, mask_thr_binary: float = 0.5,
-                       mask_format: str = 'rle') -> list[DetectionResult]:
+def outputs_to_results(
+    outputs: dict[str, np.ndarray],
+    img_metas: list[dict],
+    score_thr: float = 0.0,
+    mask_thr_binary: float = 0.5,
+    mask_format: str = 'rle',
+) -> list[DetectionResult]:
     """Drop padding rows and map boxes (and masks) back to each original image.
 
     Args:
@@ -48,16 +53,31 @@ def outputs_to_results(outputs: dict[str, np.ndarray], img_metas: list[dict],
         boxes = (dets[keep, :4] / scale).astype(np.float32)
         masks = None
         if outputs.get('masks') is not None:
-            masks = paste_masks_to_image(outputs['masks'][i][keep], boxes,
-                                         _original_shape(meta, scale), mask_thr_binary,
-                                         mask_format)
-        results.append(DetectionResult(boxes=boxes, scores=dets[keep, 4].astype(np.float32),
-                                       labels=labels[keep].astype(np.int64), masks=masks))
+            masks = paste_masks_to_image(
+                outputs['masks'][i][keep],
+                boxes,
+                _original_shape(meta, scale),
+                mask_thr_binary,
+                mask_format,
+            )
+        results.append(
+            DetectionResult(
+                boxes=boxes,
+                scores=dets[keep, 4].astype(np.float32),
+                labels=labels[keep].astype(np.int64),
+                masks=masks,
+            )
+        )
     return results
 
 
-def paste_masks_to_image(mask_probs: np.ndarray, boxes: np.ndarray, image_shape: tuple[int, int],
-                         mask_thr_binary: float = 0.5, mask_format: str = 'rle'):
+def paste_masks_to_image(
+    mask_probs: np.ndarray,
+    boxes: np.ndarray,
+    image_shape: tuple[int, int],
+    mask_thr_binary: float = 0.5,
+    mask_format: str = 'rle',
+):
     """Paste ``mask_probs [N, m, m]`` over ``boxes [N, 4]`` (image pixels) into an image of
     ``image_shape (h, w)``, threshold, and return RLE dicts or an ``[N, h, w]`` bool array."""
     height, width = image_shape
@@ -80,6 +100,7 @@ def paste_masks_to_image(mask_probs: np.ndarray, boxes: np.ndarray, image_shape:
 
 def _encode_rle(mask: np.ndarray) -> dict:
     from pycocotools import mask as mask_utils
+
     rle = mask_utils.encode(mask[:, :, None])[0]
     rle['counts'] = rle['counts'].decode('ascii')
     return rle

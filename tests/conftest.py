@@ -1,5 +1,7 @@
 """Shared fixtures: small models built from the shipped configs, and the generated data set."""
 
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +9,10 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Every graph exported in the suite must also pass the CPU-side TensorRT compatibility check.
+os.environ['DEPLOY_CHECK_TENSORRT_COMPAT'] = '1'
+
 RETINANET_CFG = ROOT / 'configs' / 'retinanet' / 'retinanet_r50_fpn_1x_coco.py'
 
 #: shrink RetinaNet R50 to R18 with a narrow FPN/head: same code paths, a fraction of the time
@@ -49,3 +55,41 @@ def random_batch(shapes, pad_to=None, seed=0):
         img[i, :, :ih, :iw] = torch.randn(3, ih, iw, generator=gen)
     metas = [dict(img_shape=(ih, iw), scale_factor=np.ones(4, np.float32)) for ih, iw in shapes]
     return img, metas
+
+
+def write_pseudo_ground_truth(run, ann_file, out_file, per_image: int = 20) -> Path:
+    """A COCO annotation file whose objects are the ``per_image`` best detections of each image
+    of ``run`` (a ``TestRun``), on the images of ``ann_file``.
+
+    Random-weight models score about 0 AP on the real annotations, so equal AP there proves
+    nothing. Against its own detections the reference scores high AP, and any box, score, label
+    or mask a backend gets wrong lowers the backend's AP: an AP-parity test with teeth.
+    """
+    from pycocotools import mask as mask_utils
+
+    data = json.loads(Path(ann_file).read_text())
+    cat_ids = sorted(c['id'] for c in data['categories'])
+    annotations = []
+    for img_id, result in zip(run.img_ids, run.results):
+        for k in np.argsort(-result.scores, kind='stable')[:per_image]:
+            x1, y1, x2, y2 = (float(v) for v in result.boxes[k])
+            masks = result.masks
+            if x2 - x1 < 2 or y2 - y1 < 2 or (masks is not None and not mask_utils.area(masks[k])):
+                continue  # a degenerate object cannot be matched by anyone, the reference included
+            ann = dict(
+                id=len(annotations) + 1,
+                image_id=int(img_id),
+                category_id=cat_ids[int(result.labels[k])],
+                bbox=[x1, y1, x2 - x1, y2 - y1],
+                area=(x2 - x1) * (y2 - y1),
+                iscrowd=0,
+            )
+            if result.masks is not None:
+                rle = result.masks[k]
+                ann['segmentation'] = rle
+                ann['area'] = float(mask_utils.area(rle))
+            annotations.append(ann)
+    assert annotations, 'the reference must detect something'
+    data['annotations'] = annotations
+    Path(out_file).write_text(json.dumps(data))
+    return Path(out_file)

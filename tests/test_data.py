@@ -1,4 +1,5 @@
 """The synthetic data set, the test pipeline (MMCV semantics) and COCO evaluation."""
+
 import hashlib
 
 import cv2
@@ -16,8 +17,11 @@ from deploy.structures import DetectionResult
 
 
 def _digest(root):
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob('*')) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob('*'))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope='module')
@@ -60,8 +64,9 @@ def test_rescale_size_matches_mmcv():
 def test_pipeline_resize_normalise_pad():
     image = np.zeros((480, 640, 3), np.uint8)
     image[..., 0] = 10  # blue channel in BGR
-    cfg = PreprocessConfig(mean=(1.0, 2.0, 3.0), std=(2.0, 2.0, 2.0), to_rgb=True,
-                           scale=(1333, 800), size_divisor=32)
+    cfg = PreprocessConfig(
+        mean=(1.0, 2.0, 3.0), std=(2.0, 2.0, 2.0), to_rgb=True, scale=(1333, 800), size_divisor=32
+    )
     tensor, meta = TestPipeline(cfg)(image)
     assert meta['img_shape'] == (800, 1067) and meta['pad_shape'] == (800, 1088)
     np.testing.assert_allclose(meta['scale_factor'], [1067 / 640, 800 / 480] * 2, rtol=1e-6)
@@ -73,15 +78,17 @@ def test_pipeline_resize_normalise_pad():
 
 def test_pipeline_fixed_shape_fits_and_pads():
     tensor, meta = TestPipeline(PreprocessConfig(), fixed_shape=(320, 320))(
-        np.zeros((100, 200, 3), np.uint8))
+        np.zeros((100, 200, 3), np.uint8)
+    )
     assert tensor.shape == (3, 320, 320) and meta['img_shape'] == (160, 320)
 
 
 def test_collate_pads_to_largest():
     cfg = PreprocessConfig(scale=(200, 100))
     pipe = TestPipeline(cfg)
-    batch, metas = collate([pipe(np.zeros((100, 200, 3), np.uint8)),
-                            pipe(np.zeros((200, 100, 3), np.uint8))])
+    batch, metas = collate(
+        [pipe(np.zeros((100, 200, 3), np.uint8)), pipe(np.zeros((200, 100, 3), np.uint8))]
+    )
     assert batch.shape == (2, 3, 224, 224)
     assert all(m['batch_input_shape'] == (224, 224) for m in metas)
 
@@ -105,12 +112,26 @@ def _ground_truth_results(coco, shift=0.0):
     results = []
     for i in ids:
         anns = coco.loadAnns(coco.getAnnIds(imgIds=[i]))
-        boxes = np.array([[a['bbox'][0] + shift, a['bbox'][1], a['bbox'][0] + a['bbox'][2] + shift,
-                           a['bbox'][1] + a['bbox'][3]] for a in anns], np.float32).reshape(-1, 4)
-        results.append(DetectionResult(
-            boxes, np.linspace(1, 0.5, len(anns)).astype(np.float32),
-            np.array([cats.index(a['category_id']) for a in anns], np.int64),
-            masks=[coco.annToMask(a).astype(bool) for a in anns]))
+        boxes = np.array(
+            [
+                [
+                    a['bbox'][0] + shift,
+                    a['bbox'][1],
+                    a['bbox'][0] + a['bbox'][2] + shift,
+                    a['bbox'][1] + a['bbox'][3],
+                ]
+                for a in anns
+            ],
+            np.float32,
+        ).reshape(-1, 4)
+        results.append(
+            DetectionResult(
+                boxes,
+                np.linspace(1, 0.5, len(anns)).astype(np.float32),
+                np.array([cats.index(a['category_id']) for a in anns], np.int64),
+                masks=[coco.annToMask(a).astype(bool) for a in anns],
+            )
+        )
     return results, ids, cats
 
 
@@ -122,19 +143,24 @@ def test_coco_eval_ground_truth_is_perfect_and_shift_hurts(dataset):
     perfect = evaluate_coco(ann_file, results, ids, cats, ('bbox', 'segm', 'proposal'), **quiet)
     assert perfect['bbox_mAP'] == pytest.approx(1.0) and perfect['segm_mAP'] == pytest.approx(1.0)
     assert perfect['AR@100'] == pytest.approx(1.0)
-    shifted = evaluate_coco(ann_file, _ground_truth_results(coco, shift=8.0)[0], ids, cats,
-                            ('bbox',), **quiet)
+    shifted = evaluate_coco(
+        ann_file, _ground_truth_results(coco, shift=8.0)[0], ids, cats, ('bbox',), **quiet
+    )
     assert shifted['bbox_mAP'] < 0.9
-    fast = evaluate_coco(ann_file, results, ids, cats, ('bbox', 'segm'),
-                         backend='faster-coco-eval', **quiet)
+    fast = evaluate_coco(
+        ann_file, results, ids, cats, ('bbox', 'segm'), backend='faster-coco-eval', **quiet
+    )
     assert fast['bbox_mAP'] == pytest.approx(perfect['bbox_mAP'], abs=1e-9)
     assert fast['segm_mAP'] == pytest.approx(perfect['segm_mAP'], abs=1e-9)
 
 
 def test_labels_beyond_the_data_set_are_dropped():
-    result = DetectionResult(np.array([[0, 0, 5, 5], [1, 1, 4, 4]], np.float32),
-                             np.array([0.9, 0.8], np.float32), np.array([1, 7], np.int64))
-    with pytest.warns(UserWarning, match='labels >= the 2 categories'):
+    result = DetectionResult(
+        np.array([[0, 0, 5, 5], [1, 1, 4, 4]], np.float32),
+        np.array([0.9, 0.8], np.float32),
+        np.array([1, 7], np.int64),
+    )
+    with pytest.warns(UserWarning, match='labels outside the 2 categories'):
         dets = results_to_coco_json([result], [3], [10, 20])
     assert [d['category_id'] for d in dets] == [20]
     assert dets[0]['bbox'] == [0.0, 0.0, 5.0, 5.0]
@@ -142,9 +168,11 @@ def test_labels_beyond_the_data_set_are_dropped():
 
 def test_visualisation_draws_something(tmp_path):
     from deploy.visualization import draw_detections, save_image
+
     image = np.zeros((64, 64, 3), np.uint8)
-    result = DetectionResult(np.array([[5, 5, 40, 40]], np.float32), np.array([0.9], np.float32),
-                             np.array([0], np.int64))
+    result = DetectionResult(
+        np.array([[5, 5, 40, 40]], np.float32), np.array([0.9], np.float32), np.array([0], np.int64)
+    )
     drawn = draw_detections(image, result, ('shape',))
     assert drawn.any() and not image.any()
     save_image(tmp_path / 'x.png', drawn)

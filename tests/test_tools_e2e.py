@@ -1,5 +1,7 @@
 """tools/pytorch2onnx.py and tools/test.py end to end on a generated COCO-format data set."""
+
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -22,49 +24,98 @@ def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp('e2e')
     paths = generate_synthetic_coco(root / 'data', num_train=0, num_val=6, seed=3)
     options = dict(SMALL_RETINANET)
-    options.update({'model.bbox_head.num_classes': len(CATEGORIES),
-                    'data.test.ann_file': str(paths['val']),
-                    'data.test.img_prefix': str(root / 'data' / 'val2017'),
-                    # a small test scale keeps the run short
-                    'data.test.pipeline.1.img_scale': (512, 320)})
+    options.update(
+        {
+            'model.bbox_head.num_classes': len(CATEGORIES),
+            'data.test.ann_file': str(paths['val']),
+            'data.test.img_prefix': str(root / 'data' / 'val2017'),
+            # a small test scale keeps the run short
+            'data.test.pipeline.1.img_scale': (512, 320),
+        }
+    )
     torch.manual_seed(1)
     model, _ = init_detector(RETINA, cfg_options=options)
     make_detections_likely(model, bias=-2.5)
     ckpt = root / 'small.pth'
     save_checkpoint(model, ckpt, meta={'CLASSES': tuple(c['name'] for c in CATEGORIES)})
     cli_options = [f'{k}={v}'.replace(' ', '') for k, v in options.items()]
-    return dict(root=root, ckpt=ckpt, options=options, cli_options=cli_options,
-                ann_file=paths['val'])
+    return dict(
+        root=root, ckpt=ckpt, options=options, cli_options=cli_options, ann_file=paths['val']
+    )
 
 
 def run(tool, *args, cwd):
-    proc = subprocess.run([sys.executable, str(ROOT / 'tools' / tool), *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / 'tools' / tool), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=900,
+    )
     return proc.returncode, proc.stdout + proc.stderr
 
 
 def test_export_verify_then_evaluate_matches_pytorch(workspace):
     root = workspace['root']
     onnx_file = root / 'small.onnx'
-    code, out = run('pytorch2onnx.py', RETINA, workspace['ckpt'], '--output-file', onnx_file,
-                    '--dynamic-export', '--verify', '--exporter', 'torchscript',
-                    '--input-img', ROOT / 'demo' / 'demo.jpg', '--cfg-options',
-                    *workspace['cli_options'], cwd=root)
+    code, out = run(
+        'pytorch2onnx.py',
+        RETINA,
+        workspace['ckpt'],
+        '--output-file',
+        onnx_file,
+        '--dynamic-export',
+        '--verify',
+        '--exporter',
+        'torchscript',
+        '--input-img',
+        ROOT / 'demo' / 'demo.jpg',
+        '--cfg-options',
+        *workspace['cli_options'],
+        cwd=root,
+    )
     assert code == 0, out
     assert 'verification passed' in out and out.count('PASS') == 3
 
-    code, out = run('test.py', RETINA, onnx_file, '--backend', 'onnxruntime', '--eval', 'bbox',
-                    '--out', root / 'ort.pkl', '--cfg-options', *workspace['cli_options'],
-                    cwd=root)
+    code, out = run(
+        'test.py',
+        RETINA,
+        onnx_file,
+        '--backend',
+        'onnxruntime',
+        '--eval',
+        'bbox',
+        '--out',
+        root / 'ort.pkl',
+        '--cfg-options',
+        *workspace['cli_options'],
+        cwd=root,
+    )
     assert code == 0, out
     assert 'Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all' in out
     ort_results = pickle.loads((root / 'ort.pkl').read_bytes())
     assert len(ort_results) == 6 and sum(len(r['scores']) for r in ort_results) > 0
 
-    pt = run_test(RETINA, workspace['ckpt'], 'pytorch', cfg_options=workspace['options'],
-                  metrics=('bbox',), num_workers=0, progress=False, logger=lambda *a: None)
-    ort = run_test(RETINA, onnx_file, 'onnxruntime', cfg_options=workspace['options'],
-                   metrics=('bbox',), num_workers=0, progress=False, logger=lambda *a: None)
+    pt = run_test(
+        RETINA,
+        workspace['ckpt'],
+        'pytorch',
+        cfg_options=workspace['options'],
+        metrics=('bbox',),
+        num_workers=0,
+        progress=False,
+        logger=lambda *a: None,
+    )
+    ort = run_test(
+        RETINA,
+        onnx_file,
+        'onnxruntime',
+        cfg_options=workspace['options'],
+        metrics=('bbox',),
+        num_workers=0,
+        progress=False,
+        logger=lambda *a: None,
+    )
     assert sum(len(r) for r in pt.results) > 0, 'the reference must detect something'
     for key in ('bbox_mAP', 'bbox_mAP_50'):
         assert abs(pt.metrics[key] - ort.metrics[key]) <= 0.001, (key, pt.metrics, ort.metrics)
@@ -73,9 +124,22 @@ def test_export_verify_then_evaluate_matches_pytorch(workspace):
 def test_format_only_and_show_dir(workspace):
     root = workspace['root']
     out_json, show_dir = root / 'res.json', root / 'vis'
-    code, out = run('test.py', RETINA, workspace['ckpt'], '--backend', 'pytorch', '--format-only',
-                    out_json, '--show-dir', show_dir, '--show-score-thr', '0.05',
-                    '--cfg-options', *workspace['cli_options'], cwd=root)
+    code, out = run(
+        'test.py',
+        RETINA,
+        workspace['ckpt'],
+        '--backend',
+        'pytorch',
+        '--format-only',
+        out_json,
+        '--show-dir',
+        show_dir,
+        '--show-score-thr',
+        '0.05',
+        '--cfg-options',
+        *workspace['cli_options'],
+        cwd=root,
+    )
     assert code == 0, out
     dets = json.loads(out_json.read_text())
     assert dets and {'image_id', 'category_id', 'bbox', 'score'} <= set(dets[0])
@@ -84,8 +148,78 @@ def test_format_only_and_show_dir(workspace):
 
 
 def test_faster_coco_eval_gives_identical_numbers(workspace):
-    runs = [run_test(RETINA, workspace['ckpt'], 'pytorch', cfg_options=workspace['options'],
-                     metrics=('bbox',), num_workers=0, progress=False, eval_backend=backend,
-                     logger=lambda *a: None)
-            for backend in ('pycocotools', 'faster-coco-eval')]
+    runs = [
+        run_test(
+            RETINA,
+            workspace['ckpt'],
+            'pytorch',
+            cfg_options=workspace['options'],
+            metrics=('bbox',),
+            num_workers=0,
+            progress=False,
+            eval_backend=backend,
+            logger=lambda *a: None,
+        )
+        for backend in ('pycocotools', 'faster-coco-eval')
+    ]
     assert runs[0].metrics == pytest.approx(runs[1].metrics, abs=1e-6)
+
+
+def test_distributed_evaluation_equals_one_process(workspace):
+    """torchrun with 2 CPU ranks (gloo): every image evaluated once, the same AP as one process."""
+    import socket
+
+    root = workspace['root']
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    common = [
+        RETINA,
+        workspace['ckpt'],
+        '--backend',
+        'pytorch',
+        '--eval',
+        'bbox',
+        '--workers',
+        '0',
+        '--cfg-options',
+        *workspace['cli_options'],
+    ]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'torch.distributed.run',
+            '--nproc_per_node=2',
+            f'--master_port={port}',
+            str(ROOT / 'tools' / 'test.py'),
+            *map(str, common),
+            '--launcher',
+            'pytorch',
+            '--out',
+            str(root / 'dist.pkl'),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=900,
+        env={**os.environ, 'OMP_NUM_THREADS': '1'},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # Only rank 0 evaluates: one COCO table.
+    assert proc.stdout.count('Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all') == 1
+    code, out = run('test.py', *common, '--out', root / 'single.pkl', cwd=root)
+    assert code == 0, out
+    dist = pickle.loads((root / 'dist.pkl').read_bytes())
+    single = pickle.loads((root / 'single.pkl').read_bytes())
+    assert [r['img_id'] for r in dist] == [r['img_id'] for r in single]
+    assert sum(len(r['scores']) for r in single) > 0, 'the reference must detect something'
+    for a, b in zip(dist, single):
+        assert a['labels'].tolist() == b['labels'].tolist()
+        assert abs(a['boxes'] - b['boxes']).max(initial=0) < 1e-3
+    ap = [
+        line
+        for line in proc.stdout.splitlines() + out.splitlines()
+        if 'IoU=0.50:0.95 | area=   all | maxDets=100' in line and 'Precision' in line
+    ]
+    assert len(ap) == 2 and ap[0].split('=')[-1] == ap[1].split('=')[-1], ap

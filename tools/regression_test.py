@@ -12,6 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mmengine.config import DictAction  # noqa: E402
+
 from deploy.apis.cli import run_cli  # noqa: E402
 from deploy.config import add_cfg_options_argument  # noqa: E402
 
@@ -28,6 +30,15 @@ def parse_args(argv=None):
         help='backends to leave out (e.g. tensorrt on a CPU machine)',
     )
     add_cfg_options_argument(parser)
+    parser.add_argument(
+        '--export-cfg-options',
+        nargs='+',
+        action=DictAction,
+        default=None,
+        metavar='KEY=VALUE',
+        help='overrides for the exported graph only (PyTorch keeps the config), e.g. '
+        'model.test_cfg.score_thr=0.9 to see the job fail',
+    )
     return parser.parse_args(argv)
 
 
@@ -45,6 +56,7 @@ def main(argv=None) -> int:
         entries,
         args.work_dir,
         cfg_options=args.cfg_options,
+        export_cfg_options=args.export_cfg_options,
         exporter=args.exporter,
         skip_backends=args.skip_backend,
     )

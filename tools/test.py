@@ -4,7 +4,8 @@
     python tools/test.py CONFIG checkpoint.pth --backend pytorch --eval bbox
 
 Flags follow MMDetection 2.x's tools/deployment/test.py, plus --backend pytorch, --device,
---batch-size, --workers, --threads and --eval-backend.
+--batch-size, --workers, --threads, --eval-backend and --launcher (distributed evaluation,
+see tools/dist_test.sh).
 """
 
 import argparse
@@ -46,6 +47,14 @@ def parse_args(argv=None):
     parser.add_argument('--batch-size', type=int, default=1)
     parser.add_argument('--workers', type=int, default=2, help='data loading processes')
     parser.add_argument('--threads', type=int, default=None, help='inference threads')
+    parser.add_argument(
+        '--launcher',
+        choices=('none', 'pytorch'),
+        default='none',
+        help='pytorch: one process per rank under torchrun (tools/dist_test.sh)',
+    )
+    # torch.distributed.launch passes --local_rank / --local-rank; torchrun sets LOCAL_RANK.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
     add_cfg_options_argument(parser)
     parser.add_argument(
         '--eval-options',
@@ -81,8 +90,20 @@ def parse_eval_options(pairs) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    import os
+
+    from deploy.apis.distributed import cleanup_distributed
     from deploy.apis.test import run_test
 
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    try:
+        _run(args, run_test)
+    finally:
+        cleanup_distributed()
+    return 0
+
+
+def _run(args, run_test) -> None:
     run_test(
         args.config,
         args.model,
@@ -99,8 +120,8 @@ def main(argv=None) -> int:
         format_only=args.format_only,
         show_dir=args.show_dir,
         show_score_thr=args.show_score_thr,
+        launcher=args.launcher,
     )
-    return 0
 
 
 if __name__ == '__main__':

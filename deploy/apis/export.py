@@ -37,8 +37,10 @@ def build_pipeline(cfg, input_shape: tuple[int, int] | None = None) -> TestPipel
 def default_static_shape(cfg) -> tuple[int, int]:
     """``(h, w)`` holding any landscape image of the test resize: short side x padded long side."""
     pre = get_preprocess_cfg(cfg)
-    long_side, short_side = max(pre.scale), min(pre.scale)
     div = pre.size_divisor or 1
+    if not pre.keep_ratio:  # every image is resized to exactly scale = (w, h)
+        return (-(-pre.scale[1] // div) * div, -(-pre.scale[0] // div) * div)
+    long_side, short_side = max(pre.scale), min(pre.scale)
     return (-(-short_side // div) * div, -(-long_side // div) * div)
 
 
@@ -77,7 +79,12 @@ def export_model(
     if shape is not None and len(shape) == 1:
         shape = (shape[0], shape[0])
     static_shape = None if dynamic else tuple(shape or default_static_shape(cfg))
-    pipeline = build_pipeline(cfg, static_shape)
+    # A pipeline that resizes every image to one size (keep_ratio=False, e.g. SSD300) gives a
+    # graph with a dynamic batch and that fixed size.
+    dynamic_size = get_preprocess_cfg(cfg).keep_ratio
+    if dynamic and not dynamic_size:
+        static_shape = tuple(shape or default_static_shape(cfg))
+    pipeline = build_pipeline(cfg, None if dynamic else static_shape)
     image = load_image(input_img)
     first = pipeline(image)
     # Dynamic export traces a batch of 2 (torch.export specialises sizes 0 and 1).
@@ -101,7 +108,11 @@ def export_model(
         skip_postprocess=skip_postprocess,
     )
     export_kwargs = dict(
-        exporter=exporter, opset_version=opset_version, dynamic=dynamic, verbose=show
+        exporter=exporter,
+        opset_version=opset_version,
+        dynamic=dynamic,
+        dynamic_size=dynamic_size,
+        verbose=show,
     )
     output_file = Path(output_file)
     logger(

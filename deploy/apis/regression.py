@@ -67,11 +67,17 @@ def run_regression(
     work_dir: str | Path,
     *,
     cfg_options=None,
+    export_cfg_options=None,
     exporter: str | None = None,
     skip_backends=(),
     logger=print,
 ) -> list[BackendRow]:
-    """Export, verify and evaluate every entry; return one row per model and backend."""
+    """Export, verify and evaluate every entry; return one row per model and backend.
+
+    ``cfg_options`` apply everywhere; ``export_cfg_options`` only to the exported graph (the
+    PyTorch reference keeps the config's values), e.g. to check that a deployment bug such as a
+    wrong ``score_thr`` baked into the graph makes the job fail.
+    """
     work_dir = Path(work_dir)
     rows: list[BackendRow] = []
     for entry in entries:
@@ -87,7 +93,7 @@ def run_regression(
             input_img=entry.get('input_img', 'demo/demo.jpg'),
             dynamic=True,
             verify=True,
-            cfg_options=options,
+            cfg_options=dict(options, **(export_cfg_options or {})),
             logger=logger,
             **export_kwargs,
         )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from torch.utils.data import Subset
 from tqdm import tqdm
 
 from ..backends import build_backend
@@ -16,6 +17,7 @@ from ..datasets.pipeline import TestPipeline, load_image
 from ..export.metadata import read_metadata
 from ..postprocess import outputs_to_results
 from ..structures import DetectionResult
+from .distributed import gather_results, init_distributed, shard_indices
 
 
 @dataclass
@@ -32,11 +34,21 @@ class TestRun:
 
 def input_shape_rule(model_file: str | Path, backend: str) -> tuple[int, int] | None:
     """The static ``(h, w)`` an exported model was built for, or None when it is dynamic."""
-    if backend == 'onnxruntime' or str(model_file).endswith('.onnx'):
-        rules = read_metadata(model_file).get('input_rules') or {}
-        if not rules.get('dynamic', True) and rules.get('input_shape'):
-            return tuple(rules['input_shape'])
+    rules = _export_metadata(model_file, backend).get('input_rules') or {}
+    if not rules.get('dynamic', True) and rules.get('input_shape'):
+        return tuple(rules['input_shape'])
     return None
+
+
+def _export_metadata(model_file: str | Path, backend: str) -> dict:
+    """The export metadata of an ONNX file, or the copy a TensorRT engine's sidecar keeps."""
+    if str(model_file).endswith('.onnx'):
+        return read_metadata(model_file)
+    if backend == 'tensorrt':
+        from ..backends.tensorrt.engine import read_sidecar
+
+        return (read_sidecar(model_file) or {}).get('onnx_metadata') or {}
+    return {}
 
 
 def run_test(
@@ -56,6 +68,7 @@ def run_test(
     format_only: str | None = None,
     show_dir: str | None = None,
     show_score_thr: float = 0.3,
+    launcher: str = 'none',
     progress: bool = True,
     logger=print,
 ) -> TestRun:
@@ -68,8 +81,16 @@ def run_test(
             ``mask_thr_binary`` and stream as COCO RLE), ``proposal``.
         out: pickle file for the raw results; ``format_only``: COCO json file to write.
         show_dir: draw detections above ``show_score_thr`` into this folder.
+        launcher: ``'pytorch'`` under ``torchrun``: each rank runs its shard of the data set on
+            its own backend session (GPU ``LOCAL_RANK`` for ``cuda``), rank 0 gathers the results
+            and alone writes and evaluates; the other ranks return their shard, without metrics.
     """
     cfg = load_config(config, cfg_options) if isinstance(config, (str, Path)) else config
+    rank, world_size = init_distributed(launcher, device=device)
+    if world_size > 1 and device in ('cuda', 'gpu'):
+        device = f'cuda:{os.environ.get("LOCAL_RANK", rank)}'
+    if rank != 0:
+        progress, logger = False, _silent
     # The model first: a bad model file is reported before any data is touched.
     runner = build_backend(backend, model_file, cfg=cfg, device=device, num_threads=num_threads)
     fixed_shape = input_shape_rule(model_file, backend)
@@ -80,7 +101,10 @@ def run_test(
     pipeline = TestPipeline(get_preprocess_cfg(cfg), fixed_shape=fixed_shape)
     dataset = CocoDetectionDataset(data_cfg['ann_file'], data_cfg['img_prefix'], pipeline)
     class_names = _class_names(runner, model_file, backend)
-    loader = build_dataloader(dataset, batch_size=batch_size, num_workers=num_workers)
+    shard = dataset
+    if world_size > 1:
+        shard = Subset(dataset, shard_indices(len(dataset), rank, world_size))
+    loader = build_dataloader(shard, batch_size=batch_size, num_workers=num_workers)
     mask_thr = mask_threshold(cfg)
 
     results: list[DetectionResult] = []
@@ -107,12 +131,12 @@ def run_test(
         if show_dir:
             _draw(batch_results, metas, class_names, show_dir, show_score_thr)
 
-    run = TestRun(
-        results,
-        img_ids,
-        class_names=class_names,
-        latency_ms=1000 * infer_seconds / max(len(results), 1),
-    )
+    latency_ms = 1000 * infer_seconds / max(len(results), 1)
+    gathered = gather_results(results, img_ids)
+    if gathered is None:  # not rank 0: rank 0 writes and evaluates
+        return TestRun(results, img_ids, class_names=class_names, latency_ms=latency_ms)
+    results, img_ids = gathered
+    run = TestRun(results, img_ids, class_names=class_names, latency_ms=latency_ms)
     if out:
         _save_pickle(
             out,
@@ -151,11 +175,14 @@ def mask_threshold(cfg) -> float:
 
 def _class_names(runner, model_file, backend: str):
     model = getattr(runner, 'model', None)
-    if getattr(model, 'class_names', None):
-        return model.class_names
-    if backend == 'onnxruntime':
-        return tuple(read_metadata(model_file).get('class_names') or ()) or None
-    return None
+    names = getattr(model, 'class_names', None) or getattr(runner, 'class_names', None)
+    if names:
+        return tuple(names)
+    return tuple(_export_metadata(model_file, backend).get('class_names') or ()) or None
+
+
+def _silent(*_args, **_kwargs) -> None:
+    """The logger of ranks other than 0."""
 
 
 def _draw(results, metas, class_names, show_dir, score_thr) -> None:

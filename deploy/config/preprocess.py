@@ -1,4 +1,5 @@
 """What the test pipeline does to an image, read from either MMDetection 2.x or 3.x configs."""
+
 from dataclasses import dataclass
 
 

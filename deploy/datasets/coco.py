@@ -1,5 +1,7 @@
 """COCO-format test data: image list from the annotation file, loaded through the test pipeline."""
+
 import contextlib
+import functools
 import io
 from pathlib import Path
 
@@ -13,10 +15,13 @@ from .pipeline import TestPipeline, collate
 def load_coco(ann_file: str | Path):
     """A quiet ``pycocotools.coco.COCO``; a missing file is a ConfigError naming it."""
     from pycocotools.coco import COCO
+
     ann_file = Path(ann_file)
     if not ann_file.is_file():
-        raise ConfigError(f'annotation file not found: {ann_file} (generate the data set with '
-                          'python tools/dataset/generate_synthetic_coco.py, or fix data.test)')
+        raise ConfigError(
+            f'annotation file not found: {ann_file} (generate the data set with '
+            'python tools/dataset/generate_synthetic_coco.py, or fix data.test)'
+        )
     with contextlib.redirect_stdout(io.StringIO()):
         return COCO(str(ann_file))
 
@@ -41,15 +46,29 @@ class CocoDetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.img_ids)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
+        """``(tensor [3, H, W] float32, meta)`` of the ``index``-th image in image-id order."""
         img_id = self.img_ids[index]
         info = self.coco.imgs[img_id]
         return self.pipeline(self.img_prefix / info['file_name'], img_id=img_id)
 
 
 def build_dataloader(dataset: Dataset, batch_size: int = 1, num_workers: int = 2) -> DataLoader:
-    """Ordered batches; worker processes decode and pre-process while the backend runs."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      collate_fn=collate, persistent_workers=num_workers > 0,
-                      prefetch_factor=4 if num_workers > 0 else None,
-                      pin_memory=torch.cuda.is_available())
+    """Batches in data set order, as ``(tensor [B, 3, H, W], metas)`` from :func:`collate`.
+
+    With ``num_workers > 0``, persistent worker processes decode and pre-process the next
+    batches (``prefetch_factor`` ahead) while the backend runs the current one.
+    """
+    pipeline = getattr(dataset, 'pipeline', None)
+    pad_value = pipeline.cfg.pad_value if isinstance(pipeline, TestPipeline) else 0.0
+    workers = num_workers > 0
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=functools.partial(collate, pad_value=pad_value),
+        persistent_workers=workers,
+        prefetch_factor=4 if workers else None,
+        pin_memory=torch.cuda.is_available(),
+    )

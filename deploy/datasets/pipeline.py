@@ -3,6 +3,7 @@
 Every backend sees exactly the same network input, built here, so accuracy differences between
 backends can only come from the models themselves.
 """
+
 from pathlib import Path
 
 import cv2
@@ -43,15 +44,31 @@ def fit_size(w: int, h: int, box: tuple[int, int]) -> tuple[int, int]:
 
 
 def normalize(image: np.ndarray, mean, std, to_rgb: bool) -> np.ndarray:
-    """``mmcv.imnormalize``: optional BGR->RGB, then ``(x - mean) / std`` in float32."""
-    image = image.astype(np.float32)
+    """``mmcv.imnormalize``: float32, optional BGR->RGB, then ``(x - mean) * (1 / std)``.
+
+    ``image`` is ``HxWx3``; ``mean``/``std`` are in the channel order after the swap. The same
+    OpenCV calls as MMCV (which multiplies by the reciprocal of ``std`` rather than dividing),
+    so the result is bit-exact with it.
+    """
+    image = image.astype(np.float32)  # a copy: the OpenCV calls below work in place
     if to_rgb:
-        image = image[..., ::-1]
-    return (image - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+        cv2.cvtColor(image, cv2.COLOR_BGR2RGB, image)
+    mean = np.asarray(mean, np.float64).reshape(1, -1)
+    stdinv = 1.0 / np.asarray(std, np.float64).reshape(1, -1)
+    cv2.subtract(image, mean, image)
+    cv2.multiply(image, stdinv, image)
+    return image
+
+
+def pad_size(height: int, width: int, size_divisor: int | None) -> tuple[int, int]:
+    """``(h, w)`` rounded up to multiples of ``size_divisor`` (``mmcv.impad_to_multiple``)."""
+    if not size_divisor:
+        return height, width
+    return -(-height // size_divisor) * size_divisor, -(-width // size_divisor) * size_divisor
 
 
 def pad_to(image: np.ndarray, height: int, width: int, value: float = 0.0) -> np.ndarray:
-    """Pad bottom/right to ``height x width``."""
+    """Pad ``image`` (``HxW`` or ``HxWxC``) bottom/right with ``value`` to ``height x width``."""
     h, w = image.shape[:2]
     if h == height and w == width:
         return image
@@ -61,7 +78,12 @@ def pad_to(image: np.ndarray, height: int, width: int, value: float = 0.0) -> np
 
 
 class TestPipeline:
-    """Image (path or BGR array) -> ``(tensor [3, H, W] float32, meta)``.
+    """Image (path or ``HxWx3`` uint8 BGR array) -> ``(tensor [3, H, W] float32, meta)``.
+
+    Load (OpenCV, BGR) -> resize (keep-ratio ``rescale_size`` or exactly ``scale``, bilinear) ->
+    normalise -> pad bottom/right to ``size_divisor``. ``meta`` has the keys of
+    :mod:`deploy.structures`; ``batch_input_shape`` is the padded shape until :func:`collate`
+    sets the batch's.
 
     Args:
         cfg: the model's pre-processing.
@@ -80,6 +102,8 @@ class TestPipeline:
         if not isinstance(image, np.ndarray):
             filename = str(image)
             image = load_image(image)
+        elif image.ndim != 3 or image.shape[2] != 3:
+            raise ImageError(f'expected an HxWx3 BGR image, got an array of shape {image.shape}')
         ori_h, ori_w = image.shape[:2]
         cfg = self.cfg
         if self.fixed_shape is not None:
@@ -94,27 +118,35 @@ class TestPipeline:
         image = normalize(image, cfg.mean, cfg.std, cfg.to_rgb)
         if self.fixed_shape is not None:
             pad_h, pad_w = self.fixed_shape
-        elif cfg.size_divisor:
-            div = cfg.size_divisor
-            pad_h, pad_w = -(-new_h // div) * div, -(-new_w // div) * div
         else:
-            pad_h, pad_w = new_h, new_w
+            pad_h, pad_w = pad_size(new_h, new_w, cfg.size_divisor)
         image = pad_to(image, pad_h, pad_w, cfg.pad_value)
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        meta = dict(ori_shape=(ori_h, ori_w), img_shape=(new_h, new_w), pad_shape=(pad_h, pad_w),
-                    batch_input_shape=(pad_h, pad_w), scale_factor=scale_factor,
-                    img_id=img_id, filename=filename)
+        meta = dict(
+            ori_shape=(ori_h, ori_w),
+            img_shape=(new_h, new_w),
+            pad_shape=(pad_h, pad_w),
+            batch_input_shape=(pad_h, pad_w),
+            scale_factor=scale_factor,
+            img_id=img_id,
+            filename=filename,
+        )
         return tensor, meta
 
 
-def collate(samples: list[tuple[torch.Tensor, dict]],
-            pad_value: float = 0.0) -> tuple[torch.Tensor, list[dict]]:
-    """Batch samples, padding each bottom/right to the largest size in the batch."""
+def collate(
+    samples: list[tuple[torch.Tensor, dict]], pad_value: float = 0.0
+) -> tuple[torch.Tensor, list[dict]]:
+    """Stack ``(tensor [3, H, W], meta)`` samples into ``([B, 3, Hmax, Wmax], metas)``.
+
+    Every image is padded bottom/right with ``pad_value`` to the largest padded size in the
+    batch, and each meta gets ``batch_input_shape = (Hmax, Wmax)``.
+    """
     height = max(t.shape[1] for t, _ in samples)
     width = max(t.shape[2] for t, _ in samples)
     batch = torch.full((len(samples), 3, height, width), pad_value, dtype=torch.float32)
     metas = []
     for i, (tensor, meta) in enumerate(samples):
-        batch[i, :, :tensor.shape[1], :tensor.shape[2]] = tensor
+        batch[i, :, : tensor.shape[1], : tensor.shape[2]] = tensor
         metas.append(dict(meta, batch_input_shape=(height, width)))
     return batch, metas

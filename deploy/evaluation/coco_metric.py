@@ -1,22 +1,33 @@
-"""COCO box / mask / proposal metrics: pycocotools, or faster-coco-eval (same numbers, faster)."""
+"""COCO box / mask / proposal metrics with MMDetection's names and conventions.
+
+Two interchangeable evaluators give the same numbers: ``pycocotools`` (the reference) and
+``faster-coco-eval`` (a C++ port, much faster on large sets; imported only when asked for).
+"""
+
 import contextlib
 import io
 import json
+import logging
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError, DeployError
 from ..structures import DetectionResult
 
-#: MMDetection's names of COCOeval.stats[0:6]
-_STAT_NAMES = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
+METRICS = ('bbox', 'segm', 'proposal')
 EVAL_BACKENDS = ('pycocotools', 'faster-coco-eval')
+#: MMDetection's names of ``COCOeval.stats[0:6]``
+_STAT_NAMES = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
 
 
 def _encode_mask(mask) -> dict:
+    """A ``[H, W]`` bool mask, or a COCO RLE dict, as an RLE dict with ``counts`` a str."""
     from pycocotools import mask as mask_utils
+
     if isinstance(mask, dict):
         rle = dict(mask)
     else:
@@ -26,124 +37,235 @@ def _encode_mask(mask) -> dict:
     return rle
 
 
-def results_to_coco_json(results: list[DetectionResult], img_ids: list[int], cat_ids: list[int],
-                         with_masks: bool = False) -> list[dict]:
-    """Detections -> COCO result dicts (label ``i`` -> ``cat_ids[i]``, boxes as ``[x, y, w, h]``).
+def results_to_coco_json(
+    results: Sequence[DetectionResult],
+    img_ids: Sequence[int],
+    cat_ids: Sequence[int],
+    with_boxes: bool = True,
+    with_masks: bool | None = None,
+) -> list[dict]:
+    """Detections -> COCO result dicts ``image_id, category_id, bbox, score[, segmentation]``.
 
-    Labels beyond the data set's categories (a model with more classes than the data) are dropped,
-    with one warning.
+    Label ``i`` becomes ``cat_ids[i]``; labels ``>= len(cat_ids)`` (a model with more classes than
+    the data set) are dropped, with one warning. Boxes go from ``x1, y1, x2, y2`` to
+    ``[x, y, w, h]``. Masks (bool arrays or RLE dicts) become RLE with a str ``counts``.
+
+    Args:
+        with_boxes: include ``bbox`` (MMDetection leaves it out of mask results, so that COCO
+            takes the instance area from the mask).
+        with_masks: include ``segmentation``: True requires masks, None includes them when the
+            results have them.
     """
+    if len(results) != len(img_ids):
+        raise ValueError(f'{len(results)} results for {len(img_ids)} image ids')
     out, dropped = [], 0
-    for img_id, result in zip(img_ids, results, strict=True):
+    for img_id, result in zip(img_ids, results):
+        if not len(result):
+            continue
+        masks = result.masks if with_masks is not False else None
+        if with_masks and masks is None:
+            raise ConfigError(
+                f'mask results requested but the detections of image {img_id} have no masks '
+                '(evaluate segm only for instance segmentation models)'
+            )
+        labels = np.asarray(result.labels).astype(np.int64)
+        boxes = np.asarray(result.boxes, dtype=np.float64).reshape(-1, 4)
+        scores = np.asarray(result.scores, dtype=np.float64)
         for k in range(len(result)):
-            label = int(result.labels[k])
-            if label >= len(cat_ids):
+            label = int(labels[k])
+            if label >= len(cat_ids) or label < 0:
                 dropped += 1
                 continue
-            x1, y1, x2, y2 = (float(v) for v in result.boxes[k])
-            entry = dict(image_id=int(img_id), category_id=int(cat_ids[label]),
-                         bbox=[x1, y1, x2 - x1, y2 - y1], score=float(result.scores[k]))
-            if with_masks and result.masks is not None:
-                entry['segmentation'] = _encode_mask(result.masks[k])
+            entry = dict(image_id=int(img_id), category_id=int(cat_ids[label]))
+            if with_boxes:
+                x1, y1, x2, y2 = boxes[k].tolist()
+                entry['bbox'] = [x1, y1, x2 - x1, y2 - y1]
+            entry['score'] = float(scores[k])
+            if masks is not None:
+                entry['segmentation'] = _encode_mask(masks[k])
             out.append(entry)
     if dropped:
-        warnings.warn(f'{dropped} detections have labels >= the {len(cat_ids)} categories of the '
-                      'data set and were ignored', stacklevel=2)
+        warnings.warn(
+            f'{dropped} detections have labels outside the {len(cat_ids)} categories of the '
+            'data set and were ignored',
+            stacklevel=2,
+        )
     return out
 
 
-def _load_gt(ann_file_or_coco, backend: str):
+def _as_log(logger) -> Callable[[str], None]:
+    if logger is None:
+        return lambda msg: None
+    if isinstance(logger, logging.Logger):
+        return logger.info
+    return logger
+
+
+def _coco_class(backend: str):
     if backend == 'faster-coco-eval':
-        from faster_coco_eval import COCO
-    else:
-        from pycocotools.coco import COCO
-    if not isinstance(ann_file_or_coco, (str, Path)):
-        ann_file_or_coco = ann_file_or_coco.dataset
-        coco = COCO()
-        coco.dataset = ann_file_or_coco
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco.createIndex()
-        return coco
+        try:
+            from faster_coco_eval import COCO
+        except ImportError as err:
+            raise DeployError(
+                'evaluation backend faster-coco-eval is not installed '
+                '(pip install faster-coco-eval, or use pycocotools)'
+            ) from err
+        return COCO
+    from pycocotools.coco import COCO
+
+    return COCO
+
+
+def _load_gt(ann_file_or_coco, backend: str):
+    """The ground truth as the backend's own ``COCO`` (from a path or any ``COCO``-like)."""
+    coco_class = _coco_class(backend)
     with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(str(ann_file_or_coco))
+        if isinstance(ann_file_or_coco, (str, os.PathLike)):
+            path = Path(ann_file_or_coco)
+            if not path.is_file():
+                raise ConfigError(f'annotation file not found: {path}')
+            return coco_class(str(path))
+        if isinstance(ann_file_or_coco, coco_class):
+            return ann_file_or_coco
+        coco = coco_class()
+        coco.dataset = ann_file_or_coco.dataset
+        coco.createIndex()
+        return coco
 
 
 def _cocoeval(gt, dt, iou_type: str, backend: str):
     if backend == 'faster-coco-eval':
         from faster_coco_eval import COCOeval_faster
+
         return COCOeval_faster(gt, dt, iou_type, print_function=print)
     from pycocotools.cocoeval import COCOeval
+
     return COCOeval(gt, dt, iou_type)
 
 
-def evaluate_coco(ann_file_or_coco, results: list[DetectionResult], img_ids: list[int],
-                  cat_ids: list[int], metrics=('bbox',), classwise: bool = False,
-                  proposal_nums=(100, 300, 1000), backend: str = 'pycocotools',
-                  logger=print) -> dict:
-    """COCO metrics of ``results`` (one per image id), printing the standard tables.
+def _metric_keys(metric: str, proposal_nums: Sequence[int]) -> list[str]:
+    if metric == 'proposal':
+        last = proposal_nums[-1]
+        return [f'AR@{n}' for n in proposal_nums] + [f'AR_{s}@{last}' for s in 'sml']
+    return [f'{metric}_{name}' for name in _STAT_NAMES]
+
+
+def evaluate_coco(
+    ann_file_or_coco,
+    results: Sequence[DetectionResult],
+    img_ids: Sequence[int],
+    cat_ids: Sequence[int],
+    metrics: str | Sequence[str] = ('bbox',),
+    classwise: bool = False,
+    proposal_nums: Sequence[int] = (100, 300, 1000),
+    backend: str = 'pycocotools',
+    logger: Callable[[str], None] | logging.Logger | None = print,
+) -> dict:
+    """COCO metrics of ``results`` (one per entry of ``img_ids``), logging the standard tables.
+
+    Args:
+        ann_file_or_coco: the ground-truth annotation file, or a loaded ``COCO``.
+        cat_ids: the data set's category ids in label order (model label ``i`` is ``cat_ids[i]``).
+        metrics: any of ``bbox``, ``segm`` (needs masks), ``proposal`` (class-agnostic recall of
+            the detections at ``proposal_nums`` detections per image).
+        classwise: also report per-class AP (``{metric}_{class name}_AP``).
+        backend: ``pycocotools`` or ``faster-coco-eval`` (same numbers).
+        logger: a callable taking one line, a ``logging.Logger``, or None for silence.
 
     Returns:
-        MMDetection-style keys: ``bbox_mAP``, ``bbox_mAP_50``, ... ``segm_mAP...``, and for
-        ``proposal`` the class-agnostic ``AR@100``, ``AR@300``, ``AR@1000``; APs in ``[0, 1]``.
+        MMDetection's keys, values in ``[0, 1]`` (-1 where COCO has no ground truth to score):
+        ``bbox_mAP``, ``bbox_mAP_50``, ``bbox_mAP_75``, ``bbox_mAP_s``, ``bbox_mAP_m``,
+        ``bbox_mAP_l``, the same with ``segm_``, and for ``proposal`` ``AR@100``, ``AR@300``,
+        ``AR@1000``, ``AR_s@1000``, ``AR_m@1000``, ``AR_l@1000``.
     """
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    for metric in metrics:
+        if metric not in METRICS:
+            raise ConfigError(f'unknown metric {metric!r}; expected one of {", ".join(METRICS)}')
     if backend not in EVAL_BACKENDS:
-        raise ValueError(f'unknown evaluation backend {backend!r}')
+        raise ConfigError(
+            f'unknown evaluation backend {backend!r}; expected one of {", ".join(EVAL_BACKENDS)}'
+        )
+    proposal_nums = tuple(int(n) for n in proposal_nums)
+    if 'proposal' in metrics and len(proposal_nums) != 3:
+        raise ConfigError(f'proposal_nums needs three detection counts, got {proposal_nums}')
+    log = _as_log(logger)
     gt = _load_gt(ann_file_or_coco, backend)
     out = {}
     for metric in metrics:
         iou_type = 'segm' if metric == 'segm' else 'bbox'
-        dets = results_to_coco_json(results, img_ids, cat_ids, with_masks=metric == 'segm')
-        logger(f'\nEvaluating {metric} ({backend}) ...')
+        dets = results_to_coco_json(
+            results,
+            img_ids,
+            cat_ids,
+            with_boxes=metric != 'segm',
+            with_masks=metric == 'segm',
+        )
+        log(f'Evaluating {metric} ({backend})...')
         if not dets:
-            logger(f'no detections: {metric} metrics are 0')
-            keys = (('AR@' + str(n)) for n in proposal_nums) if metric == 'proposal' else (
-                f'{metric}_{s}' for s in _STAT_NAMES)
-            out.update(dict.fromkeys(keys, 0.0))
+            log(f'no detections: every {metric} metric is 0')
+            out.update(dict.fromkeys(_metric_keys(metric, proposal_nums), 0.0))
             continue
         with contextlib.redirect_stdout(io.StringIO()):
             dt = gt.loadRes(dets)
         evaluator = _cocoeval(gt, dt, iou_type, backend)
-        evaluator.params.imgIds = list(img_ids)
+        evaluator.params.imgIds = [int(i) for i in img_ids]
         if metric == 'proposal':
             evaluator.params.useCats = 0
             evaluator.params.maxDets = list(proposal_nums)
-        buffer = io.StringIO()
-        with contextlib.redirect_stdout(buffer):
+        else:
+            evaluator.params.catIds = [int(c) for c in cat_ids]
+        table = io.StringIO()
+        with contextlib.redirect_stdout(table):
             evaluator.evaluate()
             evaluator.accumulate()
             evaluator.summarize()
-        logger(buffer.getvalue().rstrip())
-        stats = evaluator.stats
+        log(table.getvalue().rstrip())
+        stats = [float(s) for s in evaluator.stats[:12]]
+        keys = _metric_keys(metric, proposal_nums)
         if metric == 'proposal':
-            for i, n in enumerate(proposal_nums):
-                out[f'AR@{n}'] = float(stats[6 + i])
+            out.update(zip(keys, stats[6:12]))
         else:
-            out.update({f'{metric}_{name}': float(stats[i]) for i, name in enumerate(_STAT_NAMES)})
+            out.update(zip(keys, stats[:6]))
             if classwise:
-                out.update(_classwise(evaluator, gt, cat_ids, metric, logger))
+                out.update(_classwise(evaluator, gt, metric, log))
     return out
 
 
-def _classwise(evaluator, gt, cat_ids, metric, logger) -> dict:
-    """Per-class AP (IoU 0.50:0.95, all areas, maxDets 100) from the accumulated precision."""
-    precision = evaluator.eval['precision']  # [T, R, K, A, M]
+def _classwise(evaluator, gt, metric: str, log) -> dict:
+    """Per-class AP (IoU 0.50:0.95, all areas, the largest maxDets), as MMDetection computes it."""
+    precision = evaluator.eval['precision']  # [T, R, K, A, M], K over the sorted params.catIds
     out, lines = {}, []
-    for k, cat_id in enumerate(cat_ids):
+    for k, cat_id in enumerate(evaluator.params.catIds):
         p = precision[:, :, k, 0, -1]
-        ap = float(np.mean(p[p > -1])) if (p > -1).any() else float('nan')
+        p = p[p > -1]
+        ap = float(np.mean(p)) if p.size else float('nan')
         name = gt.cats[cat_id]['name']
         out[f'{metric}_{name}_AP'] = ap
-        lines.append(f'  {name:<20} {ap:.3f}')
-    logger('per-class AP:\n' + '\n'.join(lines))
+        lines.append(f'{name:<20} {ap:.3f}')
+    log(f'{"category":<20} {metric} AP\n' + '\n'.join(lines))
     return out
 
 
-def format_only(results: list[DetectionResult], img_ids: list[int], cat_ids: list[int],
-                out_json: str | Path, with_masks: bool = False) -> Path:
-    """Write COCO-format results atomically (temporary name, then rename)."""
+def format_only(
+    results: Sequence[DetectionResult],
+    img_ids: Sequence[int],
+    cat_ids: Sequence[int],
+    out_json: str | Path,
+    with_masks: bool | None = None,
+) -> Path:
+    """Write COCO-format results (boxes, and masks when present) to ``out_json``, atomically.
+
+    The file is written under a temporary name and renamed, so a crash never leaves a truncated
+    json behind. Returns the path.
+    """
     out_json = Path(out_json)
     out_json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_json.with_name(out_json.name + '.tmp')
-    tmp.write_text(json.dumps(results_to_coco_json(results, img_ids, cat_ids, with_masks)))
-    os.replace(tmp, out_json)
+    dets = results_to_coco_json(results, img_ids, cat_ids, with_masks=with_masks)
+    tmp = out_json.with_name(f'.{out_json.name}.{os.getpid()}.tmp')
+    try:
+        tmp.write_text(json.dumps(dets))
+        os.replace(tmp, out_json)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out_json

@@ -50,19 +50,28 @@ class ParityStats:
         return self._fraction(self.exact)
 
     def merge(self, other: 'ParityStats') -> 'ParityStats':
-        return ParityStats(self.num_ref + other.num_ref, self.num_test + other.num_test,
-                           self.matched + other.matched, self.exact + other.exact,
-                           max(self.max_score_err, other.max_score_err),
-                           max(self.max_box_err, other.max_box_err))
+        return ParityStats(
+            self.num_ref + other.num_ref,
+            self.num_test + other.num_test,
+            self.matched + other.matched,
+            self.exact + other.exact,
+            max(self.max_score_err, other.max_score_err),
+            max(self.max_box_err, other.max_box_err),
+        )
 
-    def passed(self, min_matched: float = 0.99, min_exact: float = 0.95,
-               box_atol: float = 1.0) -> bool:
+    def passed(
+        self, min_matched: float = 0.99, min_exact: float = 0.95, box_atol: float = 1.0
+    ) -> bool:
         """True when the reference had detections and the test reproduces them.
 
         A comparison against an empty reference proves nothing, so it never passes.
         """
-        return (self.num_ref > 0 and self.matched_fraction >= min_matched
-                and self.exact_fraction >= min_exact and self.max_box_err <= box_atol)
+        return (
+            self.num_ref > 0
+            and self.matched_fraction >= min_matched
+            and self.exact_fraction >= min_exact
+            and self.max_box_err <= box_atol
+        )
 
 
 #: a matched pair is the same detection when its IoU and score agree this closely
@@ -70,8 +79,9 @@ EXACT_IOU = 0.95
 EXACT_SCORE = 1e-3
 
 
-def match_detections(ref: DetectionResult, test: DetectionResult,
-                     iou_thr: float = 0.5) -> ParityStats:
+def match_detections(
+    ref: DetectionResult, test: DetectionResult, iou_thr: float = 0.5
+) -> ParityStats:
     """Greedy matching in decreasing reference score: each reference detection takes the unmatched
     test detection of the same label with the highest IoU (at least ``iou_thr``)."""
     stats = ParityStats(num_ref=len(ref), num_test=len(test))
@@ -91,8 +101,9 @@ def match_detections(ref: DetectionResult, test: DetectionResult,
         if candidates[j] >= EXACT_IOU and score_err <= EXACT_SCORE:
             stats.exact += 1
             stats.max_score_err = max(stats.max_score_err, score_err)
-            stats.max_box_err = max(stats.max_box_err,
-                                    float(np.abs(ref.boxes[i] - test.boxes[j]).max()))
+            stats.max_box_err = max(
+                stats.max_box_err, float(np.abs(ref.boxes[i] - test.boxes[j]).max())
+            )
     return stats
 
 

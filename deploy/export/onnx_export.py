@@ -66,6 +66,7 @@ def export_onnx(
     exporter: str = DEFAULT_EXPORTER,
     opset_version: int = DEFAULT_OPSET,
     dynamic: bool = False,
+    dynamic_size: bool = True,
     skip_postprocess: bool = False,
     metadata: dict | None = None,
     verbose: bool = False,
@@ -80,6 +81,9 @@ def export_onnx(
         exporter: ``'dynamo'`` or ``'torchscript'``.
         opset_version: ONNX opset (>= 16).
         dynamic: make batch, height, width and the detection axis dynamic.
+        dynamic_size: with ``dynamic``, whether height and width are dynamic too. Models whose
+            test pipeline resizes every image to one size (SSD) keep ``H, W`` static: their
+            backbones only work at that size, and nothing is gained by pretending otherwise.
         skip_postprocess: export raw head outputs only (input ``input`` only).
         metadata: stored in the file (see :mod:`deploy.export.metadata`); the input/output names and
             dynamic axes are filled in here.
@@ -108,7 +112,9 @@ def export_onnx(
             input_names = ['input', 'img_shape']
             output_names = list(detector.output_names)
         output_shapes = {n: tuple(t.shape) for n, t in zip(output_names, module(*args))}
-    dynamic_axes = _dynamic_axes(input_names, output_names, skip_postprocess) if dynamic else {}
+    dynamic_axes = (
+        _dynamic_axes(input_names, output_names, skip_postprocess, dynamic_size) if dynamic else {}
+    )
 
     output_file = Path(output_file)
     output_file.parent.mkdir(parents=True, exist_ok=True)
@@ -183,8 +189,8 @@ def export_onnx(
     return dict(input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes)
 
 
-def _dynamic_axes(input_names, output_names, skip_postprocess: bool) -> dict:
-    axes = {'input': {0: 'batch', 2: 'height', 3: 'width'}}
+def _dynamic_axes(input_names, output_names, skip_postprocess: bool, dynamic_size: bool) -> dict:
+    axes = {'input': {0: 'batch', 2: 'height', 3: 'width'} if dynamic_size else {0: 'batch'}}
     if skip_postprocess:
         # Raw head maps: batch plus their own spatial sizes.
         for name in output_names:

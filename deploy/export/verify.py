@@ -83,27 +83,50 @@ def verify_backend(
 
 def format_verify_table(rows: list[VerifyRow], backend_name: str) -> str:
     """A plain-text table of :func:`verify_backend` rows, with the tolerances stated."""
-    header = ['case', 'input', 'raw max err', 'ref dets', f'{backend_name} dets', 'matched',
-              'exact', 'max score err', 'max box err', 'result']
+    header = [
+        'case',
+        'input',
+        'raw max err',
+        'ref dets',
+        f'{backend_name} dets',
+        'matched',
+        'exact',
+        'max score err',
+        'max box err',
+        'result',
+    ]
     lines = []
     for r in rows:
         s = r.stats
-        raw = '-' if r.raw_max_err is None else f'{r.raw_max_err:.2e}' + (
-            '' if r.raw_ok else ' (!)')
+        raw = (
+            '-' if r.raw_max_err is None else f'{r.raw_max_err:.2e}' + ('' if r.raw_ok else ' (!)')
+        )
         if r.passed:
             verdict = 'PASS'
         else:
             verdict = 'FAIL: no reference detections' if s.num_ref == 0 else 'FAIL'
-        lines.append([r.case, 'x'.join(map(str, r.input_shape)), raw, str(s.num_ref),
-                      str(s.num_test), f'{100 * s.matched_fraction:.1f}%',
-                      f'{100 * s.exact_fraction:.1f}%', f'{s.max_score_err:.1e}',
-                      f'{s.max_box_err:.2f}', verdict])
+        lines.append(
+            [
+                r.case,
+                'x'.join(map(str, r.input_shape)),
+                raw,
+                str(s.num_ref),
+                str(s.num_test),
+                f'{100 * s.matched_fraction:.1f}%',
+                f'{100 * s.exact_fraction:.1f}%',
+                f'{s.max_score_err:.1e}',
+                f'{s.max_box_err:.2f}',
+                verdict,
+            ]
+        )
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
     fmt = '  '.join(f'{{:<{w}}}' for w in widths)
     out = [fmt.format(*header), fmt.format(*('-' * w for w in widths))]
     out += [fmt.format(*line) for line in lines]
-    out.append(f'tolerances: raw outputs rtol={RAW_RTOL} atol={RAW_ATOL}; detections matched by '
-               f'label and IoU>=0.5 (need >={100 * MIN_MATCHED:.0f}%); exact = same detection '
-               f'(IoU>={EXACT_IOU}, score err<={EXACT_SCORE}; need >={100 * MIN_EXACT:.0f}%); '
-               f'box err over exact pairs <={BOX_ATOL}px in the original image')
+    out.append(
+        f'tolerances: raw outputs rtol={RAW_RTOL} atol={RAW_ATOL}; detections matched by '
+        f'label and IoU>=0.5 (need >={100 * MIN_MATCHED:.0f}%); exact = same detection '
+        f'(IoU>={EXACT_IOU}, score err<={EXACT_SCORE}; need >={100 * MIN_EXACT:.0f}%); '
+        f'box err over exact pairs <={BOX_ATOL}px in the original image'
+    )
     return '\n'.join(out)

@@ -1,5 +1,7 @@
 """Backbones, registered under MMDetection's type names."""
 
+from .darknet import Darknet
 from .resnet import BasicBlock, Bottleneck, ResLayer, ResNet
+from .ssd_vgg import SSDVGG
 
-__all__ = ['BasicBlock', 'Bottleneck', 'ResLayer', 'ResNet']
+__all__ = ['SSDVGG', 'BasicBlock', 'Bottleneck', 'Darknet', 'ResLayer', 'ResNet']

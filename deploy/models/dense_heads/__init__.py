@@ -1,6 +1,21 @@
+from .anchor_free_head import AnchorFreeHead
 from .anchor_head import AnchorHead
 from .base_dense_head import BaseDenseHead
+from .fcos_head import FCOSHead
+from .fsaf_head import FSAFHead
 from .retina_head import RetinaHead
 from .rpn_head import RPNHead
+from .ssd_head import SSDHead
+from .yolo_head import YOLOV3Head
 
-__all__ = ['AnchorHead', 'BaseDenseHead', 'RPNHead', 'RetinaHead']
+__all__ = [
+    'AnchorFreeHead',
+    'AnchorHead',
+    'BaseDenseHead',
+    'FCOSHead',
+    'FSAFHead',
+    'RPNHead',
+    'RetinaHead',
+    'SSDHead',
+    'YOLOV3Head',
+]

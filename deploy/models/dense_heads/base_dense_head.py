@@ -12,6 +12,12 @@ Deploy (:meth:`predict_by_feat_deploy`, batched and traceable): the same selecti
 fixed-shape tensors: per-level top ``nms_pre`` over (prior, class) pairs with scores at or below
 ``score_thr`` zeroed, optional ``deploy_nms_pre`` cut, then :func:`multiclass_nms`, which returns
 ``max_per_img`` padded rows. Scores are thresholded *before* score factors are applied, as in eager.
+
+Two generic variations, both off unless a head or its config asks for them:
+    * ``select_across_levels = True`` (class attribute): the score threshold and the ``nms_pre``
+      cut work on all levels at once instead of per level (YOLOv3, MMDetection 3.x semantics).
+    * ``test_cfg.conf_thr > 0``: priors whose score factor is below it are no candidates at all
+      (YOLOv3's objectness threshold).
 """
 
 import torch
@@ -29,6 +35,8 @@ class BaseDenseHead(nn.Module):
 
     num_classes: int
     test_cfg: dict
+    #: threshold and top-k (prior, class) pairs over all levels at once instead of per level
+    select_across_levels: bool = False
 
     # -- what a head family provides ---------------------------------------------------------
     def get_priors(
@@ -59,6 +67,31 @@ class BaseDenseHead(nn.Module):
         """Regroup ``(outputs_a per level, outputs_b per level, ...)`` into per-level tuples."""
         return list(zip(*head_outputs))
 
+    def _selection_groups(
+        self, outputs: list[tuple], priors: list[Tensor]
+    ) -> tuple[list[tuple], list[Tensor]]:
+        """The groups candidates are selected in: the levels, or one group of all levels.
+
+        Args:
+            outputs: per level ``(scores [B, N_l, C], box_preds [B, N_l, 4], factors or None)``.
+            priors: per level ``[N_l, P]``.
+        """
+        if not self.select_across_levels:
+            return outputs, priors
+        scores, box_preds, factors = zip(*outputs)
+        merged_factors = None if factors[0] is None else torch.cat(factors, 1)
+        return [(torch.cat(scores, 1), torch.cat(box_preds, 1), merged_factors)], [
+            torch.cat(priors, 0)
+        ]
+
+    @staticmethod
+    def _confident_priors(factors: Tensor | None, cfg: dict) -> Tensor | None:
+        """Mask of priors whose score factor reaches ``cfg['conf_thr']`` (None: no such rule)."""
+        conf_thr = cfg.get('conf_thr', -1)
+        if factors is None or conf_thr <= 0:
+            return None
+        return factors >= conf_thr
+
     # -- eager reference -----------------------------------------------------------------------
     def predict_by_feat(
         self, head_outputs: tuple, img_metas: list[dict], cfg: dict | None = None
@@ -77,7 +110,9 @@ class BaseDenseHead(nn.Module):
         first = levels[0][0]
         featmap_sizes = [lvl[0].shape[-2:] for lvl in levels]
         priors = self.get_priors(featmap_sizes, first.dtype, first.device)
-        outputs = [self.level_outputs(*lvl) for lvl in levels]
+        outputs, priors = self._selection_groups(
+            [self.level_outputs(*lvl) for lvl in levels], priors
+        )
         return [
             self._predict_single(
                 [(s[i], b[i], None if f is None else f[i]) for s, b, f in outputs],
@@ -97,7 +132,11 @@ class BaseDenseHead(nn.Module):
         for (scores, box_preds, factors), level_priors in zip(level_outputs, priors):
             num_classes = scores.shape[-1]
             flat = scores.reshape(-1)
-            valid = torch.nonzero(flat > score_thr).flatten()
+            candidates = flat > score_thr
+            confident = self._confident_priors(factors, cfg)
+            if confident is not None:
+                candidates &= confident.repeat_interleave(num_classes)
+            valid = torch.nonzero(candidates).flatten()
             order = torch.sort(flat[valid], descending=True, stable=True).indices
             if nms_pre > 0:
                 order = order[:nms_pre]
@@ -148,9 +187,11 @@ class BaseDenseHead(nn.Module):
         first = levels[0][0]
         featmap_sizes = [lvl[0].shape[-2:] for lvl in levels]
         priors = self.get_priors(featmap_sizes, first.dtype, first.device)
+        outputs, priors = self._selection_groups(
+            [self.level_outputs(*lvl) for lvl in levels], priors
+        )
         cand_scores, cand_labels, cand_boxes = [], [], []
-        for lvl, level_priors in zip(levels, priors):
-            scores, box_preds, factors = self.level_outputs(*lvl)
+        for (scores, box_preds, factors), level_priors in zip(outputs, priors):
             scores, labels, boxes = self._select_level_deploy(
                 scores, box_preds, factors, level_priors, img_shape, cfg
             )
@@ -172,6 +213,10 @@ class BaseDenseHead(nn.Module):
     ):
         """Top ``nms_pre`` (prior, class) pairs of a level -> scores, labels, boxes ``[B, k]``."""
         batch, _, num_classes = scores.shape
+        confident = self._confident_priors(factors, cfg)
+        if confident is not None:
+            # Zeroed pairs rank last and fail the score threshold below, as if filtered out.
+            scores = torch.where(confident.unsqueeze(-1), scores, 0.0)
         top_scores, pair_idx = clamped_topk(scores.reshape(batch, -1), cfg.get('nms_pre', -1))
         prior_idx = torch.div(pair_idx, num_classes, rounding_mode='floor')
         labels = pair_idx - prior_idx * num_classes

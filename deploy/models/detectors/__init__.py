@@ -1,13 +1,16 @@
 from .base import BaseDetector
-from .single_stage import RetinaNet, SingleStageDetector
+from .single_stage import FCOS, FSAF, YOLOV3, RetinaNet, SingleStageDetector
 from .two_stage import CascadeRCNN, FasterRCNN, MaskRCNN, TwoStageDetector
 
 __all__ = [
     'BaseDetector',
     'CascadeRCNN',
+    'FCOS',
+    'FSAF',
     'FasterRCNN',
     'MaskRCNN',
     'RetinaNet',
     'SingleStageDetector',
     'TwoStageDetector',
+    'YOLOV3',
 ]

@@ -64,3 +64,18 @@ class SingleStageDetector(BaseDetector):
 @MODELS.register_module()
 class RetinaNet(SingleStageDetector):
     """RetinaNet (Lin et al., 2017): ResNet + FPN + :class:`RetinaHead`."""
+
+
+@MODELS.register_module()
+class FCOS(SingleStageDetector):
+    """FCOS (Tian et al., 2019): ResNet + FPN + :class:`FCOSHead`."""
+
+
+@MODELS.register_module()
+class FSAF(SingleStageDetector):
+    """FSAF (Zhu et al., 2019), its anchor-free branch: ResNet + FPN + :class:`FSAFHead`."""
+
+
+@MODELS.register_module()
+class YOLOV3(SingleStageDetector):
+    """YOLOv3 (Redmon and Farhadi, 2018): Darknet-53 + YOLOV3Neck + :class:`YOLOV3Head`."""

@@ -1,4 +1,5 @@
 """Second-stage (RoI) heads: RoI extractors, box and mask heads, Standard and Cascade RoI heads."""
+
 from .bbox_heads import BBoxHead, ConvFCBBoxHead, Shared2FCBBoxHead
 from .cascade_roi_head import CascadeRoIHead
 from .mask_heads import FCNMaskHead

@@ -1,0 +1,170 @@
+"""The job behind ``tools/onnx2tensorrt.py``: build an engine from an exported ONNX file and verify
+it against ONNX Runtime (always) and PyTorch (with a checkpoint), the way the ONNX verifier does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...errors import BackendError
+from .engine import BuildSettings, build_engine, cuda_device, import_tensorrt
+from .profiles import shape_from_cli
+
+
+@dataclass
+class ConvertResult:
+    engine_file: Path
+    sidecar: dict
+    #: ``{'onnxruntime': rows, 'pytorch': rows}`` of :class:`deploy.export.verify.VerifyRow`
+    verify_rows: dict = field(default_factory=dict)
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.verify_rows) and all(
+            r.passed for rows in self.verify_rows.values() for r in rows
+        )
+
+
+def cli_input_shapes(min_shape=None, opt_shape=None, max_shape=None) -> dict | None:
+    """``--min-shape`` / ``--opt-shape`` / ``--max-shape`` as an ``input_shapes`` override of the
+    image input (``img_shape`` follows its batch)."""
+    spec = dict(
+        min_shape=shape_from_cli(min_shape),
+        opt_shape=shape_from_cli(opt_shape),
+        max_shape=shape_from_cli(max_shape),
+    )
+    if not any(v is not None for v in spec.values()):
+        return None
+    return {'input': spec}
+
+
+def convert_onnx_to_tensorrt(
+    config,
+    onnx_file,
+    output_file,
+    *,
+    cfg_options=None,
+    precision: str | None = None,
+    input_shapes: dict | None = None,
+    workspace_size: int | None = None,
+    timing_cache=None,
+    verify: bool = False,
+    input_img=None,
+    test_img=None,
+    checkpoint=None,
+    device: str = 'cuda',
+    verbose: bool = False,
+    logger=print,
+) -> ConvertResult:
+    """Build ``output_file`` (+ sidecar JSON) from ``onnx_file`` and optionally verify it."""
+    import onnx
+
+    from ...config import load_config
+    from ...export.metadata import read_metadata
+    from .runtime import backend_settings
+
+    cfg = load_config(config, cfg_options) if isinstance(config, (str, Path)) else config
+    # Fail fast, before any heavy work, where TensorRT or the GPU is missing.
+    import_tensorrt()
+    dev = cuda_device(device)
+    onnx_file, output_file = Path(onnx_file), Path(output_file)
+    if not onnx_file.is_file():
+        raise BackendError(f'ONNX file not found: {onnx_file}')
+    model = onnx.load(str(onnx_file), load_external_data=False)
+    metadata = read_metadata(model)
+    settings: BuildSettings = backend_settings(
+        cfg,
+        model,
+        metadata,
+        precision=precision,
+        workspace_size=workspace_size,
+        timing_cache=timing_cache,
+        input_shapes=input_shapes,
+        verbose=verbose,
+    )
+    if settings.timing_cache is None:
+        settings.timing_cache = output_file.with_name(f'{output_file.stem}.timing.cache')
+    for name, r in settings.profiles.items():
+        logger(f'profile {name}: min {list(r.min)} opt {list(r.opt)} max {list(r.max)}')
+    sidecar = build_engine(onnx_file, output_file, settings, device=str(dev), logger=logger)
+    result = ConvertResult(output_file, sidecar)
+    if verify:
+        if input_img is None:
+            raise BackendError('--verify needs --input-img')
+        result.verify_rows = verify_engine(
+            cfg,
+            onnx_file,
+            output_file,
+            metadata,
+            settings,
+            input_img,
+            test_img,
+            checkpoint,
+            dev,
+            logger,
+        )
+    return result
+
+
+def verify_engine(
+    cfg,
+    onnx_file,
+    engine_file,
+    metadata,
+    settings,
+    input_img,
+    test_img,
+    checkpoint,
+    device,
+    logger=print,
+) -> dict:
+    """TensorRT against ONNX Runtime, and against eager PyTorch when ``checkpoint`` is given,
+    on the input image, a second view of it and (batch range permitting) both as a batch."""
+    import cv2
+
+    from ...config import get_preprocess_cfg
+    from ...datasets.pipeline import TestPipeline, collate, load_image
+    from ...evaluation.parity import match_result_lists
+    from ...export.verify import VerifyCase, VerifyRow, format_verify_table, verify_backend
+    from ...postprocess import outputs_to_results
+    from ..onnxruntime import OnnxRuntimeBackend
+    from .runtime import TensorRTBackend
+
+    rules = metadata.get('input_rules') or {}
+    fixed = None if rules.get('dynamic', True) else tuple(rules.get('input_shape') or ()) or None
+    pipeline = TestPipeline(get_preprocess_cfg(cfg), fixed_shape=fixed)
+    image = load_image(input_img)
+    if test_img:
+        other = load_image(test_img)
+    else:  # a 3:4 crop, scaled down: another size and aspect ratio
+        h, w = image.shape[:2]
+        crop = image[:, : max(2, int(w * 0.75))]
+        other = cv2.resize(crop, (max(2, int(crop.shape[1] * 0.8)), max(2, int(h * 0.8))))
+    first, second = pipeline(image), pipeline(other)
+    cases = [VerifyCase('input-img', *collate([first])), VerifyCase('test-img', *collate([second]))]
+    image_profile = settings.profiles.get('input')
+    if image_profile is not None and image_profile.max[0] >= 2:
+        cases.append(VerifyCase('batch of 2', *collate([first, second])))
+
+    engine = TensorRTBackend(engine_file, cfg, str(device), logger=logger)
+    reference = OnnxRuntimeBackend(onnx_file)
+    rows = {'onnxruntime': []}
+    for case in cases:
+        inputs = case.inputs()
+        ref = outputs_to_results(reference(inputs), case.metas)
+        test = outputs_to_results(engine(inputs), case.metas)
+        rows['onnxruntime'].append(
+            VerifyRow(case.name, tuple(case.img.shape), None, None, match_result_lists(ref, test))
+        )
+    logger('TensorRT vs ONNX Runtime (reference):')
+    logger(format_verify_table(rows['onnxruntime'], 'tensorrt'))
+    if checkpoint:
+        from ...apis.model import init_detector
+
+        detector, _ = init_detector(cfg, checkpoint, device='cpu', logger=logger)
+        rows['pytorch'] = verify_backend(detector, engine, cases)
+        logger('TensorRT vs PyTorch (reference):')
+        logger(format_verify_table(rows['pytorch'], 'tensorrt'))
+    else:
+        logger('no --checkpoint: the PyTorch comparison is skipped')
+    return rows
