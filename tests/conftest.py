@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from deploy.models.random_weights import make_detections_likely  # noqa: F401 (re-exported)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Every graph exported in the suite must also pass the CPU-side TensorRT compatibility check.
@@ -23,15 +25,6 @@ SMALL_RETINANET = {
     'model.bbox_head.in_channels': 64,
     'model.bbox_head.feat_channels': 64,
 }
-
-
-def make_detections_likely(model: torch.nn.Module, bias: float = -1.5) -> None:
-    """Random weights score everything near sigmoid(0); a negative class bias keeps a realistic
-    spread of scores around the 0.05 threshold, so the reference always has detections."""
-    head = model.bbox_head
-    conv = getattr(head, 'retina_cls', None) or head.conv_cls
-    with torch.no_grad():
-        conv.bias.fill_(bias)
 
 
 @pytest.fixture(scope='session')

@@ -16,6 +16,7 @@ from deploy.apis.model import init_detector
 from deploy.backends.pytorch import PyTorchBackend
 from deploy.evaluation.parity import match_result_lists
 from deploy.models.checkpoint import load_checkpoint
+from deploy.models.random_weights import make_detections_likely
 from deploy.models.task_utils import (
     MlvlPointGenerator,
     SSDAnchorGenerator,
@@ -89,42 +90,6 @@ def config_path(model: str) -> str:
 def small_options(model: str, num_classes: int = NUM_CLASSES) -> dict:
     """cfg overrides that shrink ``model`` ('fcos', 'fsaf', 'ssd', 'yolo') for tests."""
     return {**_SMALL[model], 'model.bbox_head.num_classes': num_classes}
-
-
-def calibrate_batch_norm(model: torch.nn.Module, img: torch.Tensor) -> None:
-    """Set every BatchNorm's statistics from one batch: random Darknet weights otherwise blow
-    activations up to ~1e5 through its 23 residual blocks (all scores 0 or 1)."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # cumulative average: exactly this batch's statistics
-        norm.train()
-    with torch.no_grad():
-        model.extract_feat(img)
-    for norm in norms:
-        norm.eval()
-
-
-def make_detections_likely(model: torch.nn.Module) -> None:
-    """Class biases that put random-weight scores around each model's score threshold, so the
-    reference detects something but not everything."""
-    head = model.bbox_head
-    with torch.no_grad():
-        if hasattr(head, 'conv_cls'):  # FCOS: sigmoid, thresholded before centerness
-            head.conv_cls.bias.fill_(-3.6)
-        elif hasattr(head, 'retina_cls'):  # FSAF: sigmoid
-            head.retina_cls.bias.fill_(-3.2)
-        elif hasattr(head, 'convs_pred'):  # YOLOv3: sigmoid class scores and objectness
-            calibrate_batch_norm(model, torch.randn(2, 3, 224, 288))
-            for conv in head.convs_pred:
-                conv.bias.view(head.num_base_priors, head.num_attrib)[:, 5:] = -3.5
-        else:  # SSD: softmax, background last. Favour it; spread the other levels' logits
-            # (level 0 is L2-normalised x 20, the others are much weaker).
-            for i, level in enumerate(head.cls_convs):
-                level[-1].weight.mul_(5.0 if i else 0.6)
-                bias = level[-1].bias.view(-1, head.cls_out_channels)
-                bias.zero_()
-                bias[:, -1] = 4.0
 
 
 def build_small(model: str, seed: int = 0, **extra) -> torch.nn.Module:

@@ -223,3 +223,54 @@ def test_distributed_evaluation_equals_one_process(workspace):
         if 'IoU=0.50:0.95 | area=   all | maxDets=100' in line and 'Precision' in line
     ]
     assert len(ap) == 2 and ap[0].split('=')[-1] == ap[1].split('=')[-1], ap
+
+
+def test_regression_job_passes_and_catches_a_broken_export(workspace):
+    """The CI evaluation job: parity passes; a score_thr baked into the graph only fails it."""
+    import numpy as np
+    from conftest import write_pseudo_ground_truth
+
+    from deploy.apis.regression import run_regression, write_reports
+
+    root = workspace['root']
+    # Random weights score ~0 AP on the real boxes: measure AP against the reference's own
+    # detections instead, so that losing detections costs AP.
+    first = run_test(
+        RETINA,
+        workspace['ckpt'],
+        'pytorch',
+        cfg_options=workspace['options'],
+        num_workers=0,
+        progress=False,
+        logger=lambda *a: None,
+    )
+    pseudo = write_pseudo_ground_truth(first, workspace['ann_file'], root / 'pseudo.json')
+    options = dict(workspace['options'], **{'data.test.ann_file': str(pseudo)})
+    entry = dict(
+        name='small_retinanet',
+        config=RETINA,
+        checkpoint=str(workspace['ckpt']),
+        metrics=['bbox'],
+        floor={'bbox': 20.0},
+        backends={'onnxruntime': {'bbox': 0.1}},
+        cfg_options=options,
+        input_img=str(ROOT / 'demo' / 'demo.jpg'),
+    )
+    quiet = dict(exporter='torchscript', logger=lambda *a: None)
+    rows = run_regression([entry], root / 'regression_ok', **quiet)
+    assert [r.backend for r in rows] == ['pytorch', 'onnxruntime']
+    assert all(r.passed for r in rows), [r.failures for r in rows]
+    assert abs(rows[0].ap['bbox'] - rows[1].ap['bbox']) <= 0.1
+    md, js = write_reports(rows, root / 'regression_ok')
+    assert json.loads(js.read_text())['passed'] and 'small_retinanet' in md.read_text()
+
+    # A graph that drops the reference's weaker half of detections must fail on AP.
+    median = float(np.median(np.concatenate([r.scores for r in first.results])))
+    rows = run_regression(
+        [entry],
+        root / 'regression_bad',
+        export_cfg_options={'model.test_cfg.score_thr': median},
+        **quiet,
+    )
+    assert rows[0].passed and not rows[1].passed
+    assert any('below PyTorch' in f for f in rows[1].failures), rows[1].failures

@@ -15,6 +15,7 @@ from deploy.apis.model import init_detector
 from deploy.backends.pytorch import PyTorchBackend
 from deploy.errors import ConfigError
 from deploy.evaluation.parity import match_result_lists
+from deploy.models.random_weights import make_detections_likely
 from deploy.ops.mask_paste import paste_mask_region, paste_masks
 from deploy.ops.nms import batched_nms
 from deploy.postprocess import outputs_to_results, paste_masks_to_image
@@ -65,25 +66,10 @@ def small_options(stem: str, roi_mode: str = 'masked') -> dict:
     return options
 
 
-def make_rcnn_detections_likely(model: torch.nn.Module) -> None:
-    """Random classifiers score every class near 1/81, below score_thr; sharper logits and a
-    background bias give a few classes above it, and fewer than max_per_img detections."""
-    heads = model.roi_head.bbox_head
-    # Averaging three random cascade stages flattens the logits: sharpen them more.
-    cascade = isinstance(heads, torch.nn.ModuleList)
-    gain, background = (8.0, 0.0) if cascade else (5.0, 2.0)
-    with torch.no_grad():
-        for head in heads if cascade else [heads]:
-            head.fc_cls.weight.mul_(gain)
-            head.fc_cls.bias.zero_()
-            head.fc_cls.bias[-1] = background
-            head.fc_reg.weight.mul_(0.1)
-
-
 def build_small(stem: str, roi_mode: str = 'masked', seed: int = 0):
     torch.manual_seed(seed)
     model, cfg = init_detector(str(ROOT / CONFIGS[stem]), cfg_options=small_options(stem, roi_mode))
-    make_rcnn_detections_likely(model)
+    make_detections_likely(model)
     return model, cfg
 
 

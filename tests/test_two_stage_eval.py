@@ -7,13 +7,14 @@ random weights score about 0 AP on the real annotations, which would make equali
 import pytest
 import torch
 from conftest import ROOT, write_pseudo_ground_truth
-from test_two_stage import CONFIGS, make_rcnn_detections_likely, small_options
+from test_two_stage import CONFIGS, small_options
 
 from deploy.apis.model import init_detector
 from deploy.apis.test import run_test
 from deploy.datasets.synthetic import CATEGORIES, generate_synthetic_coco
 from deploy.export.onnx_export import export_onnx
 from deploy.models.checkpoint import save_checkpoint
+from deploy.models.random_weights import make_detections_likely
 
 MASK_RCNN = str(ROOT / CONFIGS['mask_rcnn_r50_fpn_1x_coco'])
 
@@ -35,7 +36,7 @@ def workspace(tmp_path_factory):
     )
     torch.manual_seed(2)
     model, _ = init_detector(MASK_RCNN, cfg_options=options)
-    make_rcnn_detections_likely(model)
+    make_detections_likely(model)
     ckpt = root / 'small.pth'
     save_checkpoint(model, ckpt, meta={'CLASSES': tuple(c['name'] for c in CATEGORIES)})
     onnx_file = root / 'small.onnx'

@@ -1,0 +1,75 @@
+"""Random-weight detectors that detect something: for parity tests and export smoke checks.
+
+Randomly initialised heads score every class about equally (sigmoid(0) = 0.5, or 1/81 after a
+softmax), so a random model either detects everything or nothing, and a parity check on it says
+little. The biases set here put the scores around each family's ``score_thr`` instead, so the
+reference produces some detections but not all: what ``--verify`` needs to be meaningful on a
+model nobody has trained. Never use this on a trained model.
+"""
+
+import torch
+from torch import nn
+
+#: class-logit bias of sigmoid heads, per detector type (RetinaNet's is also the default)
+SIGMOID_BIAS = {'RetinaNet': -1.5, 'FCOS': -3.6, 'FSAF': -3.2, 'YOLOV3': -3.5}
+
+
+@torch.no_grad()
+def make_detections_likely(model: nn.Module, bias: float | None = None) -> nn.Module:
+    """Set the classifier biases of a random-weight ``model`` in place (and return it).
+
+    Args:
+        bias: the class-logit bias of a sigmoid head (default per detector type); ignored by
+            softmax heads (SSD, the R-CNN heads), which get sharper logits and a background bias.
+    """
+    from .dense_heads import FCOSHead, SSDHead, YOLOV3Head
+
+    if hasattr(model, 'roi_head'):
+        _rcnn_detections_likely(model.roi_head.bbox_head)
+        return model
+    head = model.bbox_head
+    bias = SIGMOID_BIAS.get(type(model).__name__, -1.5) if bias is None else bias
+    if isinstance(head, YOLOV3Head):  # class scores follow 5 box/objectness attributes
+        calibrate_batch_norm(model, torch.randn(2, 3, 224, 288))
+        for conv in head.convs_pred:
+            conv.bias.view(head.num_base_priors, head.num_attrib)[:, 5:] = bias
+    elif isinstance(head, SSDHead):
+        # Softmax with background last. Favour it, and spread the logits of the levels after
+        # the first (level 0 is L2-normalised x 20, the others are much weaker).
+        for i, level in enumerate(head.cls_convs):
+            level[-1].weight.mul_(5.0 if i else 0.6)
+            level_bias = level[-1].bias.view(-1, head.cls_out_channels)
+            level_bias.zero_()
+            level_bias[:, -1] = 4.0
+    elif isinstance(head, FCOSHead):  # thresholded before centerness
+        head.conv_cls.bias.fill_(bias)
+    else:  # RetinaHead and FSAFHead
+        head.retina_cls.bias.fill_(bias)
+    return model
+
+
+def _rcnn_detections_likely(heads) -> None:
+    """Random R-CNN classifiers score every class near 1/(C+1), below score_thr; sharper logits
+    and a background bias give a few classes above it, and fewer than max_per_img detections."""
+    # Averaging three random cascade stages flattens the logits: sharpen them more.
+    cascade = isinstance(heads, nn.ModuleList)
+    gain, background = (8.0, 0.0) if cascade else (5.0, 2.0)
+    for head in heads if cascade else [heads]:
+        head.fc_cls.weight.mul_(gain)
+        head.fc_cls.bias.zero_()
+        head.fc_cls.bias[-1] = background
+        head.fc_reg.weight.mul_(0.1)
+
+
+@torch.no_grad()
+def calibrate_batch_norm(model: nn.Module, img: torch.Tensor) -> None:
+    """Set every BatchNorm's statistics from one batch: random Darknet weights otherwise blow
+    activations up to ~1e5 through its 23 residual blocks (all scores 0 or 1)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average: exactly this batch's statistics
+        norm.train()
+    model.extract_feat(img)
+    for norm in norms:
+        norm.eval()
