@@ -30,6 +30,15 @@ class TestRun:
     class_names: tuple | None = None
     #: mean wall time of the backend call per image (pre/post-processing excluded), milliseconds
     latency_ms: float = 0.0
+    #: wall time of the whole run: loading, inference, encoding, writing and evaluation
+    wall_seconds: float = 0.0
+
+    @property
+    def pipeline_efficiency(self) -> float:
+        """End-to-end throughput as a fraction of the backend's pure inference throughput."""
+        if not self.wall_seconds or not self.latency_ms:
+            return 0.0
+        return (len(self.results) / self.wall_seconds) / (1000.0 / self.latency_ms)
 
 
 def input_shape_rule(model_file: str | Path, backend: str) -> tuple[int, int] | None:
@@ -110,6 +119,7 @@ def run_test(
     results: list[DetectionResult] = []
     img_ids: list[int] = []
     infer_seconds = 0.0
+    run_start = time.perf_counter()
     for img, metas in tqdm(
         loader,
         desc=f'{backend}',
@@ -162,6 +172,13 @@ def run_test(
             metrics=tuple(metrics),
             backend=eval_backend,
             **(eval_options or {}),
+        )
+    run.wall_seconds = time.perf_counter() - run_start
+    if run.results:
+        logger(
+            f'{len(run.results)} images: {len(run.results) / run.wall_seconds:.1f} img/s end to '
+            f'end (load, infer, encode, evaluate), {1000 / max(latency_ms, 1e-9):.1f} img/s '
+            f'backend inference alone ({run.pipeline_efficiency:.0%})'
         )
     return run
 

@@ -18,8 +18,14 @@ class BaseDetector(nn.Module):
     #: class names, set from the checkpoint or config when known
     class_names: tuple[str, ...] | None = None
 
+    @property
+    def with_neck(self) -> bool:
+        return hasattr(self, 'neck')
+
     def extract_feat(self, img: Tensor) -> tuple[Tensor, ...]:
-        raise NotImplementedError
+        """Backbone, then the neck when there is one (every detector has a ``backbone``)."""
+        x = self.backbone(img)
+        return self.neck(x) if self.with_neck else x
 
     def predict(self, img: Tensor, img_metas: list[dict]) -> list[dict]:
         """``img [B, 3, H, W]`` -> one ``dict(dets [n, 5], labels [n](, masks))`` per image."""

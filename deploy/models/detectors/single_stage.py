@@ -35,14 +35,6 @@ class SingleStageDetector(BaseDetector):
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg
 
-    @property
-    def with_neck(self) -> bool:
-        return hasattr(self, 'neck')
-
-    def extract_feat(self, img: Tensor) -> tuple[Tensor, ...]:
-        x = self.backbone(img)
-        return self.neck(x) if self.with_neck else x
-
     def predict(self, img: Tensor, img_metas: list[dict]) -> list[dict]:
         return self.bbox_head.predict_by_feat(self.bbox_head(self.extract_feat(img)), img_metas)
 

@@ -54,14 +54,6 @@ class TwoStageDetector(BaseDetector):
             ('dets', 'labels', 'masks') if self.roi_head.with_mask else ('dets', 'labels')
         )
 
-    @property
-    def with_neck(self) -> bool:
-        return hasattr(self, 'neck')
-
-    def extract_feat(self, img: Tensor) -> tuple[Tensor, ...]:
-        x = self.backbone(img)
-        return self.neck(x) if self.with_neck else x
-
     def predict(self, img: Tensor, img_metas: list[dict]) -> list[dict]:
         feats = self.extract_feat(img)
         proposals = self.rpn_head.predict_proposals(self.rpn_head(feats), img_metas)
