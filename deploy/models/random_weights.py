@@ -15,17 +15,22 @@ SIGMOID_BIAS = {'RetinaNet': -1.5, 'FCOS': -3.6, 'FSAF': -3.2, 'YOLOV3': -3.5}
 
 
 @torch.no_grad()
-def make_detections_likely(model: nn.Module, bias: float | None = None) -> nn.Module:
+def make_detections_likely(
+    model: nn.Module, bias: float | None = None, strong: bool = False
+) -> nn.Module:
     """Set the classifier biases of a random-weight ``model`` in place (and return it).
 
     Args:
         bias: the class-logit bias of a sigmoid head (default per detector type); ignored by
             softmax heads (SSD, the R-CNN heads), which get sharper logits and a background bias.
+        strong: R-CNN heads get a much wider logit spread: what full-size models (R50, 1024-d
+            RoI features, 80 classes) need to detect anything; the small test models do with
+            less.
     """
     from .dense_heads import FCOSHead, SSDHead, YOLOV3Head
 
     if hasattr(model, 'roi_head'):
-        _rcnn_detections_likely(model.roi_head.bbox_head)
+        _rcnn_detections_likely(model.roi_head.bbox_head, strong)
         return model
     head = model.bbox_head
     bias = SIGMOID_BIAS.get(type(model).__name__, -1.5) if bias is None else bias
@@ -48,12 +53,16 @@ def make_detections_likely(model: nn.Module, bias: float | None = None) -> nn.Mo
     return model
 
 
-def _rcnn_detections_likely(heads) -> None:
+def _rcnn_detections_likely(heads, strong: bool) -> None:
     """Random R-CNN classifiers score every class near 1/(C+1), below score_thr; sharper logits
     and a background bias give a few classes above it, and fewer than max_per_img detections."""
-    # Averaging three random cascade stages flattens the logits: sharpen them more.
+    # Averaging three random cascade stages flattens the logits: sharpen them more. Full-size
+    # heads (1024-d features, COCO's 80 classes) need a wider spread still (``strong``).
     cascade = isinstance(heads, nn.ModuleList)
-    gain, background = (8.0, 0.0) if cascade else (5.0, 2.0)
+    if cascade:
+        gain, background = (40.0, 0.0) if strong else (8.0, 0.0)
+    else:
+        gain, background = (20.0, 0.0) if strong else (5.0, 2.0)
     for head in heads if cascade else [heads]:
         head.fc_cls.weight.mul_(gain)
         head.fc_cls.bias.zero_()

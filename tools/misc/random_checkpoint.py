@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     model, _ = init_detector(args.config, cfg_options=args.cfg_options, logger=None)
     if not args.plain:
-        make_detections_likely(model)
+        make_detections_likely(model, strong=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     # Configs for COCO name no classes (MMDetection takes them from the dataset): number them.
     num_classes = _num_classes(model)
