@@ -36,6 +36,8 @@ class ParityStats:
     exact: int = 0
     max_score_err: float = 0.0
     max_box_err: float = 0.0
+    #: smallest IoU between the pasted masks of an exact pair; None when there are no masks
+    min_mask_iou: float | None = None
 
     def _fraction(self, count: int) -> float:
         denom = max(self.num_ref, self.num_test)
@@ -57,10 +59,15 @@ class ParityStats:
             self.exact + other.exact,
             max(self.max_score_err, other.max_score_err),
             max(self.max_box_err, other.max_box_err),
+            _min_or_none(self.min_mask_iou, other.min_mask_iou),
         )
 
     def passed(
-        self, min_matched: float = 0.99, min_exact: float = 0.95, box_atol: float = 1.0
+        self,
+        min_matched: float = 0.99,
+        min_exact: float = 0.95,
+        box_atol: float = 1.0,
+        min_mask_iou: float = 0.9,
     ) -> bool:
         """True when the reference had detections and the test reproduces them.
 
@@ -71,6 +78,7 @@ class ParityStats:
             and self.matched_fraction >= min_matched
             and self.exact_fraction >= min_exact
             and self.max_box_err <= box_atol
+            and (self.min_mask_iou is None or self.min_mask_iou >= min_mask_iou)
         )
 
 
@@ -104,7 +112,27 @@ def match_detections(
             stats.max_box_err = max(
                 stats.max_box_err, float(np.abs(ref.boxes[i] - test.boxes[j]).max())
             )
+            if ref.masks is not None and test.masks is not None:
+                mask_iou = _mask_iou(ref.masks[i], test.masks[j])
+                stats.min_mask_iou = _min_or_none(stats.min_mask_iou, mask_iou)
     return stats
+
+
+def _mask_iou(a, b) -> float:
+    """IoU of two pasted masks: COCO RLE dicts or boolean bitmaps (two empty masks agree)."""
+    if isinstance(a, dict):
+        from pycocotools import mask as mask_utils
+
+        if not mask_utils.area(a) and not mask_utils.area(b):
+            return 1.0
+        return float(mask_utils.iou([a], [b], [0])[0, 0])
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def _min_or_none(a: float | None, b: float | None) -> float | None:
+    values = [v for v in (a, b) if v is not None]
+    return min(values) if values else None
 
 
 def match_result_lists(

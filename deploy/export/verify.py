@@ -5,7 +5,8 @@ Two comparisons per test case:
 * raw head outputs (``--skip-postprocess`` graph vs ``forward_raw``): ``np.allclose`` with
   :data:`RAW_RTOL` / :data:`RAW_ATOL`, which catches numeric drift in backbone, neck and head;
 * final detections (exported graph vs eager :meth:`predict`), both mapped to the original image by
-  the shared post-processing and matched by IoU: matched fraction, max score and box error.
+  the shared post-processing and matched by IoU: matched fraction, max score and box error, and
+  for mask models the smallest IoU between the pasted masks of a matched pair.
 
 A case whose reference produced no detections fails: an empty comparison proves nothing.
 """
@@ -26,6 +27,8 @@ RAW_ATOL = 1e-4
 MIN_MATCHED = 0.99
 MIN_EXACT = 0.95
 BOX_ATOL = 1.0
+#: pasted (binary, original-image) masks of an exact pair: a few boundary pixels may flip
+MIN_MASK_IOU = 0.9
 
 
 @dataclass
@@ -51,7 +54,9 @@ class VerifyRow:
 
     @property
     def passed(self) -> bool:
-        return self.raw_ok is not False and self.stats.passed(MIN_MATCHED, MIN_EXACT, BOX_ATOL)
+        return self.raw_ok is not False and self.stats.passed(
+            MIN_MATCHED, MIN_EXACT, BOX_ATOL, MIN_MASK_IOU
+        )
 
 
 def verify_backend(
@@ -93,6 +98,7 @@ def format_verify_table(rows: list[VerifyRow], backend_name: str) -> str:
         'exact',
         'max score err',
         'max box err',
+        'min mask IoU',
         'result',
     ]
     lines = []
@@ -116,6 +122,7 @@ def format_verify_table(rows: list[VerifyRow], backend_name: str) -> str:
                 f'{100 * s.exact_fraction:.1f}%',
                 f'{s.max_score_err:.1e}',
                 f'{s.max_box_err:.2f}',
+                '-' if s.min_mask_iou is None else f'{s.min_mask_iou:.3f}',
                 verdict,
             ]
         )
@@ -127,6 +134,7 @@ def format_verify_table(rows: list[VerifyRow], backend_name: str) -> str:
         f'tolerances: raw outputs rtol={RAW_RTOL} atol={RAW_ATOL}; detections matched by '
         f'label and IoU>=0.5 (need >={100 * MIN_MATCHED:.0f}%); exact = same detection '
         f'(IoU>={EXACT_IOU}, score err<={EXACT_SCORE}; need >={100 * MIN_EXACT:.0f}%); '
-        f'box err over exact pairs <={BOX_ATOL}px in the original image'
+        f'box err over exact pairs <={BOX_ATOL}px in the original image; pasted masks of exact '
+        f'pairs IoU>={MIN_MASK_IOU}'
     )
     return '\n'.join(out)
