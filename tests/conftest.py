@@ -52,37 +52,11 @@ def random_batch(shapes, pad_to=None, seed=0):
 
 def write_pseudo_ground_truth(run, ann_file, out_file, per_image: int = 20) -> Path:
     """A COCO annotation file whose objects are the ``per_image`` best detections of each image
-    of ``run`` (a ``TestRun``), on the images of ``ann_file``.
+    of ``run`` (a ``TestRun``), on the images of ``ann_file``: an AP-parity test with teeth
+    (:mod:`deploy.evaluation.pseudo_ground_truth`)."""
+    from deploy.evaluation.coco_metric import results_to_coco_json
+    from deploy.evaluation.pseudo_ground_truth import write_pseudo_ground_truth as write
 
-    Random-weight models score about 0 AP on the real annotations, so equal AP there proves
-    nothing. Against its own detections the reference scores high AP, and any box, score, label
-    or mask a backend gets wrong lowers the backend's AP: an AP-parity test with teeth.
-    """
-    from pycocotools import mask as mask_utils
-
-    data = json.loads(Path(ann_file).read_text())
-    cat_ids = sorted(c['id'] for c in data['categories'])
-    annotations = []
-    for img_id, result in zip(run.img_ids, run.results):
-        for k in np.argsort(-result.scores, kind='stable')[:per_image]:
-            x1, y1, x2, y2 = (float(v) for v in result.boxes[k])
-            masks = result.masks
-            if x2 - x1 < 2 or y2 - y1 < 2 or (masks is not None and not mask_utils.area(masks[k])):
-                continue  # a degenerate object cannot be matched by anyone, the reference included
-            ann = dict(
-                id=len(annotations) + 1,
-                image_id=int(img_id),
-                category_id=cat_ids[int(result.labels[k])],
-                bbox=[x1, y1, x2 - x1, y2 - y1],
-                area=(x2 - x1) * (y2 - y1),
-                iscrowd=0,
-            )
-            if result.masks is not None:
-                rle = result.masks[k]
-                ann['segmentation'] = rle
-                ann['area'] = float(mask_utils.area(rle))
-            annotations.append(ann)
-    assert annotations, 'the reference must detect something'
-    data['annotations'] = annotations
-    Path(out_file).write_text(json.dumps(data))
-    return Path(out_file)
+    cat_ids = sorted(c['id'] for c in json.loads(Path(ann_file).read_text())['categories'])
+    coco_results = results_to_coco_json(run.results, run.img_ids, cat_ids)
+    return write(coco_results, ann_file, out_file, per_image=per_image)

@@ -168,3 +168,41 @@ def test_bad_arguments(gt):
     empty = [DetectionResult.empty() for _ in gt['img_ids']]
     metrics = evaluate_coco(gt['coco'], empty, gt['img_ids'], gt['cat_ids'], logger=None)
     assert metrics['bbox_mAP'] == 0.0
+
+
+def test_pseudo_ground_truth_scores_the_reference_perfectly_and_a_drift_lower(gt, tmp_path):
+    from deploy.evaluation.pseudo_ground_truth import write_pseudo_ground_truth
+
+    reference = _shifted(gt['results'], 0.05, seed=3, extra=2)
+    coco_results = results_to_coco_json(reference, gt['img_ids'], gt['cat_ids'])
+    pseudo = write_pseudo_ground_truth(coco_results, gt['ann_file'], tmp_path / 'p.json')
+    data = json.loads(pseudo.read_text())
+    assert len(data['images']) == len(gt['img_ids']) and data['categories']
+    args = (gt['img_ids'], gt['cat_ids'])
+    same = evaluate_coco(pseudo, reference, *args, logger=None)
+    drifted = evaluate_coco(pseudo, _shifted(reference, 0.15, seed=4), *args, logger=None)
+    assert same['bbox_mAP'] == pytest.approx(1.0)
+    assert drifted['bbox_mAP'] < 0.8
+
+
+def test_pseudo_ground_truth_selection():
+    from deploy.errors import DeployError
+    from deploy.evaluation.pseudo_ground_truth import pseudo_ground_truth
+
+    annotations = dict(
+        images=[dict(id=i, width=100, height=100, file_name=f'{i}.jpg') for i in (1, 2, 3)],
+        categories=[dict(id=5, name='a')],
+    )
+    dets = [
+        dict(image_id=1, category_id=5, bbox=[0, 0, 10, 10], score=0.9),
+        dict(image_id=1, category_id=5, bbox=[20, 20, 10, 10], score=0.95),
+        dict(image_id=1, category_id=5, bbox=[40, 40, 1, 10], score=0.99),  # degenerate
+        dict(image_id=1, category_id=5, bbox=[60, 60, 10, 10], score=0.1),  # beyond per_image
+        dict(image_id=3, category_id=5, bbox=[0, 0, 30, 30], score=0.5),
+    ]
+    data = pseudo_ground_truth(dets, annotations, per_image=3, num_images=2)
+    assert [img['id'] for img in data['images']] == [1, 2]  # image 2 kept though empty
+    assert [a['bbox'][0] for a in data['annotations']] == [20, 0]
+    assert all(a['iscrowd'] == 0 and a['area'] == 100 for a in data['annotations'])
+    with pytest.raises(DeployError, match='no usable detections'):
+        pseudo_ground_truth(dets[2:3], annotations)

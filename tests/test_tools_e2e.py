@@ -146,6 +146,34 @@ def test_format_only_and_show_dir(workspace):
     assert {d['category_id'] for d in dets} <= {c['id'] for c in CATEGORIES}
     assert len(list(show_dir.glob('*.jpg'))) == 6
 
+    # Those results as a pseudo ground truth: the reference scores about 1.0 AP against it.
+    pseudo = root / 'pseudo.json'
+    code, out = run(
+        'misc/pseudo_ground_truth.py',
+        out_json,
+        workspace['ann_file'],
+        pseudo,
+        '--num-images',
+        4,
+        cwd=root,
+    )
+    assert code == 0 and 'on 4 images' in out, out
+    pt = run_test(
+        RETINA,
+        workspace['ckpt'],
+        'pytorch',
+        cfg_options=dict(workspace['options'], **{'data.test.ann_file': str(pseudo)}),
+        metrics=('bbox',),
+        num_workers=0,
+        progress=False,
+        logger=lambda *a: None,
+    )
+    assert len(pt.results) == 4 and pt.metrics['bbox_mAP'] > 0.9, pt.metrics
+    code, out = run(
+        'misc/pseudo_ground_truth.py', root / 'none.json', pseudo, root / 'x.json', cwd=root
+    )
+    assert code == 2 and 'results file not found' in out, out
+
 
 def test_faster_coco_eval_gives_identical_numbers(workspace):
     runs = [

@@ -21,14 +21,13 @@ def main(argv=None) -> int:
     parser.add_argument('--work-dir', default=str(ROOT / 'work_dirs/quickstart'))
     args = parser.parse_args(argv)
 
-    from deploy.datasets.synthetic import generate_synthetic_coco
-
     from deploy.apis.regression import (
         format_markdown,
         load_regression_file,
         run_regression,
         write_reports,
     )
+    from deploy.datasets.synthetic import generate_synthetic_coco
 
     data_root = Path(args.data_root)
     if not (data_root / 'annotations' / 'instances_val2017.json').is_file():

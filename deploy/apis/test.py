@@ -164,8 +164,9 @@ def run_test(
     if metrics:
         from ..evaluation.coco_metric import evaluate_coco
 
+        # The data set's own COCO: the annotation file is parsed once per run.
         run.metrics = evaluate_coco(
-            data_cfg['ann_file'],
+            dataset.coco,
             results,
             img_ids,
             dataset.cat_ids,
