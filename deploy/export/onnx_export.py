@@ -15,6 +15,7 @@ renamed when complete, so a failed export never leaves a partial file behind.
 
 import contextlib
 import io
+import logging
 import os
 import tempfile
 import warnings
@@ -33,6 +34,10 @@ DEFAULT_EXPORTER = 'dynamo'
 #: the lowest opset any of our graphs needs (RoiAlign's coordinate_transformation_mode is 16)
 MIN_OPSET = 16
 DEFAULT_OPSET = 18
+
+# The dynamo exporter warns once per export that torchvision's ops cannot be registered; we never
+# use torchvision (our ops are our own), so the warning is noise.
+logging.getLogger('torch.onnx._internal.exporter._registration').setLevel(logging.ERROR)
 
 
 class DeployModule(nn.Module):
