@@ -16,13 +16,13 @@ its tolerance below PyTorch, or export verification fails.
 """
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
 from ..errors import ConfigError
+from ..fileio import write_atomic
 from .export import export_model
 from .test import run_test
 
@@ -156,8 +156,6 @@ def write_reports(rows: list[BackendRow], out_dir: str | Path) -> tuple[Path, Pa
     payload = dict(
         passed=all(r.passed for r in rows), rows=[dict(asdict(r), passed=r.passed) for r in rows]
     )
-    for path, text in ((md, format_markdown(rows) + '\n'), (js, json.dumps(payload, indent=2))):
-        tmp = path.with_name(path.name + '.tmp')
-        tmp.write_text(text)
-        os.replace(tmp, path)
+    write_atomic(md, format_markdown(rows) + '\n')
+    write_atomic(js, json.dumps(payload, indent=2))
     return md, js

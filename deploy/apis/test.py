@@ -15,6 +15,7 @@ from ..config import get_preprocess_cfg, get_test_cfg, get_test_dataset_cfg, loa
 from ..datasets.coco import CocoDetectionDataset, build_dataloader
 from ..datasets.pipeline import TestPipeline, load_image
 from ..export.metadata import read_metadata
+from ..fileio import write_atomic
 from ..postprocess import outputs_to_results
 from ..structures import DetectionResult
 from .distributed import gather_results, init_distributed, shard_indices
@@ -213,9 +214,4 @@ def _draw(results, metas, class_names, show_dir, score_thr) -> None:
 
 
 def _save_pickle(path: str, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    with open(tmp, 'wb') as f:
-        pickle.dump(obj, f)
-    os.replace(tmp, path)
+    write_atomic(path, pickle.dumps(obj))

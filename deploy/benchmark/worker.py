@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio import write_atomic
+
 
 def set_threads(num_threads: int | None) -> dict:
     """Fix torch's intra-op threads (and OpenCV's) and return what is really in effect."""
@@ -217,9 +219,7 @@ def main(argv=None) -> int:
         result, code = dict(error=f'{type(err).__name__}: {err}'), 2
     else:
         code = 0
-    tmp = out_file.with_suffix('.tmp')
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, out_file)
+    write_atomic(out_file, json.dumps(result))
     return code
 
 

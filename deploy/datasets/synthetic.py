@@ -12,11 +12,12 @@ so a real COCO root can be swapped in. The same arguments always give the same b
 """
 
 import json
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from ..fileio import write_atomic
 
 #: COCO-style categories; ids are deliberately not contiguous (exercises the label -> id mapping)
 CATEGORIES = (
@@ -229,12 +230,6 @@ def _encode_jpeg(image: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _write_split(root: Path, split: str, num_images: int, seed: int, first_id: int) -> Path:
     gen = np.random.default_rng(seed)
     img_dir = root / f'{split}2017'
@@ -265,7 +260,7 @@ def _write_split(root: Path, split: str, num_images: int, seed: int, first_id: i
         annotations=annotations,
         categories=[dict(c) for c in CATEGORIES],
     )
-    _write_atomic(ann_file, json.dumps(payload).encode())
+    write_atomic(ann_file, json.dumps(payload).encode())
     return ann_file
 
 

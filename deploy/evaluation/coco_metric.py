@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DeployError
+from ..fileio import write_atomic
 from ..structures import DetectionResult
 
 METRICS = ('bbox', 'segm', 'proposal')
@@ -259,13 +260,5 @@ def format_only(
     The file is written under a temporary name and renamed, so a crash never leaves a truncated
     json behind. Returns the path.
     """
-    out_json = Path(out_json)
-    out_json.parent.mkdir(parents=True, exist_ok=True)
     dets = results_to_coco_json(results, img_ids, cat_ids, with_masks=with_masks)
-    tmp = out_json.with_name(f'.{out_json.name}.{os.getpid()}.tmp')
-    try:
-        tmp.write_text(json.dumps(dets))
-        os.replace(tmp, out_json)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out_json
+    return write_atomic(out_json, json.dumps(dets))

@@ -7,11 +7,11 @@ gets wrong lowers the backend's AP.
 """
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import DeployError
+from ..fileio import write_atomic
 
 
 def pseudo_ground_truth(
@@ -78,12 +78,4 @@ def write_pseudo_ground_truth(
     if not ann_file.is_file():
         raise DeployError(f'annotation file not found: {ann_file}')
     data = pseudo_ground_truth(coco_results, json.loads(ann_file.read_text()), **kwargs)
-    out = Path(out_file)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f'.{out.name}.{os.getpid()}.tmp')
-    try:
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    return write_atomic(out_file, json.dumps(data))
