@@ -28,6 +28,9 @@ class OnnxRuntimeBackend(Backend):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # Idle intra-op threads would spin for work after each run, taking the cores that our
+        # pre/post-processing and the data-loading workers need between runs.
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
         if num_threads:
             options.intra_op_num_threads = num_threads
             options.inter_op_num_threads = 1
