@@ -5,26 +5,14 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..fileio import write_atomic
+
 STAGES = ('pre', 'infer', 'post')
 
 
 def write_json(report: dict, path: str | Path) -> Path:
     """Write ``report`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(report, f, indent=2)
-            f.write('\n')
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return write_atomic(path, json.dumps(report, indent=2) + '\n')
 
 
 def _fmt(value, spec: str = '.1f', empty: str = '-') -> str:
