@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..fileio import atomic_output
 
 __all__ = [
     'RestrictedUnpickler',
@@ -510,17 +511,6 @@ def save_checkpoint(
         meta['CLASSES'] = tuple(meta['CLASSES'])
     meta.setdefault('time', time.asctime())
 
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = path + '.tmp'
-    try:
-        with open(tmp, 'wb') as f:
-            torch.save({'meta': meta, 'state_dict': state_dict}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_output(path) as f:
+        torch.save({'meta': meta, 'state_dict': state_dict}, f)
     return path
