@@ -9,33 +9,57 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy.apis.cli import run_cli  # noqa: E402
+from deploy.apis.cli import HelpFormatter, add_checkpoint_arguments, run_cli  # noqa: E402
 from deploy.backends import BACKENDS  # noqa: E402
 from deploy.config import add_cfg_options_argument  # noqa: E402
+from deploy.errors import ConfigError  # noqa: E402
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description='Detect objects in one image and draw them')
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Detect objects in one image and draw them', formatter_class=HelpFormatter
+    )
     parser.add_argument('img', help='image file')
     parser.add_argument('config', help='model config')
     parser.add_argument('model', help='checkpoint (.pth), .onnx or .engine')
     parser.add_argument(
         '--backend', choices=BACKENDS, default=None, help='default: from the model file suffix'
     )
-    parser.add_argument('--out-file', default='result.jpg')
-    parser.add_argument('--score-thr', type=float, default=0.3)
-    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--out-file', default='result.jpg', help='the picture to write')
+    parser.add_argument(
+        '--score-thr', type=float, default=0.3, help='draw detections scoring above this'
+    )
+    parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
+    add_checkpoint_arguments(parser)
     add_cfg_options_argument(parser)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from deploy.apis.checks import check_device, check_input_file, check_output_file
+
+    if not 0 <= args.score_thr <= 1:
+        raise ConfigError(f'--score-thr must be in [0, 1], got {args.score_thr}')
+    check_input_file(args.img, 'image')
+    check_input_file(args.model, 'model file')
+    check_output_file(args.out_file, '--out-file')
+    backend = args.backend or {'.onnx': 'onnxruntime', '.engine': 'tensorrt'}.get(
+        Path(args.model).suffix, 'pytorch'
+    )
+    device = check_device(args.device) if backend != 'tensorrt' else args.device
 
     from deploy.apis.inference import inference_image
     from deploy.visualization import draw_detections, save_image
 
-    backend = args.backend or {'.onnx': 'onnxruntime', '.engine': 'tensorrt'}.get(
-        Path(args.model).suffix, 'pytorch'
-    )
     image, result, class_names = inference_image(
-        args.config, args.model, args.img, backend, cfg_options=args.cfg_options, device=args.device
+        args.config,
+        args.model,
+        args.img,
+        backend,
+        cfg_options=args.cfg_options,
+        device=device,
+        strict=not args.allow_key_mismatch,
     )
     save_image(args.out_file, draw_detections(image, result, class_names, args.score_thr))
     shown = int((result.scores > args.score_thr).sum())

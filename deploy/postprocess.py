@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .ops.mask_paste import paste_mask_region
+from .spec import ResultFilter
 from .structures import DetectionResult
 
 MASK_FORMATS = ('rle', 'bitmap')
@@ -21,8 +22,7 @@ MASK_FORMATS = ('rle', 'bitmap')
 def outputs_to_results(
     outputs: dict[str, np.ndarray],
     img_metas: list[dict],
-    score_thr: float = 0.0,
-    mask_thr_binary: float = 0.5,
+    result_filter: ResultFilter | None = None,
     mask_format: str = 'rle',
 ) -> list[DetectionResult]:
     """Drop padding rows and map boxes (and masks) back to each original image.
@@ -32,9 +32,9 @@ def outputs_to_results(
             have label -1. Optional ``masks [B, K, m, m]`` probabilities over each box.
         img_metas: the pipeline metas of the batch (``scale_factor`` and ``ori_shape`` are used;
             without ``ori_shape`` the original size is ``img_shape / scale_factor``).
-        score_thr: also drop rows with ``score <= score_thr`` (0 keeps every real detection).
-        mask_thr_binary: mask probability threshold (inclusive), the model's
-            ``test_cfg.rcnn.mask_thr_binary``.
+        result_filter: settings applied after the graph (:func:`deploy.spec.reconcile_settings`):
+            a stricter ``score_thr`` and ``max_per_img`` than the model's, and the mask
+            probability threshold (inclusive; default 0.5, MMDetection's ``mask_thr_binary``).
         mask_format: ``'rle'`` (a list of COCO RLE dicts, ``counts`` as str) or ``'bitmap'``
             (``[N, H, W]`` bool).
 
@@ -43,10 +43,15 @@ def outputs_to_results(
     """
     if mask_format not in MASK_FORMATS:
         raise ValueError(f'mask_format must be one of {MASK_FORMATS}, got {mask_format!r}')
+    result_filter = result_filter or ResultFilter()
     results = []
     for i, meta in enumerate(img_metas):
         dets, labels = outputs['dets'][i], outputs['labels'][i]
-        keep = (labels >= 0) & (dets[:, 4] > score_thr)
+        keep = labels >= 0
+        if result_filter.score_thr is not None:
+            keep &= dets[:, 4] > result_filter.score_thr
+        if result_filter.max_per_img is not None:  # rows are sorted by score
+            keep &= np.cumsum(keep) <= result_filter.max_per_img
         scale = np.asarray(meta.get('scale_factor', np.ones(4)), np.float32).reshape(-1)
         if scale.size == 2:  # MMDetection 3.x style (w, h)
             scale = np.tile(scale, 2)
@@ -57,7 +62,7 @@ def outputs_to_results(
                 outputs['masks'][i][keep],
                 boxes,
                 _original_shape(meta, scale),
-                mask_thr_binary,
+                result_filter.mask_thr_binary,
                 mask_format,
             )
         results.append(

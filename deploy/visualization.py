@@ -1,12 +1,12 @@
 """Draw detections on an image (boxes, class names, scores, masks) with OpenCV."""
 
 import colorsys
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .fileio import write_atomic
 from .structures import DetectionResult
 
 
@@ -69,6 +69,4 @@ def save_image(path: str | Path, image: np.ndarray) -> None:
     ok, encoded = cv2.imencode(path.suffix or '.png', image)
     if not ok:
         raise ValueError(f'cannot encode image as {path.suffix}')
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_bytes(encoded.tobytes())
-    os.replace(tmp, path)
+    write_atomic(path, encoded.tobytes())

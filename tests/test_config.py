@@ -13,8 +13,8 @@ from deploy.config import (
     get_class_names,
     get_model_cfg,
     get_preprocess_cfg,
-    get_test_cfg,
     get_test_dataset_cfg,
+    get_test_settings,
     load_config,
     missing_key_error,
 )
@@ -59,7 +59,7 @@ def test_retinanet_config_resolves_bases():
 
 
 def test_retinanet_test_cfg():
-    test_cfg = get_test_cfg(load_config(RETINANET))
+    test_cfg = get_test_settings(load_config(RETINANET)).head
     assert test_cfg.nms_pre == 1000
     assert test_cfg.min_bbox_size == 0
     assert test_cfg.score_thr == 0.05
@@ -75,6 +75,7 @@ def test_retinanet_preprocess_and_dataset():
     assert get_test_dataset_cfg(cfg) == dict(
         ann_file='data/synthetic_coco/annotations/instances_val2017.json',
         img_prefix='data/synthetic_coco/val2017/',
+        key='data.test.ann_file',
     )
     assert get_class_names(cfg) is None
 
@@ -90,7 +91,7 @@ def test_instance_base_resolves():
 
 def test_cfg_options_as_strings():
     cfg = load_config(RETINANET, ['model.test_cfg.score_thr=0.3', 'model.test_cfg.nms_pre=500'])
-    test_cfg = get_test_cfg(cfg)
+    test_cfg = get_test_settings(cfg).head
     assert test_cfg.score_thr == pytest.approx(0.3)
     assert test_cfg.nms_pre == 500
     assert test_cfg.max_per_img == 100  # untouched siblings survive
@@ -98,7 +99,7 @@ def test_cfg_options_as_strings():
 
 def test_cfg_options_as_dict():
     cfg = load_config(RETINANET, {'model.test_cfg.score_thr': 0.3, 'onnx_config.opset_version': 11})
-    assert get_test_cfg(cfg).score_thr == 0.3
+    assert get_test_settings(cfg).head.score_thr == 0.3
     assert cfg.onnx_config.opset_version == 11
 
 
@@ -108,7 +109,7 @@ def test_cfg_options_argparse_round_trip():
         ['--cfg-options', 'model.test_cfg.score_thr=0.3', 'onnx_config.input_shape=(800,1344)']
     )
     cfg = load_config(RETINANET, args.cfg_options)
-    assert get_test_cfg(cfg).score_thr == pytest.approx(0.3)
+    assert get_test_settings(cfg).head.score_thr == pytest.approx(0.3)
     assert tuple(cfg.onnx_config.input_shape) == (800, 1344)
     assert parser.parse_args([]).cfg_options is None
 
@@ -132,18 +133,19 @@ def test_equivalent_preprocess_across_schemas(name):
 def test_3x_test_cfg_and_dataset():
     cfg = load_config(FIXTURES / 'retinanet_3x.py')
     assert cfg.test_cfg.type == 'TestLoop'
-    assert get_test_cfg(cfg).score_thr == 0.05  # model.test_cfg, not the loop
+    assert get_test_settings(cfg).head.score_thr == 0.05  # model.test_cfg, not the loop
     assert get_test_dataset_cfg(cfg) == dict(
         ann_file=os.path.join('data/coco/', 'annotations/instances_val2017.json'),
         img_prefix=os.path.join('data/coco/', 'val2017/'),
+        key='test_dataloader.dataset.ann_file',
     )
     assert get_class_names(cfg) == ('cat', 'dog', 'bird')
 
 
 def test_3x_base_inheritance_in_fixture():
     cfg = load_config(FIXTURES / 'retinanet_3x_child.py')
-    assert get_test_cfg(cfg).score_thr == 0.2
-    assert get_test_cfg(cfg).nms_pre == 1000
+    assert get_test_settings(cfg).head.score_thr == 0.2
+    assert get_test_settings(cfg).head.nms_pre == 1000
 
 
 def test_2x_dataset_and_classes():
@@ -151,15 +153,16 @@ def test_2x_dataset_and_classes():
     assert get_test_dataset_cfg(cfg) == dict(
         ann_file='data/coco/annotations/instances_val2017.json',
         img_prefix='data/coco/val2017/',
+        key='data.test.ann_file',
     )
     assert get_class_names(cfg) == ('cat', 'dog', 'bird')
 
 
 def test_old_2x_top_level_test_cfg_is_read():
     cfg = load_config(FIXTURES / 'old_2x_top_level_test_cfg.py')
-    test_cfg = get_test_cfg(cfg)
-    assert set(test_cfg) == {'rpn', 'rcnn'}  # two-stage: returned whole
-    assert test_cfg.rcnn.score_thr == 0.05
+    test_cfg = get_test_settings(cfg)
+    assert test_cfg.is_two_stage and test_cfg.head is None  # two-stage: rpn + rcnn
+    assert test_cfg.rcnn.score_thr == 0.05 and test_cfg.rpn.max_per_img == 1000
     # top-level test_pipeline (no data.test), caffe-style normalisation, no Pad
     assert get_preprocess_cfg(cfg) == PreprocessConfig(
         mean=(103.53, 116.28, 123.675),
@@ -175,7 +178,7 @@ def test_old_2x_top_level_test_cfg_is_read():
 def test_3x_loop_test_cfg_is_not_the_model_test_cfg():
     path = FIXTURES / 'retinanet_3x_no_model_test_cfg.py'
     with pytest.raises(ConfigError) as info:
-        get_test_cfg(load_config(path))
+        get_test_settings(load_config(path))
     assert '`model.test_cfg`' in str(info.value)
     assert str(path) in str(info.value)
 

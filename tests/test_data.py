@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from deploy.config.preprocess import PreprocessConfig
 from deploy.datasets.coco import load_coco
 from deploy.datasets.pipeline import TestPipeline, collate, load_image, rescale_size
 from deploy.datasets.synthetic import CATEGORIES, generate_synthetic_coco
 from deploy.errors import ConfigError, ImageError
 from deploy.evaluation.coco_metric import evaluate_coco, results_to_coco_json
+from deploy.spec import PreprocessConfig
 from deploy.structures import DetectionResult
 
 

@@ -10,10 +10,10 @@ from deploy.backends.onnxruntime import OnnxRuntimeBackend
 from deploy.backends.pytorch import PyTorchBackend
 from deploy.errors import BackendError, ExportError
 from deploy.evaluation.parity import match_result_lists
-from deploy.export.metadata import read_metadata
 from deploy.export.onnx_export import export_onnx
 from deploy.export.verify import VerifyCase, verify_backend
 from deploy.postprocess import outputs_to_results
+from deploy.spec import read_onnx_spec
 
 
 def _inputs(img, metas):
@@ -56,7 +56,6 @@ def test_dynamic_export_matches_eager(small_retinanet, tmp_path, exporter):
         path,
         exporter=exporter,
         dynamic=True,
-        metadata={'note': 'test'},
     )
     graph = onnx.load(str(path))
     onnx.checker.check_model(graph)
@@ -68,7 +67,7 @@ def test_dynamic_export_matches_eager(small_retinanet, tmp_path, exporter):
     }
     assert dims['input'] == ['batch', 3, 'height', 'width']
     assert dims['dets'] == ['batch', 'num_dets', 5] and dims['labels'] == ['batch', 'num_dets']
-    assert read_metadata(path)['exporter'] == exporter
+    assert read_onnx_spec(path).exporter == exporter
     backend = OnnxRuntimeBackend(path)
     _compare(model, backend, img, metas)
     # Another size, batch 1; then batch 3 with different real shapes (clipping per image).
@@ -112,11 +111,12 @@ def test_verify_rows_pass_and_refuse_empty_reference(small_retinanet, tmp_path):
     )
     assert rows[0].raw_ok and rows[0].passed
     # A model that detects nothing cannot pass verification, however equal the outputs are.
-    model.test_cfg['score_thr'] = 1.1
+    settings = model.bbox_head.test_cfg
+    model.bbox_head.test_cfg = settings.replace(score_thr=1.1)
     try:
         rows = verify_backend(model, OnnxRuntimeBackend(path), [VerifyCase('a', img, metas)])
     finally:
-        model.test_cfg['score_thr'] = 0.05
+        model.bbox_head.test_cfg = settings
     assert rows[0].stats.num_ref == 0 and not rows[0].passed
 
 

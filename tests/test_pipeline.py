@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from deploy.config.preprocess import PreprocessConfig
 from deploy.datasets.coco import CocoDetectionDataset, build_dataloader
 from deploy.datasets.pipeline import (
     TestPipeline,
@@ -17,6 +16,7 @@ from deploy.datasets.pipeline import (
 )
 from deploy.datasets.synthetic import CATEGORIES, generate_synthetic_coco
 from deploy.errors import ConfigError, ImageError
+from deploy.spec import PreprocessConfig
 
 MEAN, STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 

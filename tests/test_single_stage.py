@@ -248,8 +248,8 @@ def test_yolo_objectness_threshold_and_score_factors():
     outputs = [head.level_outputs(m) for m in maps]
     objectness = torch.cat([o[2] for o in outputs], 1)[0]
     conf_thr = float(torch.quantile(objectness, 0.9))  # keep the top 10% of anchors only
-    nms = dict(head.test_cfg['nms'], max_output_boxes_per_class=1000)
-    cfg = dict(head.test_cfg, conf_thr=conf_thr, max_per_img=1000, nms=nms)
+    nms = head.test_cfg.nms.replace(max_output_boxes_per_class=1000)
+    cfg = head.test_cfg.replace(conf_thr=conf_thr, max_per_img=1000, nms=nms)
     eager = head.predict_by_feat((maps,), metas, cfg=cfg)[0]
     dets, labels = head.predict_by_feat_deploy((maps,), torch.tensor([[192.0, 256.0]]), cfg=cfg)
     assert len(eager['labels']) > 0
@@ -258,12 +258,12 @@ def test_yolo_objectness_threshold_and_score_factors():
     # Every kept score is (class score > score_thr) x (objectness >= conf_thr) of some anchor.
     scores = torch.cat([o[0] for o in outputs], 1)[0]
     products = scores * objectness[:, None]
-    allowed = (scores > cfg['score_thr']) & (objectness[:, None] >= conf_thr)
+    allowed = (scores > cfg.score_thr) & (objectness[:, None] >= conf_thr)
     for score, label in zip(eager['dets'][:, 4], eager['labels']):
         close = torch.isclose(products[:, label], score, rtol=0, atol=1e-7)
         assert (close & allowed[:, label]).any()
     # Without the threshold some detections come from anchors below it.
-    loose = head.predict_by_feat((maps,), metas, cfg=dict(cfg, conf_thr=-1))[0]
+    loose = head.predict_by_feat((maps,), metas, cfg=cfg.replace(conf_thr=-1))[0]
     assert len(loose['labels']) > len(eager['labels'])
 
 

@@ -32,13 +32,17 @@ from deploy.backends.tensorrt.profiles import (
 )
 from deploy.backends.tensorrt.runtime import TensorRTBackend
 from deploy.errors import BackendError, ConfigError
+from deploy.spec import InputSpec, ModelSpec, PreprocessConfig
 
 HAVE_TRT = importlib.util.find_spec('tensorrt') is not None
 HAVE_GPU = HAVE_TRT and torch.cuda.is_available()
 RETINA = ROOT / 'configs' / 'retinanet' / 'retinanet_r50_fpn_1x_coco.py'
-METADATA = dict(
-    preprocess=dict(scale=[1333, 800], keep_ratio=True, size_divisor=32),
-    input_rules=dict(dynamic=True, input_shape=None, size_divisor=32),
+SPEC = ModelSpec(
+    'RetinaNet',
+    class_names=('cat', 'dog'),
+    preprocess=PreprocessConfig(scale=(1333, 800), keep_ratio=True, size_divisor=32),
+    inputs=InputSpec(dynamic=True, dynamic_size=True, size_divisor=32),
+    opset=18,
 )
 
 
@@ -60,10 +64,10 @@ DYNAMIC = _io_model({'input': ['batch', 3, 'height', 'width'], 'img_shape': ['ba
 # optimisation profiles
 # --------------------------------------------------------------------------------------------
 def test_default_profile_from_metadata():
-    profiles = resolve_profiles(DYNAMIC, METADATA)
+    profiles = resolve_profiles(DYNAMIC, SPEC)
     assert profiles['input'] == ShapeRange((1, 3, 32, 32), (1, 3, 800, 1344), (2, 3, 1344, 1344))
     assert profiles['img_shape'] == ShapeRange((1, 2), (1, 2), (2, 2))
-    assert resolve_profiles(DYNAMIC, METADATA, max_batch=4)['img_shape'].max == (4, 2)
+    assert resolve_profiles(DYNAMIC, SPEC, max_batch=4)['img_shape'].max == (4, 2)
 
 
 def test_profile_from_backend_config_and_cli():
@@ -76,26 +80,27 @@ def test_profile_from_backend_config_and_cli():
             )
         )
     )
-    profiles = resolve_profiles(DYNAMIC, METADATA, backend_config)
+    profiles = resolve_profiles(DYNAMIC, SPEC, backend_config)
     assert profiles['input'].min == (1, 3, 320, 320) and profiles['input'].max[0] == 4
     assert profiles['img_shape'] == ShapeRange((1, 2), (1, 2), (4, 2))  # tied to the batch
     # Command-line shapes win over the config, key by key; opt is clamped into the new range.
     cli = {'input': dict(max_shape=shape_from_cli([640, 640]))}
-    profiles = resolve_profiles(DYNAMIC, METADATA, backend_config, cli)
+    profiles = resolve_profiles(DYNAMIC, SPEC, backend_config, cli)
     assert profiles['input'] == ShapeRange((1, 3, 320, 320), (1, 3, 640, 640), (1, 3, 640, 640))
     assert profiles['img_shape'].max == (1, 2)
 
 
 def test_profile_static_graph_and_errors():
     static = _io_model({'input': [1, 3, 800, 1344], 'img_shape': [1, 2]})
-    profiles = resolve_profiles(static, dict(METADATA, input_rules=dict(dynamic=False)))
+    profiles = resolve_profiles(static, SPEC.replace(inputs=InputSpec(static_shape=(800, 1344))))
     assert profiles['input'] == ShapeRange(*[(1, 3, 800, 1344)] * 3)
     with pytest.raises(ConfigError, match='axis 2 is fixed to 800'):
-        resolve_profiles(static, {}, dict(input_shapes=dict(input=dict(min_shape=[1, 3, 32, 32]))))
+        shapes = dict(input_shapes=dict(input=dict(min_shape=[1, 3, 32, 32])))
+        resolve_profiles(static, None, shapes)
     with pytest.raises(ConfigError, match='min <= opt <= max'):
         resolve_profiles(
             DYNAMIC,
-            METADATA,
+            SPEC,
             dict(
                 input_shapes=dict(
                     input=dict(min_shape=[1, 3, 900, 900], opt_shape=[1, 3, 800, 800])
@@ -103,13 +108,13 @@ def test_profile_static_graph_and_errors():
             ),
         )
     with pytest.raises(ConfigError, match="'image'"):
-        resolve_profiles(DYNAMIC, METADATA, dict(input_shapes=dict(image=dict())))
+        resolve_profiles(DYNAMIC, SPEC, dict(input_shapes=dict(image=dict())))
     with pytest.raises(ConfigError, match='H W or B 3 H W'):
         shape_from_cli([1, 3, 4])
 
 
 def test_shape_outside_profile_is_a_clear_error():
-    profiles = resolve_profiles(DYNAMIC, METADATA)
+    profiles = resolve_profiles(DYNAMIC, SPEC)
     ok = dict(input=np.zeros((1, 3, 800, 1216), np.float32), img_shape=np.zeros((1, 2), np.float32))
     check_input_shapes(ok, profiles)
     too_big = dict(ok, input=np.zeros((1, 3, 1400, 1216), np.float32))
@@ -132,7 +137,7 @@ def test_shape_outside_profile_is_a_clear_error():
 # engine sidecar and cache key
 # --------------------------------------------------------------------------------------------
 def _sidecar(tmp_path, **changes):
-    profiles = resolve_profiles(DYNAMIC, METADATA)
+    profiles = resolve_profiles(DYNAMIC, SPEC)
     onnx_path = tmp_path / 'm.onnx'
     onnx_path.write_bytes(b'not really onnx')
     args = dict(
@@ -143,7 +148,7 @@ def _sidecar(tmp_path, **changes):
         precision_mode='BuilderFlag.FP16',
         onnx_path=onnx_path,
         onnx_sha256=trt_engine.file_sha256(onnx_path),
-        metadata=dict(METADATA, opset=18, class_names=['cat', 'dog']),
+        spec=SPEC,
         workspace_size=1 << 30,
         cache_key='k',
     )
@@ -156,8 +161,9 @@ def test_sidecar_roundtrip_and_checks(tmp_path):
     engine_path = tmp_path / 'm.engine'
     assert trt_engine.write_sidecar(engine_path, sidecar).name == 'm.engine.json'
     loaded = trt_engine.read_sidecar(engine_path)
-    assert loaded['tensorrt_version'] == '10.9.0.34' and loaded['opset'] == 18
-    assert loaded['class_names'] == ['cat', 'dog'] and loaded['precision'] == 'fp16'
+    assert loaded['tensorrt_version'] == '10.9.0.34' and loaded['precision'] == 'fp16'
+    spec = trt_engine.sidecar_spec(loaded)
+    assert spec.opset == 18 and spec.class_names == ('cat', 'dog') and spec.precision == 'fp16'
     assert loaded['profiles'][0]['input']['max'] == [2, 3, 1344, 1344]
     assert loaded['source_onnx']['sha256'] == trt_engine.file_sha256(tmp_path / 'm.onnx')
     gpu = dict(name='NVIDIA H100', compute_capability='9.0')
@@ -177,7 +183,7 @@ def test_sidecar_roundtrip_and_checks(tmp_path):
 
 
 def test_engine_cache_key_tracks_what_the_engine_depends_on(tmp_path):
-    profiles = resolve_profiles(DYNAMIC, METADATA)
+    profiles = resolve_profiles(DYNAMIC, SPEC)
     key = trt_engine.engine_cache_key('abc', profiles, 'fp32', '10.9', '9.0')
     assert key == trt_engine.engine_cache_key('abc', dict(profiles), 'fp32', '10.9', '9.0')
     others = [
@@ -185,7 +191,7 @@ def test_engine_cache_key_tracks_what_the_engine_depends_on(tmp_path):
         trt_engine.engine_cache_key('abc', profiles, 'fp16', '10.9', '9.0'),
         trt_engine.engine_cache_key('abc', profiles, 'fp32', '11.0', '9.0'),
         trt_engine.engine_cache_key(
-            'abc', resolve_profiles(DYNAMIC, METADATA, max_batch=4), 'fp32', '10.9', '9.0'
+            'abc', resolve_profiles(DYNAMIC, SPEC, max_batch=4), 'fp32', '10.9', '9.0'
         ),
     ]
     assert key not in others and len(set(others)) == 4
@@ -471,7 +477,7 @@ def test_engine_matches_onnxruntime(small_retinanet, tmp_path, precision):
     img, metas = random_batch([(160, 224), (128, 192)])
     img_shape = torch.tensor([m['img_shape'] for m in metas], dtype=torch.float32)
     onnx_path = tmp_path / 'r.onnx'
-    export_onnx(model, img, img_shape, onnx_path, dynamic=True, metadata=dict(METADATA))
+    export_onnx(model, img, img_shape, onnx_path, dynamic=True)
     shapes = dict(
         input=dict(min_shape=[1, 3, 64, 64], opt_shape=[1, 3, 160, 224], max_shape=[2, 3, 256, 256])
     )

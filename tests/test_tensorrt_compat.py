@@ -147,7 +147,7 @@ def retinanet_onnx(small_retinanet, tmp_path_factory):
     path = tmp_path_factory.mktemp('trt') / 'retinanet.onnx'
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv('DEPLOY_CHECK_TENSORRT_COMPAT', '1')
-        export_onnx(model, img, img_shape, path, dynamic=True, metadata={})
+        export_onnx(model, img, img_shape, path, dynamic=True)
     return path
 
 

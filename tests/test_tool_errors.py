@@ -53,11 +53,11 @@ def test_missing_checkpoint(tmp_path):
     assert not list(tmp_path.glob('*.onnx*'))
 
 
-def test_unknown_registry_type(tmp_path):
+def test_unknown_registry_type(tmp_path, small_checkpoint):
     code, _, err = run_tool(
         'pytorch2onnx.py',
         RETINA,
-        tmp_path / 'x.pth',
+        small_checkpoint,
         '--cfg-options',
         'model.neck.type=NoSuchNeck',
         cwd=tmp_path,
@@ -76,7 +76,7 @@ def test_wrong_opset(tmp_path, small_checkpoint):
         *SMALL,
         cwd=tmp_path,
     )
-    assert_one_line_error(code, err, 'opset 11')
+    assert_one_line_error(code, err, 'opset-version 11')
     assert not list(tmp_path.glob('*.onnx*')), 'no partial output file'
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from deploy.config import load_config
-from deploy.config.preprocess import PreprocessConfig
+from deploy.spec import PreprocessConfig
 from deploy.training import (
     FocalLoss,
     MaxIoUAssigner,

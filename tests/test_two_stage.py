@@ -122,7 +122,7 @@ def test_rpn_nms_is_per_level_and_filters_small_boxes():
     with torch.no_grad():
         feats = model.extract_feat(img)
         outputs = rpn(feats)
-        cfg = dict(rpn.test_cfg, max_per_img=10000)
+        cfg = rpn.test_cfg.replace(max_per_img=10000)
         proposals = rpn.predict_proposals(outputs, metas, cfg)[0]
         # Brute force: per level top nms_pre, then NMS within each level only.
         expected = []
@@ -130,21 +130,21 @@ def test_rpn_nms_is_per_level_and_filters_small_boxes():
         for cls, reg, anchors in zip(*outputs, priors):
             scores = cls[0].permute(1, 2, 0).reshape(-1).sigmoid()
             deltas = reg[0].permute(1, 2, 0).reshape(-1, 4)
-            top = torch.sort(scores, descending=True, stable=True).indices[: cfg['nms_pre']]
+            top = torch.sort(scores, descending=True, stable=True).indices[: cfg.nms_pre]
             boxes = rpn.bbox_coder.decode(anchors[top], deltas[top], max_shape=(256, 320))
             wh = boxes[:, 2:] - boxes[:, :2]
-            big = (wh > cfg['min_bbox_size']).all(1)
+            big = (wh > cfg.min_bbox_size).all(1)
             boxes, kept_scores = boxes[big], scores[top][big]
             keep = batched_nms(
                 boxes,
                 kept_scores,
                 torch.zeros(len(boxes), dtype=torch.long),
-                cfg['nms']['iou_threshold'],
+                cfg.nms.iou_threshold,
             )
             expected.append(torch.cat([boxes[keep], kept_scores[keep, None]], 1))
     expected = torch.cat(expected)
     expected = expected[torch.sort(expected[:, 4], descending=True, stable=True).indices]
-    assert len(proposals) == len(expected) > cfg['nms_pre']  # more than one level survived
+    assert len(proposals) == len(expected) > cfg.nms_pre  # more than one level survived
     torch.testing.assert_close(proposals[:, 4], expected[:, 4])
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy.apis.cli import run_cli  # noqa: E402
+from deploy.apis.cli import HelpFormatter, run_cli  # noqa: E402
 from deploy.backends import BACKENDS  # noqa: E402
 from deploy.config import add_cfg_options_argument  # noqa: E402
 
@@ -23,7 +23,9 @@ DEMO_IMAGE = Path(__file__).resolve().parents[1] / 'demo' / 'demo.jpg'
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Benchmark detector backends like with like')
+    parser = argparse.ArgumentParser(
+        description='Benchmark detector backends like with like', formatter_class=HelpFormatter
+    )
     parser.add_argument('config', help='model config')
     parser.add_argument(
         'models',
@@ -89,18 +91,49 @@ def parse_args(argv=None):
     parser.add_argument(
         '--dynamic-export', action='store_true', help='with --export-time: dynamic axes'
     )
-    parser.add_argument('--opset-version', type=int, default=None)
+    parser.add_argument(
+        '--opset-version', type=int, default=None, help='with --export-time (default: 18)'
+    )
     add_cfg_options_argument(parser)
     args = parser.parse_args(argv)
     if args.export_time and len(args.models) != 1:
         parser.error('--export-time takes exactly one checkpoint')
-    if args.shape is not None and len(args.shape) > 2:
-        parser.error('--shape takes H or H W')
     return args
+
+
+def check_args(args) -> None:
+    """Everything that can be checked before a model is loaded."""
+    from deploy.apis.checks import (
+        check_device,
+        check_input_file,
+        check_non_negative,
+        check_opset,
+        check_output_file,
+        check_positive,
+        check_shape,
+    )
+
+    check_shape(args.shape)
+    check_positive('--batch-size', args.batch_size, allow_none=False)
+    check_non_negative('--warmup', args.warmup)
+    check_positive('--iters', args.iters, allow_none=False)
+    check_positive('--threads', args.threads)
+    check_positive('--profile-iters', args.profile_iters, allow_none=False)
+    check_positive('--peak-size', args.peak_size, allow_none=False)
+    if args.opset_version is not None:
+        check_opset(args.opset_version)
+    if 'tensorrt' not in (args.backend or ()):
+        check_device(args.device)
+    check_input_file(args.image, '--image')
+    for model in args.models:
+        check_input_file(model, 'model file')
+    check_output_file(args.json, '--json')
+    check_output_file(args.plot, '--plot')
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    check_args(args)
     from deploy.benchmark import (
         format_markdown,
         plot_latency,

@@ -72,7 +72,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from deploy.backends.tensorrt.convert import cli_input_shapes, convert_onnx_to_tensorrt
+    from deploy.apis.tensorrt import cli_input_shapes, convert_onnx_to_tensorrt
 
     result = convert_onnx_to_tensorrt(
         args.config,

@@ -3,7 +3,8 @@
     python tools/pytorch2onnx.py CONFIG CHECKPOINT --dynamic-export --verify
 
 Flags follow MMDetection 2.x's tools/deployment/pytorch2onnx.py, plus --exporter, --device and
---strict.
+--allow-key-mismatch. The file is written under a temporary name and replaces OUTPUT_FILE only
+when complete (and, with --verify, verified).
 """
 
 import argparse
@@ -12,17 +13,29 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy.apis.cli import run_cli  # noqa: E402
+from deploy.apis.cli import HelpFormatter, add_checkpoint_arguments, run_cli  # noqa: E402
 from deploy.config import add_cfg_options_argument  # noqa: E402
-from deploy.export.onnx_export import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS  # noqa: E402
+from deploy.errors import ConfigError  # noqa: E402
+from deploy.export.options import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS  # noqa: E402
 
 DEMO_IMAGE = Path(__file__).resolve().parents[1] / 'demo' / 'demo.jpg'
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Export a detector to ONNX')
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0], formatter_class=HelpFormatter
+    )
     parser.add_argument('config', help='model config file')
-    parser.add_argument('checkpoint', help='MMDetection-format checkpoint (.pth)')
+    parser.add_argument(
+        'checkpoint', nargs='?', default=None, help='MMDetection-format checkpoint (.pth)'
+    )
+    parser.add_argument(
+        '--checkpoint',
+        dest='checkpoint_flag',
+        metavar='CHECKPOINT',
+        default=None,
+        help='the checkpoint, as a flag (instead of the positional argument)',
+    )
     parser.add_argument('--output-file', default='tmp.onnx', help='ONNX file to write')
     parser.add_argument(
         '--input-img', default=str(DEMO_IMAGE), help='image used for tracing and verification'
@@ -41,7 +54,7 @@ def parse_args(argv=None):
         help='static input shape (ignored with --dynamic-export); default: the '
         "config's resize scale, padded",
     )
-    parser.add_argument('--opset-version', type=int, default=DEFAULT_OPSET)
+    parser.add_argument('--opset-version', type=int, default=DEFAULT_OPSET, help='ONNX opset')
     parser.add_argument(
         '--dynamic-export',
         action='store_true',
@@ -71,19 +84,24 @@ def parse_args(argv=None):
         action='store_true',
         help='export raw head outputs only (no decode / NMS)',
     )
-    parser.add_argument(
-        '--strict',
-        action='store_true',
-        help='fail on missing / unexpected / mis-shaped checkpoint keys',
-    )
+    add_checkpoint_arguments(parser)
     for old in ('--dataset', '--mean', '--std'):
         parser.add_argument(old, nargs='*', help=argparse.SUPPRESS)
     add_cfg_options_argument(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.checkpoint and args.checkpoint_flag and args.checkpoint != args.checkpoint_flag:
+        parser.error('give the checkpoint once: positional or --checkpoint')
+    args.checkpoint = args.checkpoint or args.checkpoint_flag
+    return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.checkpoint is None:
+        raise ConfigError(
+            'no checkpoint: give one (positional or --checkpoint); '
+            'tools/misc/random_checkpoint.py makes random weights for a test'
+        )
     if args.dataset or args.mean or args.std:
         print('warning: --dataset/--mean/--std are ignored: normalisation comes from the config')
     from deploy.apis.export import export_model
@@ -103,7 +121,7 @@ def main(argv=None) -> int:
         skip_postprocess=args.skip_postprocess,
         verify=args.verify,
         device=args.device,
-        strict=args.strict,
+        strict=not args.allow_key_mismatch,
         show=args.show,
     )
     if args.verify:

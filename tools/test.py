@@ -4,8 +4,9 @@
     python tools/test.py CONFIG checkpoint.pth --backend pytorch --eval bbox
 
 Flags follow MMDetection 2.x's tools/deployment/test.py, plus --backend pytorch, --device,
---batch-size, --workers, --threads, --eval-backend and --launcher (distributed evaluation,
-see tools/dist_test.sh).
+--batch-size, --workers, --threads, --num-images, --class-map, --eval-backend and --launcher
+(distributed evaluation, see tools/dist_test.sh). The model file's settings are checked against
+the config: see "Errors" in the README.
 """
 
 import argparse
@@ -14,39 +15,59 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy.apis.cli import run_cli  # noqa: E402
+from deploy.apis.cli import HelpFormatter, add_checkpoint_arguments, run_cli  # noqa: E402
 from deploy.backends import BACKENDS  # noqa: E402
 from deploy.config import add_cfg_options_argument  # noqa: E402
 from deploy.errors import ConfigError  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Evaluate a detector with a backend')
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0], formatter_class=HelpFormatter
+    )
     parser.add_argument('config', help='model config (its test data set is used)')
     parser.add_argument(
         'model', help='checkpoint (pytorch), .onnx (onnxruntime, tensorrt) or .engine (tensorrt)'
     )
-    parser.add_argument('--backend', choices=BACKENDS, required=True)
+    parser.add_argument('--backend', choices=BACKENDS, required=True, help='runtime to use')
     parser.add_argument('--out', help='pickle file for the results (.pkl / .pickle)')
     parser.add_argument(
         '--format-only',
         metavar='JSON',
         nargs='?',
         const='results.bbox.json',
-        help='only write COCO-format results (default results.bbox.json)',
+        help='only write COCO-format results (results.bbox.json without a name)',
     )
     parser.add_argument(
         '--eval', nargs='+', choices=('bbox', 'segm', 'proposal'), help='COCO metrics to compute'
     )
     parser.add_argument(
-        '--eval-backend', choices=('pycocotools', 'faster-coco-eval'), default='pycocotools'
+        '--eval-backend',
+        choices=('pycocotools', 'faster-coco-eval'),
+        default='pycocotools',
+        help='COCO evaluation library (same numbers)',
     )
+    parser.add_argument('--work-dir', help='write the metrics to WORK_DIR/eval_<time>.json')
     parser.add_argument('--show-dir', help='draw detections into this folder')
-    parser.add_argument('--show-score-thr', type=float, default=0.3)
+    parser.add_argument(
+        '--show-score-thr', type=float, default=0.3, help='draw detections scoring above this'
+    )
     parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
-    parser.add_argument('--batch-size', type=int, default=1)
+    parser.add_argument('--batch-size', type=int, default=1, help='images per backend call')
     parser.add_argument('--workers', type=int, default=2, help='data loading processes')
-    parser.add_argument('--threads', type=int, default=None, help='inference threads')
+    parser.add_argument(
+        '--threads', type=int, default=None, help='inference threads (default: all cores)'
+    )
+    parser.add_argument(
+        '--num-images', type=int, default=None, help='evaluate only the first N images'
+    )
+    parser.add_argument(
+        '--class-map',
+        default=None,
+        metavar='name|index|FILE.json',
+        help='how model classes become data-set categories when their names differ: by name, '
+        'by position, or a JSON map {model class: category} (default: they must be equal)',
+    )
     parser.add_argument(
         '--launcher',
         choices=('none', 'pytorch'),
@@ -55,6 +76,7 @@ def parse_args(argv=None):
     )
     # torch.distributed.launch passes --local_rank / --local-rank; torchrun sets LOCAL_RANK.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
+    add_checkpoint_arguments(parser)
     add_cfg_options_argument(parser)
     parser.add_argument(
         '--eval-options',
@@ -73,6 +95,31 @@ def parse_args(argv=None):
     return args
 
 
+def check_args(args) -> None:
+    """Everything that can be checked before the model is loaded."""
+    from deploy.apis.checks import (
+        check_device,
+        check_input_file,
+        check_non_negative,
+        check_output_dir,
+        check_output_file,
+        check_positive,
+    )
+
+    check_positive('--batch-size', args.batch_size, allow_none=False)
+    check_non_negative('--workers', args.workers)
+    check_positive('--threads', args.threads)
+    check_positive('--num-images', args.num_images)
+    if args.show_score_thr < 0 or args.show_score_thr > 1:
+        raise ConfigError(f'--show-score-thr must be in [0, 1], got {args.show_score_thr}')
+    args.device = check_device(args.device) if args.backend != 'tensorrt' else args.device
+    check_input_file(args.model, f'{args.backend} model file')
+    check_output_file(args.out, '--out')
+    check_output_file(args.format_only, '--format-only')
+    check_output_dir(args.show_dir, '--show-dir')
+    check_output_dir(args.work_dir, '--work-dir')
+
+
 def parse_eval_options(pairs) -> dict:
     import ast
 
@@ -85,11 +132,16 @@ def parse_eval_options(pairs) -> dict:
             options[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             options[key] = value
+    unknown = sorted(set(options) - {'classwise', 'proposal_nums'})
+    if unknown:
+        raise ConfigError(f'unknown --eval-options {", ".join(unknown)} (classwise, proposal_nums)')
     return options
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    check_args(args)
+    eval_options = parse_eval_options(args.eval_options)
     import os
 
     from deploy.apis.distributed import cleanup_distributed
@@ -97,31 +149,31 @@ def main(argv=None) -> int:
 
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     try:
-        _run(args, run_test)
+        run_test(
+            args.config,
+            args.model,
+            args.backend,
+            cfg_options=args.cfg_options,
+            device=args.device,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            num_threads=args.threads,
+            num_images=args.num_images,
+            metrics=args.eval or (),
+            eval_options=eval_options,
+            eval_backend=args.eval_backend,
+            class_map=args.class_map,
+            strict=not args.allow_key_mismatch,
+            out=args.out,
+            format_only=args.format_only,
+            work_dir=args.work_dir,
+            show_dir=args.show_dir,
+            show_score_thr=args.show_score_thr,
+            launcher=args.launcher,
+        )
     finally:
         cleanup_distributed()
     return 0
-
-
-def _run(args, run_test) -> None:
-    run_test(
-        args.config,
-        args.model,
-        args.backend,
-        cfg_options=args.cfg_options,
-        device=args.device,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        num_threads=args.threads,
-        metrics=args.eval or (),
-        eval_options=parse_eval_options(args.eval_options),
-        eval_backend=args.eval_backend,
-        out=args.out,
-        format_only=args.format_only,
-        show_dir=args.show_dir,
-        show_score_thr=args.show_score_thr,
-        launcher=args.launcher,
-    )
 
 
 if __name__ == '__main__':

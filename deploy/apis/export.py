@@ -9,13 +9,30 @@ import numpy as np
 import torch
 
 from ..backends.onnxruntime import OnnxRuntimeBackend
-from ..config import get_preprocess_cfg, get_test_cfg
+from ..config import get_preprocess_cfg, load_config
 from ..datasets.pipeline import TestPipeline, collate, load_image
 from ..errors import ExportError
-from ..export.metadata import build_metadata
 from ..export.onnx_export import DEFAULT_EXPORTER, DEFAULT_OPSET, export_onnx
 from ..export.verify import VerifyCase, VerifyRow, format_verify_table, verify_backend
+from ..fileio import commit, discard, staging_path
+from .checks import (
+    check_device,
+    check_input_file,
+    check_opset,
+    check_output_file,
+    check_shape,
+)
 from .model import init_detector
+from .progress import Stages
+
+
+def producer_versions() -> dict:
+    """Versions of the tools that make a model file (stored in its spec)."""
+    import onnx
+
+    from .. import __version__
+
+    return dict(deploy=__version__, torch=torch.__version__, onnx=onnx.__version__)
 
 
 @dataclass
@@ -68,16 +85,36 @@ def export_model(
     skip_postprocess=False,
     verify=False,
     device='cpu',
-    strict=False,
+    strict=True,
     show=False,
     logger=print,
 ) -> ExportResult:
-    """Export ``config`` + ``checkpoint`` to ONNX and optionally verify it (see the tool's help)."""
-    model, cfg = init_detector(
-        config, checkpoint, device=device, cfg_options=cfg_options, strict=strict, logger=logger
-    )
-    if shape is not None and len(shape) == 1:
-        shape = (shape[0], shape[0])
+    """Export ``config`` + ``checkpoint`` to ONNX and optionally verify it (see the tool's help).
+
+    The file is written under a temporary name next to ``output_file``; only a complete (and,
+    with ``verify``, verified) export replaces ``output_file``. A failed verification keeps the
+    old file and leaves the new one as ``<stem>.failed-verify.onnx`` for inspection.
+    """
+    # Everything that can be checked in a second is, before a model is built.
+    cfg = load_config(config, cfg_options) if isinstance(config, (str, Path)) else config
+    output_file = check_output_file(output_file, 'output file')
+    check_opset(opset_version)
+    shape = check_shape(shape)
+    device = check_device(device)
+    check_input_file(input_img, '--input-img')
+    check_input_file(test_img, '--test-img')
+    check_input_file(checkpoint, 'checkpoint')
+    if verify and skip_postprocess:
+        raise ExportError(
+            '--verify compares detections: it needs the post-processed graph '
+            '(drop --skip-postprocess)'
+        )
+    image = load_image(input_img)
+    other = load_image(test_img) if test_img else second_view(image)
+
+    stages = Stages(total=2 + int(simplify) + int(verify), logger=logger)
+    with stages('build the model and load the checkpoint'):
+        model, cfg = init_detector(cfg, checkpoint, device=device, strict=strict, logger=logger)
     static_shape = None if dynamic else tuple(shape or default_static_shape(cfg))
     # A pipeline that resizes every image to one size (keep_ratio=False, e.g. SSD300) gives a
     # graph with a dynamic batch and that fixed size.
@@ -85,7 +122,6 @@ def export_model(
     if dynamic and not dynamic_size:
         static_shape = tuple(shape or default_static_shape(cfg))
     pipeline = build_pipeline(cfg, None if dynamic else static_shape)
-    image = load_image(input_img)
     first = pipeline(image)
     # Dynamic export traces a batch of 2 (torch.export specialises sizes 0 and 1).
     samples = [first, pipeline(image[:, ::-1].copy())] if dynamic else [first]
@@ -93,20 +129,7 @@ def export_model(
     img_shape = torch.tensor([m['img_shape'][:2] for m in metas], dtype=torch.float32)
     img, img_shape = img.to(device), img_shape.to(device)
 
-    metadata = build_metadata(
-        model_type=type(model).__name__,
-        class_names=model.class_names,
-        preprocess=get_preprocess_cfg(cfg),
-        input_shape=static_shape,
-        dynamic=dynamic,
-        test_cfg=get_test_cfg(cfg),
-        opset=opset_version,
-        exporter=exporter,
-        input_names=(),
-        output_names=(),
-        dynamic_axes={},
-        skip_postprocess=skip_postprocess,
-    )
+    spec = model.spec.replace(producer=producer_versions())
     export_kwargs = dict(
         exporter=exporter,
         opset_version=opset_version,
@@ -114,56 +137,71 @@ def export_model(
         dynamic_size=dynamic_size,
         verbose=show,
     )
-    output_file = Path(output_file)
-    logger(
-        f'exporting {type(model).__name__} with the {exporter} exporter (opset '
-        f'{opset_version}, {"dynamic" if dynamic else "static " + str(static_shape)}) ...'
-    )
-    export_onnx(
-        model,
-        img,
-        img_shape,
-        output_file,
-        skip_postprocess=skip_postprocess,
-        metadata=metadata,
-        **export_kwargs,
-    )
-    if simplify:
-        from ..export.simplify import simplify_onnx
+    shape_text = 'dynamic' if dynamic else f'static {static_shape[0]}x{static_shape[1]}'
+    staged = staging_path(output_file)
+    try:
+        with stages(
+            f'export {type(model).__name__} ({exporter} exporter, opset {opset_version}, '
+            f'{shape_text})'
+        ):
+            export_onnx(
+                model,
+                img,
+                img_shape,
+                staged,
+                skip_postprocess=skip_postprocess,
+                spec=spec,
+                **export_kwargs,
+            )
+        if simplify:
+            from ..export.simplify import simplify_onnx
 
-        simplify_onnx(output_file, dynamic=dynamic, logger=logger)
+            with stages('simplify (onnxsim)'):
+                simplify_onnx(staged, dynamic=dynamic, logger=logger)
+        result = ExportResult(output_file)
+        if verify:
+            with stages('verify against PyTorch (ONNX Runtime)'):
+                cases = [VerifyCase('input-img', *collate([first]))]
+                second = pipeline(other)
+                cases.append(VerifyCase('test-img', *collate([second])))
+                if dynamic:
+                    cases.append(VerifyCase('batch of 2', *collate([first, second])))
+                result.verify_rows = _verify(
+                    model.cpu(), staged, cases, img, img_shape, export_kwargs
+                )
+            logger(format_verify_table(result.verify_rows, 'onnxruntime'))
+            if not result.verified:
+                kept = output_file.with_name(f'{output_file.stem}.failed-verify.onnx')
+                commit(staged, kept)
+                result.output_file = kept
+                logger(
+                    f'verification failed: {output_file} was left as it was; the new export '
+                    f'is kept as {kept} for inspection'
+                )
+                return result
+        commit(staged, output_file)
+    finally:
+        discard(staged)
     logger(f'saved {output_file}')
-    result = ExportResult(output_file)
-    if not verify:
-        return result
+    if verify and show:
+        _save_pictures(model, OnnxRuntimeBackend(output_file), cases[0], image, output_file, logger)
+    return result
 
+
+def _verify(model, onnx_file, cases, img, img_shape, export_kwargs) -> list[VerifyRow]:
+    """ONNX checker, then every case on ONNX Runtime against the eager model; raw head outputs
+    through a second, ``--skip-postprocess`` export."""
     import onnx
 
-    onnx.checker.check_model(str(output_file))
-    if skip_postprocess:
-        raise ExportError(
-            '--verify compares detections: it needs the post-processed graph '
-            '(drop --skip-postprocess)'
-        )
-    cases = [VerifyCase('input-img', *collate([first]))]
-    other = load_image(test_img) if test_img else second_view(image)
-    second = pipeline(other)
-    cases.append(VerifyCase('test-img', *collate([second])))
-    if dynamic:
-        cases.append(VerifyCase('batch of 2', *collate([first, second])))
-    model_cpu = model.cpu()
+    onnx.checker.check_model(str(onnx_file))
     with tempfile.TemporaryDirectory() as tmp:
         raw_file = Path(tmp) / 'raw.onnx'
         export_onnx(
-            model_cpu, img.cpu(), img_shape.cpu(), raw_file, skip_postprocess=True, **export_kwargs
+            model, img.cpu(), img_shape.cpu(), raw_file, skip_postprocess=True, **export_kwargs
         )
-        backend = OnnxRuntimeBackend(output_file)
-        rows = verify_backend(model_cpu, backend, cases, raw_backend=OnnxRuntimeBackend(raw_file))
-        if show:
-            _save_pictures(model_cpu, backend, cases[0], image, output_file, logger)
-    logger(format_verify_table(rows, 'onnxruntime'))
-    result.verify_rows = rows
-    return result
+        return verify_backend(
+            model, OnnxRuntimeBackend(onnx_file), cases, raw_backend=OnnxRuntimeBackend(raw_file)
+        )
 
 
 def _save_pictures(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DeployError
 from ..fileio import write_atomic
 from .export import export_model
 from .test import run_test
@@ -74,15 +74,18 @@ def run_regression(
 ) -> list[BackendRow]:
     """Export, verify and evaluate every entry; return one row per model and backend.
 
-    ``cfg_options`` apply everywhere; ``export_cfg_options`` only to the exported graph (the
-    PyTorch reference keeps the config's values), e.g. to check that a deployment bug such as a
-    wrong ``score_thr`` baked into the graph makes the job fail.
+    ``cfg_options`` apply everywhere; ``export_cfg_options`` only to the deployed model (its
+    export and its evaluation on each backend; the PyTorch reference keeps the config's values),
+    e.g. to check that a deployment bug such as a wrong ``score_thr`` baked into the graph makes
+    the job fail. A backend that cannot run the model (a bad file, a setting the file cannot
+    honour) fails its row with the reason instead of stopping the job.
     """
     work_dir = Path(work_dir)
     rows: list[BackendRow] = []
     for entry in entries:
         name, metrics = entry['name'], tuple(entry['metrics'])
         options = dict(entry.get('cfg_options') or {}, **(cfg_options or {}))
+        deployed_options = dict(options, **(export_cfg_options or {}))
         onnx_file = work_dir / f'{name}.onnx'
         logger(f'== {name}: export + verify')
         export_kwargs = {'exporter': exporter} if exporter else {}
@@ -93,7 +96,7 @@ def run_regression(
             input_img=entry.get('input_img', 'demo/demo.jpg'),
             dynamic=True,
             verify=True,
-            cfg_options=dict(options, **(export_cfg_options or {})),
+            cfg_options=deployed_options,
             logger=logger,
             **export_kwargs,
         )
@@ -107,7 +110,7 @@ def run_regression(
         for backend, tolerances in (entry.get('backends') or {}).items():
             if backend in skip_backends:
                 continue
-            row = _evaluate(entry, backend, onnx_file, metrics, options, logger)
+            row = _evaluate(entry, backend, onnx_file, metrics, deployed_options, logger)
             if not exported.verified:
                 row.failures.append('export verification failed')
             for metric, tol in (tolerances or {}).items():
@@ -123,9 +126,19 @@ def run_regression(
 
 def _evaluate(entry, backend, model_file, metrics, options, logger) -> BackendRow:
     logger(f'== {entry["name"]}: evaluate on {backend}')
-    run = run_test(
-        entry['config'], model_file, backend, cfg_options=options, metrics=metrics, logger=logger
-    )
+    try:
+        run = run_test(
+            entry['config'],
+            model_file,
+            backend,
+            cfg_options=options,
+            metrics=metrics,
+            class_map=entry.get('class_map'),
+            logger=logger,
+        )
+    except DeployError as err:
+        logger(f'error: {err}')
+        return BackendRow(entry['name'], backend, {}, 0.0, [f'{backend} cannot run: {err}'])
     ap = {m: 100.0 * float(run.metrics.get(METRIC_KEYS[m], 0.0)) for m in metrics}
     return BackendRow(entry['name'], backend, ap, run.latency_ms)
 

@@ -1,5 +1,6 @@
 """The evaluation job behind ``tools/test.py``: a data set through a backend, then COCO metrics."""
 
+import json
 import os
 import pickle
 import time
@@ -11,13 +12,15 @@ from torch.utils.data import Subset
 from tqdm import tqdm
 
 from ..backends import build_backend
-from ..config import get_preprocess_cfg, get_test_cfg, get_test_dataset_cfg, load_config
+from ..config import get_test_dataset_cfg, load_config
 from ..datasets.coco import CocoDetectionDataset, build_dataloader
 from ..datasets.pipeline import TestPipeline, load_image
-from ..export.metadata import read_metadata
+from ..errors import DeployError
+from ..evaluation.class_map import resolve_class_map
 from ..fileio import write_atomic
 from ..postprocess import outputs_to_results
 from ..structures import DetectionResult
+from .contract import plan_run
 from .distributed import gather_results, init_distributed, shard_indices
 
 
@@ -42,25 +45,6 @@ class TestRun:
         return (len(self.results) / self.wall_seconds) / (1000.0 / self.latency_ms)
 
 
-def input_shape_rule(model_file: str | Path, backend: str) -> tuple[int, int] | None:
-    """The static ``(h, w)`` an exported model was built for, or None when it is dynamic."""
-    rules = _export_metadata(model_file, backend).get('input_rules') or {}
-    if not rules.get('dynamic', True) and rules.get('input_shape'):
-        return tuple(rules['input_shape'])
-    return None
-
-
-def _export_metadata(model_file: str | Path, backend: str) -> dict:
-    """The export metadata of an ONNX file, or the copy a TensorRT engine's sidecar keeps."""
-    if str(model_file).endswith('.onnx'):
-        return read_metadata(model_file)
-    if backend == 'tensorrt':
-        from ..backends.tensorrt.engine import read_sidecar
-
-        return (read_sidecar(model_file) or {}).get('onnx_metadata') or {}
-    return {}
-
-
 def run_test(
     config,
     model_file,
@@ -71,11 +55,15 @@ def run_test(
     batch_size: int = 1,
     num_workers: int = 2,
     num_threads: int | None = None,
+    num_images: int | None = None,
     metrics=(),
     eval_options: dict | None = None,
     eval_backend: str = 'pycocotools',
+    class_map: str | None = None,
+    strict: bool = True,
     out: str | None = None,
     format_only: str | None = None,
+    work_dir: str | None = None,
     show_dir: str | None = None,
     show_score_thr: float = 0.3,
     launcher: str = 'none',
@@ -87,9 +75,15 @@ def run_test(
     Args:
         config: config path or loaded config.
         model_file: checkpoint (``pytorch``), ``.onnx`` (``onnxruntime``), engine (``tensorrt``).
+        num_images: only the first this many images of the test set (by id).
         metrics: any of ``bbox``, ``segm`` (mask models: masks are pasted with the config's
             ``mask_thr_binary`` and stream as COCO RLE), ``proposal``.
-        out: pickle file for the raw results; ``format_only``: COCO json file to write.
+        class_map: how model labels become data-set categories
+            (:func:`deploy.evaluation.class_map.resolve_class_map`; default: names must match).
+        strict: checkpoint keys must match the model (``pytorch`` backend).
+        out: pickle file for the raw results; ``format_only``: COCO json file to write;
+            ``work_dir``: folder for ``eval_<time>.json`` with the metrics. Metrics are computed
+            and logged before any file is written, and written even if ``out`` cannot be.
         show_dir: draw detections above ``show_score_thr`` into this folder.
         launcher: ``'pytorch'`` under ``torchrun``: each rank runs its shard of the data set on
             its own backend session (GPU ``LOCAL_RANK`` for ``cuda``), rank 0 gathers the results
@@ -102,33 +96,33 @@ def run_test(
     if rank != 0:
         progress, logger = False, _silent
     # The model first: a bad model file is reported before any data is touched.
-    runner = build_backend(backend, model_file, cfg=cfg, device=device, num_threads=num_threads)
-    fixed_shape = input_shape_rule(model_file, backend)
-    if fixed_shape is not None and batch_size != 1:
+    runner = build_backend(
+        backend, model_file, cfg=cfg, device=device, num_threads=num_threads, strict=strict
+    )
+    plan = plan_run(runner, cfg, model_file, logger)
+    if plan.max_batch is not None and batch_size > plan.max_batch:
         logger('note: the model has a static input shape: batch size forced to 1')
         batch_size = 1
     data_cfg = get_test_dataset_cfg(cfg)
-    pipeline = TestPipeline(get_preprocess_cfg(cfg), fixed_shape=fixed_shape)
-    dataset = CocoDetectionDataset(data_cfg['ann_file'], data_cfg['img_prefix'], pipeline)
-    class_names = _class_names(runner, model_file, backend)
-    shard = dataset
+    pipeline = TestPipeline(plan.preprocess, fixed_shape=plan.fixed_shape)
+    dataset = CocoDetectionDataset(
+        data_cfg['ann_file'], data_cfg['img_prefix'], pipeline, data_cfg['key']
+    )
+    class_names = plan.spec.class_names
+    label_to_cat = resolve_class_map(
+        class_names, plan.spec.num_classes, dataset.class_names, dataset.cat_ids, class_map
+    )
+    indices = list(range(len(dataset)))[:num_images]
     if world_size > 1:
-        shard = Subset(dataset, shard_indices(len(dataset), rank, world_size))
+        indices = [indices[i] for i in shard_indices(len(indices), rank, world_size)]
+    shard = dataset if len(indices) == len(dataset) else Subset(dataset, indices)
     loader = build_dataloader(shard, batch_size=batch_size, num_workers=num_workers)
-    mask_thr = mask_threshold(cfg)
 
     results: list[DetectionResult] = []
     img_ids: list[int] = []
     infer_seconds = 0.0
     run_start = time.perf_counter()
-    for img, metas in tqdm(
-        loader,
-        desc=f'{backend}',
-        unit='img',
-        unit_scale=batch_size,
-        disable=not progress,
-        dynamic_ncols=True,
-    ):
+    for img, metas in _progress(loader, backend, len(indices), progress):
         inputs = dict(
             input=img.numpy(), img_shape=np.asarray([m['img_shape'][:2] for m in metas], np.float32)
         )
@@ -136,7 +130,7 @@ def run_test(
         outputs = runner(inputs)
         infer_seconds += time.perf_counter() - start
         # Masks are pasted and RLE-encoded batch by batch, so memory stays flat on any data set.
-        batch_results = outputs_to_results(outputs, metas, mask_thr_binary=mask_thr)
+        batch_results = outputs_to_results(outputs, metas, plan.result_filter)
         results.extend(batch_results)
         img_ids.extend(int(m['img_id']) for m in metas)
         if show_dir:
@@ -148,20 +142,8 @@ def run_test(
         return TestRun(results, img_ids, class_names=class_names, latency_ms=latency_ms)
     results, img_ids = gathered
     run = TestRun(results, img_ids, class_names=class_names, latency_ms=latency_ms)
-    if out:
-        _save_pickle(
-            out,
-            [
-                dict(img_id=i, boxes=r.boxes, scores=r.scores, labels=r.labels, masks=r.masks)
-                for i, r in zip(img_ids, results)
-            ],
-        )
-        logger(f'results written to {out}')
-    if format_only:
-        from ..evaluation.coco_metric import format_only as write_coco_json
-
-        write_coco_json(results, img_ids, dataset.cat_ids, format_only)
-        logger(f'COCO json written to {format_only}')
+    if show_dir:
+        logger(f'drawings of {len(results)} images written to {show_dir}/')
     if metrics:
         from ..evaluation.coco_metric import evaluate_coco
 
@@ -172,9 +154,35 @@ def run_test(
             img_ids,
             dataset.cat_ids,
             metrics=tuple(metrics),
+            label_to_cat=label_to_cat,
             backend=eval_backend,
             **(eval_options or {}),
         )
+    # Files last: a full disk or a bad path must not cost the evaluation just printed.
+    failures = []
+    if work_dir and run.metrics:
+        path = Path(work_dir) / f'eval_{time.strftime("%Y%m%d_%H%M%S")}.json'
+        record = dict(
+            config=getattr(cfg, 'filename', None),
+            model=str(model_file),
+            backend=backend,
+            num_images=len(results),
+            metrics=run.metrics,
+        )
+        _write(path, json.dumps(record, indent=2), 'metrics', logger, failures)
+    if out:
+        payload = pickle.dumps(
+            [
+                dict(img_id=i, boxes=r.boxes, scores=r.scores, labels=r.labels, masks=r.masks)
+                for i, r in zip(img_ids, results)
+            ]
+        )
+        _write(out, payload, 'results', logger, failures)
+    if format_only:
+        from ..evaluation.coco_metric import results_to_coco_json
+
+        dets = results_to_coco_json(results, img_ids, label_to_cat)
+        _write(format_only, json.dumps(dets), 'COCO json', logger, failures)
     run.wall_seconds = time.perf_counter() - run_start
     if run.results:
         logger(
@@ -182,22 +190,29 @@ def run_test(
             f'end (load, infer, encode, evaluate), {1000 / max(latency_ms, 1e-9):.1f} img/s '
             f'backend inference alone ({run.pipeline_efficiency:.0%})'
         )
+    if failures:
+        raise DeployError('; '.join(failures))
     return run
 
 
-def mask_threshold(cfg) -> float:
-    """``mask_thr_binary`` of the model's test config (two-stage ``rcnn`` part; default 0.5)."""
-    test_cfg = get_test_cfg(cfg)
-    rcnn = test_cfg.get('rcnn') or test_cfg
-    return float(rcnn.get('mask_thr_binary', 0.5))
+def _progress(loader, backend: str, total: int, enabled: bool):
+    """A progress bar in images (whole numbers, whatever the batch size)."""
+    bar = tqdm(total=total, desc=backend, unit='img', disable=not enabled, dynamic_ncols=True)
+    with bar:
+        for img, metas in loader:
+            yield img, metas
+            bar.update(len(metas))
 
 
-def _class_names(runner, model_file, backend: str):
-    model = getattr(runner, 'model', None)
-    names = getattr(model, 'class_names', None) or getattr(runner, 'class_names', None)
-    if names:
-        return tuple(names)
-    return tuple(_export_metadata(model_file, backend).get('class_names') or ()) or None
+def _write(path, data, what: str, logger, failures: list) -> None:
+    """Write one output file atomically; a failure is collected, not raised, so the others (and
+    the printed evaluation) survive it."""
+    try:
+        write_atomic(path, data)
+    except OSError as err:
+        failures.append(f'cannot write the {what} file {path}: {err.strerror or err}')
+        return
+    logger(f'{what} written to {path}')
 
 
 def _silent(*_args, **_kwargs) -> None:
@@ -211,7 +226,3 @@ def _draw(results, metas, class_names, show_dir, score_thr) -> None:
         image = load_image(meta['filename'])
         name = Path(meta['filename']).stem + '.jpg'
         save_image(Path(show_dir) / name, draw_detections(image, result, class_names, score_thr))
-
-
-def _save_pickle(path: str, obj) -> None:
-    write_atomic(path, pickle.dumps(obj))

@@ -24,12 +24,12 @@ def build_backend(
     if name == 'pytorch':
         import torch
 
-        from ..apis.model import init_detector
+        from ..models.loading import init_detector
         from .pytorch import PyTorchBackend
 
         if num_threads:
             torch.set_num_threads(num_threads)
-        model, _ = init_detector(cfg, model_file, device=device, strict=kwargs.get('strict', False))
+        model, _ = init_detector(cfg, model_file, device=device, strict=kwargs.get('strict', True))
         return PyTorchBackend(model, device=device)
     if name == 'onnxruntime':
         from .onnxruntime import OnnxRuntimeBackend

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendError
+from ..spec import METADATA_KEY, ModelSpec
 from .base import Backend
 
 
@@ -52,6 +53,9 @@ class OnnxRuntimeBackend(Backend):
             msg = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
             raise BackendError(f'ONNX Runtime cannot load {model_file}: {msg}') from None
         self.model_file = model_file
+        # The spec travels in the file's metadata_props, which the session has already read.
+        stored = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        self.spec = ModelSpec.from_json(stored) if stored else None
         self.input_names = tuple(i.name for i in self.session.get_inputs())
         self.output_names = tuple(o.name for o in self.session.get_outputs())
 

@@ -37,11 +37,10 @@ class PyTorchBackend(Backend):
         self.device = torch.device(device)
         self.mode = mode
         self.output_names = tuple(model.output_names)
+        self.spec = getattr(model, 'spec', None)
 
     def _max_rows(self) -> int:
-        test_cfg = self.model.test_cfg or {}
-        test_cfg = test_cfg.get('rcnn', test_cfg) or test_cfg
-        return test_cfg.get('max_per_img', 100)
+        return self.model.test_cfg.final.output_cap
 
     @torch.no_grad()
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

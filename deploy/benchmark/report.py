@@ -1,11 +1,9 @@
 """Reports of a benchmark: a Markdown table for people, JSON for machines, a PNG plot."""
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
-from ..fileio import write_atomic
+from ..fileio import atomic_output, write_atomic
 
 STAGES = ('pre', 'infer', 'post')
 
@@ -145,13 +143,9 @@ def plot_latency(report: dict, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.png', dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100, format='png')
-        os.replace(tmp, path)
+        with atomic_output(path) as f:
+            fig.savefig(f, dpi=100, format='png')
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path

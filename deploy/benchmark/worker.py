@@ -39,11 +39,6 @@ def cfg_options(spec: dict):
     return ast.literal_eval(spec['cfg_options']) if spec.get('cfg_options') else None
 
 
-def _mask_threshold(test_cfg) -> float:
-    rcnn = test_cfg.get('rcnn') or test_cfg
-    return float(rcnn.get('mask_thr_binary', 0.5))
-
-
 def measure_backend(spec: dict) -> dict:
     """Time pre-processing, the backend call and post-processing of ``spec['iters']`` batches.
 
@@ -55,8 +50,9 @@ def measure_backend(spec: dict) -> dict:
 
     rss_start = current_rss_mb()
     threads = set_threads(spec['threads'])
+    from ..apis.contract import plan_run
     from ..backends import build_backend
-    from ..config import get_preprocess_cfg, get_test_cfg, load_config
+    from ..config import load_config
     from ..datasets.pipeline import TestPipeline, collate
     from ..postprocess import outputs_to_results
 
@@ -76,8 +72,8 @@ def measure_backend(spec: dict) -> dict:
         threads['ort_inter_op'] = options.inter_op_num_threads
         threads['ort_providers'] = list(session.get_providers())
     rss_loaded = current_rss_mb()
-    pipeline = TestPipeline(get_preprocess_cfg(cfg), fixed_shape=tuple(spec['shape']))
-    mask_thr = _mask_threshold(get_test_cfg(cfg))
+    plan = plan_run(runner, cfg, spec['model_file'], logger=lambda *a: None)
+    pipeline = TestPipeline(plan.preprocess, fixed_shape=tuple(spec['shape']))
     image, batch_size = spec['image'], spec['batch_size']
 
     def preprocess():
@@ -96,7 +92,7 @@ def measure_backend(spec: dict) -> dict:
         t1 = time.perf_counter()
         outputs = runner(inputs)
         t2 = time.perf_counter()
-        results = outputs_to_results(outputs, metas, mask_thr_binary=mask_thr)
+        results = outputs_to_results(outputs, metas, plan.result_filter)
         t3 = time.perf_counter()
         if i < spec['warmup']:
             continue
@@ -180,7 +176,7 @@ def measure_export(spec: dict) -> dict:
         exporter=spec['exporter'],
         opset_version=spec['opset'],
         dynamic=spec['dynamic'],
-        metadata={},
+        spec=model.spec,
     )
     wall = time.perf_counter() - start
     peak = peak_rss_mb()

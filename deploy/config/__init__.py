@@ -1,16 +1,16 @@
 """Config loading: MMDetection 2.x/3.x files plus our deploy keys, read through one small API."""
 
+from ..spec import PreprocessConfig
 from .loader import (
     add_cfg_options_argument,
     get_class_names,
     get_model_cfg,
     get_preprocess_cfg,
-    get_test_cfg,
     get_test_dataset_cfg,
     load_config,
     missing_key_error,
 )
-from .preprocess import PreprocessConfig
+from .model_spec import get_test_settings, model_num_classes, spec_from_config
 
 __all__ = [
     'PreprocessConfig',
@@ -18,8 +18,10 @@ __all__ = [
     'get_class_names',
     'get_model_cfg',
     'get_preprocess_cfg',
-    'get_test_cfg',
     'get_test_dataset_cfg',
+    'get_test_settings',
     'load_config',
     'missing_key_error',
+    'model_num_classes',
+    'spec_from_config',
 ]

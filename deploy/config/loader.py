@@ -17,14 +17,13 @@ from typing import Any
 from mmengine.config import Config, ConfigDict, DictAction
 
 from ..errors import ConfigError
-from .preprocess import PreprocessConfig
+from ..spec import PreprocessConfig
 
 __all__ = [
     'add_cfg_options_argument',
     'get_class_names',
     'get_model_cfg',
     'get_preprocess_cfg',
-    'get_test_cfg',
     'get_test_dataset_cfg',
     'load_config',
     'missing_key_error',
@@ -83,6 +82,7 @@ def load_config(path: str | os.PathLike, cfg_options: dict | list[str] | None = 
 
     if cfg_options:
         options = _parse_cfg_options(cfg_options)
+        _check_schema_of_options(cfg, options, path)
         try:
             cfg.merge_from_dict(options)
         except Exception as e:
@@ -105,6 +105,28 @@ def _parse_cfg_options(cfg_options: dict | list[str] | tuple[str, ...]) -> dict:
             raise ConfigError(f'--cfg-options expects key=value, got {item!r}')
         options[key] = DictAction._parse_iterable(value)
     return options
+
+
+def _check_schema_of_options(cfg: Config, options: dict, path: str) -> None:
+    """Refuse a 2.x data key on a 3.x config (and the reverse): it would be added next to the
+    real one and silently change nothing."""
+    is_3x = 'test_dataloader' in cfg and 'data' not in cfg
+    is_2x = 'data' in cfg and 'test_dataloader' not in cfg
+    for key in options:
+        if is_3x and key.startswith('data.'):
+            field = key.split('.')[-1]
+            new = {'img_prefix': 'data_prefix.img'}.get(field, field)
+            raise ConfigError(
+                f'--cfg-options {key}: {path} is an MMDetection 3.x config, whose test data is '
+                f'`test_dataloader.dataset`; use test_dataloader.dataset.{new}'
+            )
+        if is_2x and key.startswith(('test_dataloader.', 'val_dataloader.')):
+            field = key.split('.')[-1]
+            new = {'img': 'img_prefix'}.get(field, field)
+            raise ConfigError(
+                f'--cfg-options {key}: {path} is an MMDetection 2.x config, whose test data is '
+                f'`data.test`; use data.test.{new}'
+            )
 
 
 def _check_config_chain(path: str, referenced_by: str | None, seen: set[str]) -> None:
@@ -209,7 +231,7 @@ def _unwrap_dataset(dataset: Any) -> Any:
 
 
 # --------------------------------------------------------------------------------------------
-# model and test_cfg
+# model
 # --------------------------------------------------------------------------------------------
 
 
@@ -219,24 +241,6 @@ def get_model_cfg(cfg: Config) -> ConfigDict:
     if not isinstance(model, Mapping):
         raise missing_key_error('model', cfg)
     return model
-
-
-def get_test_cfg(cfg: Config) -> ConfigDict:
-    """The detector's test-time settings (score threshold, NMS, ...).
-
-    Read from ``model.test_cfg``; very old 2.x configs kept it at the top level, which is used as a
-    fallback, but never a 3.x loop config (``test_cfg=dict(type='TestLoop')``). Two-stage models
-    return the whole dict with its ``rpn``/``rcnn`` parts.
-    """
-    model = get_model_cfg(cfg)
-    test_cfg = model.get('test_cfg')
-    if isinstance(test_cfg, Mapping):
-        return test_cfg
-    top = cfg.get('test_cfg')
-    if isinstance(top, Mapping) and 'type' not in top:
-        return top
-    detail = 'the top-level `test_cfg` is a runner loop config' if isinstance(top, Mapping) else ''
-    raise missing_key_error('model.test_cfg', cfg, detail)
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,6 +358,7 @@ def get_preprocess_cfg(cfg: Config) -> PreprocessConfig:
 
     resizes: list[tuple[tuple[int, int], bool]] = []
     for transform, wrapper in _walk_transforms(pipeline):
+        _refuse_test_time_augmentation(pipeline, wrapper, where, file)
         name = _type_name(transform)
         if name == 'Normalize':
             normalisations.append(
@@ -403,6 +408,21 @@ def get_preprocess_cfg(cfg: Config) -> PreprocessConfig:
     )
 
 
+def _refuse_test_time_augmentation(
+    pipeline: Sequence, wrapper: Mapping | None, where: str, file: str
+) -> None:
+    """Flip test-time augmentation cannot be exported as one graph pass: refuse it rather than
+    evaluate without it and report a number the config does not describe."""
+    if wrapper is None or not wrapper.get('flip'):
+        return
+    index = next((i for i, t in enumerate(pipeline) if t is wrapper), None)
+    key = f'{where}.{index}.flip' if index is not None else f'{where}...flip'
+    raise ConfigError(
+        f'{_type_name(wrapper)}(flip=True) in `{where}` of {file}: flip test-time augmentation '
+        f'is not supported; set flip=False (--cfg-options {key}=False, or in the config)'
+    )
+
+
 def _read_resize(
     transform: Mapping, wrapper: Mapping | None, where: str, file: str
 ) -> tuple[tuple[int, int], bool]:
@@ -433,7 +453,8 @@ def _join(root: str | None, path: str) -> str:
 
 
 def get_test_dataset_cfg(cfg: Config) -> dict:
-    """``dict(ann_file=..., img_prefix=...)`` of the test set, paths joined with ``data_root``.
+    """``dict(ann_file=..., img_prefix=..., key=...)`` of the test set, paths joined with
+    ``data_root``; ``key`` is the config key of the annotation file (for messages).
 
     3.x: ``test_dataloader.dataset`` (``data_root`` + ``ann_file``, ``data_root`` +
     ``data_prefix.img``); 2.x: ``data.test`` (``ann_file``, ``img_prefix``, usually already
@@ -451,7 +472,11 @@ def get_test_dataset_cfg(cfg: Config) -> dict:
             img = prefix.get('img', prefix.get('img_path', ''))
         else:
             img = prefix
-        return dict(ann_file=_join(root, ann_file), img_prefix=_join(root, img or ''))
+        return dict(
+            ann_file=_join(root, ann_file),
+            img_prefix=_join(root, img or ''),
+            key='test_dataloader.dataset.ann_file',
+        )
 
     dataset = _unwrap_dataset(_get(cfg, 'data.test'))
     if isinstance(dataset, Mapping):
@@ -460,7 +485,9 @@ def get_test_dataset_cfg(cfg: Config) -> dict:
         if not ann_file:
             raise missing_key_error('data.test.ann_file', file)
         img = dataset.get('img_prefix') or ''
-        return dict(ann_file=_join(root, ann_file), img_prefix=_join(root, img))
+        return dict(
+            ann_file=_join(root, ann_file), img_prefix=_join(root, img), key='data.test.ann_file'
+        )
 
     raise missing_key_error('test_dataloader.dataset', file, 'or 2.x `data.test`')
 

@@ -3,6 +3,7 @@
 import contextlib
 import functools
 import io
+import json
 from pathlib import Path
 
 import torch
@@ -12,18 +13,44 @@ from ..errors import ConfigError
 from .pipeline import TestPipeline, collate
 
 
-def load_coco(ann_file: str | Path):
-    """A quiet ``pycocotools.coco.COCO``; a missing file is a ConfigError naming it."""
+def load_coco(ann_file: str | Path, config_key: str = 'data.test.ann_file'):
+    """A quiet ``pycocotools.coco.COCO``; a missing or malformed file is one ConfigError
+    naming it (``config_key``: where the config sets it, for the hint)."""
     from pycocotools.coco import COCO
 
     ann_file = Path(ann_file)
     if not ann_file.is_file():
         raise ConfigError(
             f'annotation file not found: {ann_file} (generate the data set with '
-            'python tools/dataset/generate_synthetic_coco.py, or fix data.test)'
+            f'python tools/dataset/generate_synthetic_coco.py, or set {config_key})'
         )
-    with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(str(ann_file))
+    try:
+        data = json.loads(ann_file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ConfigError(f'annotation file {ann_file} is not valid JSON: {err}') from None
+    if not isinstance(data, dict):
+        raise ConfigError(f'annotation file {ann_file} is not a COCO object (a JSON dict)')
+    for key in ('images', 'categories'):
+        if not isinstance(data.get(key), list):
+            raise ConfigError(f'annotation file {ann_file} has no `{key}` list: not COCO format')
+    if not data['categories']:
+        raise ConfigError(f'annotation file {ann_file} lists no categories')
+    for where, items in (('images', data['images']), ('categories', data['categories'])):
+        if not all(isinstance(item, dict) and 'id' in item for item in items):
+            raise ConfigError(f'annotation file {ann_file}: every entry of `{where}` needs an id')
+    if not all('name' in c for c in data['categories']):
+        raise ConfigError(f'annotation file {ann_file}: every category needs a name')
+    data.setdefault('annotations', [])
+    coco = COCO()
+    coco.dataset = data
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco.createIndex()
+    except (KeyError, TypeError, ValueError) as err:
+        raise ConfigError(
+            f'annotation file {ann_file} is malformed: {type(err).__name__} {err}'
+        ) from None
+    return coco
 
 
 class CocoDetectionDataset(Dataset):
@@ -34,8 +61,14 @@ class CocoDetectionDataset(Dataset):
         class_names: category names in the same order.
     """
 
-    def __init__(self, ann_file: str | Path, img_prefix: str | Path, pipeline: TestPipeline):
-        self.coco = load_coco(ann_file)
+    def __init__(
+        self,
+        ann_file: str | Path,
+        img_prefix: str | Path,
+        pipeline: TestPipeline,
+        config_key: str = 'data.test.ann_file',
+    ):
+        self.coco = load_coco(ann_file, config_key)
         self.ann_file = str(ann_file)
         self.img_prefix = Path(img_prefix)
         self.pipeline = pipeline

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..config.preprocess import PreprocessConfig
 from ..errors import ImageError
+from ..spec import PreprocessConfig
 
 
 def load_image(path: str | Path) -> np.ndarray:

@@ -299,6 +299,4 @@ def render_sample_image(path: str | Path, seed: int = 2024) -> Path:
         if not ok:
             raise ValueError(f'cannot write a {suffix} image: {path}')
         data = encoded.tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
+    return write_atomic(path, data)

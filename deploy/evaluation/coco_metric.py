@@ -47,8 +47,9 @@ def results_to_coco_json(
 ) -> list[dict]:
     """Detections -> COCO result dicts ``image_id, category_id, bbox, score[, segmentation]``.
 
-    Label ``i`` becomes ``cat_ids[i]``; labels ``>= len(cat_ids)`` (a model with more classes than
-    the data set) are dropped, with one warning. Boxes go from ``x1, y1, x2, y2`` to
+    Label ``i`` becomes ``cat_ids[i]`` (see :mod:`deploy.evaluation.class_map`); labels
+    ``>= len(cat_ids)`` or mapped to a negative id are not scored (dropped; counted in one
+    warning when no mapping said so). Boxes go from ``x1, y1, x2, y2`` to
     ``[x, y, w, h]``. Masks (bool arrays or RLE dicts) become RLE with a str ``counts``.
 
     Args:
@@ -74,7 +75,7 @@ def results_to_coco_json(
         scores = np.asarray(result.scores, dtype=np.float64)
         for k in range(len(result)):
             label = int(labels[k])
-            if label >= len(cat_ids) or label < 0:
+            if label >= len(cat_ids) or label < 0 or cat_ids[label] < 0:
                 dropped += 1
                 continue
             entry = dict(image_id=int(img_id), category_id=int(cat_ids[label]))
@@ -85,7 +86,7 @@ def results_to_coco_json(
             if masks is not None:
                 entry['segmentation'] = _encode_mask(masks[k])
             out.append(entry)
-    if dropped:
+    if dropped and all(c >= 0 for c in cat_ids):
         warnings.warn(
             f'{dropped} detections have labels outside the {len(cat_ids)} categories of the '
             'data set and were ignored',
@@ -157,6 +158,7 @@ def evaluate_coco(
     img_ids: Sequence[int],
     cat_ids: Sequence[int],
     metrics: str | Sequence[str] = ('bbox',),
+    label_to_cat: Sequence[int] | None = None,
     classwise: bool = False,
     proposal_nums: Sequence[int] = (100, 300, 1000),
     backend: str = 'pycocotools',
@@ -166,7 +168,10 @@ def evaluate_coco(
 
     Args:
         ann_file_or_coco: the ground-truth annotation file, or a loaded ``COCO``.
-        cat_ids: the data set's category ids in label order (model label ``i`` is ``cat_ids[i]``).
+        cat_ids: the data set's category ids (sorted), the categories that are scored.
+        label_to_cat: the category id of each model label (negative: not scored), from
+            :func:`deploy.evaluation.class_map.resolve_class_map`; default ``cat_ids`` (label
+            ``i`` is the ``i``-th category).
         metrics: any of ``bbox``, ``segm`` (needs masks), ``proposal`` (class-agnostic recall of
             the detections at ``proposal_nums`` detections per image).
         classwise: also report per-class AP (``{metric}_{class name}_AP``).
@@ -198,7 +203,7 @@ def evaluate_coco(
         dets = results_to_coco_json(
             results,
             img_ids,
-            cat_ids,
+            cat_ids if label_to_cat is None else label_to_cat,
             with_boxes=metric != 'segm',
             with_masks=metric == 'segm',
         )

@@ -17,7 +17,6 @@ import contextlib
 import io
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -26,14 +25,10 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ExportError
+from ..fileio import commit, discard, staging_path
 from ..ops import multiclass_nms as nms_ops
-from .metadata import write_metadata
-
-EXPORTERS = ('dynamo', 'torchscript')
-DEFAULT_EXPORTER = 'dynamo'
-#: the lowest opset any of our graphs needs (RoiAlign's coordinate_transformation_mode is 16)
-MIN_OPSET = 16
-DEFAULT_OPSET = 18
+from ..spec import InputSpec, ModelSpec, write_onnx_spec
+from .options import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, MIN_OPSET  # noqa: F401
 
 # The dynamo exporter warns once per export that torchvision's ops cannot be registered; we never
 # use torchvision (our ops are our own), so the warning is noise.
@@ -73,7 +68,7 @@ def export_onnx(
     dynamic: bool = False,
     dynamic_size: bool = True,
     skip_postprocess: bool = False,
-    metadata: dict | None = None,
+    spec: ModelSpec | None = None,
     verbose: bool = False,
 ) -> dict:
     """Export ``detector`` to ``output_file``.
@@ -90,8 +85,9 @@ def export_onnx(
             test pipeline resizes every image to one size (SSD) keep ``H, W`` static: their
             backbones only work at that size, and nothing is gained by pretending otherwise.
         skip_postprocess: export raw head outputs only (input ``input`` only).
-        metadata: stored in the file (see :mod:`deploy.export.metadata`); the input/output names and
-            dynamic axes are filled in here.
+        spec: the model's contract, stored in the file (:func:`deploy.spec.write_onnx_spec`);
+            input/output names, shape rules, opset and exporter are filled in here. Default:
+            the detector's own ``spec`` (set by ``init_detector``).
 
     Returns:
         ``dict(input_names, output_names, dynamic_axes)``.
@@ -107,6 +103,8 @@ def export_onnx(
     if dynamic and img.shape[0] < 2:
         raise ExportError('dynamic export needs an example batch of at least 2 images')
     detector = detector.eval()
+    if spec is None:
+        spec = getattr(detector, 'spec', None)
     with torch.no_grad():
         if skip_postprocess:
             module, args = RawModule(detector), (img,)
@@ -122,9 +120,7 @@ def export_onnx(
     )
 
     output_file = Path(output_file)
-    output_file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(suffix='.onnx.tmp', dir=output_file.parent)
-    os.close(fd)
+    tmp_name = str(staging_path(output_file))
     try:
         with torch.no_grad(), _quiet(verbose):
             if exporter == 'dynamo':
@@ -161,18 +157,23 @@ def export_onnx(
             )
         _check_dynamic_dims(model, dynamic_axes)
         _set_io_dims(model, dynamic_axes, output_shapes)
-        if metadata is not None:
-            metadata = dict(
-                metadata,
-                input_names=input_names,
-                output_names=output_names,
-                dynamic_axes={
-                    k: {str(a): n for a, n in v.items()} for k, v in dynamic_axes.items()
-                },
-                opset=opset_version,
-                exporter=exporter,
+        if spec is not None:
+            write_onnx_spec(
+                model,
+                spec.replace(
+                    inputs=InputSpec(
+                        names=tuple(input_names),
+                        dynamic=dynamic,
+                        dynamic_size=dynamic and dynamic_size,
+                        static_shape=(None if dynamic and dynamic_size else tuple(img.shape[2:])),
+                        size_divisor=spec.preprocess.size_divisor,
+                    ),
+                    outputs=tuple(output_names),
+                    opset=opset_version,
+                    exporter=exporter,
+                    skip_postprocess=skip_postprocess,
+                ),
             )
-            write_metadata(model, metadata)
         if os.environ.get('DEPLOY_CHECK_TENSORRT_COMPAT') and not skip_postprocess:
             # The test suite sets this so every exported graph is checked against TensorRT's
             # rules on CPU (see deploy.backends.tensorrt.compat).
@@ -180,7 +181,7 @@ def export_onnx(
 
             assert_tensorrt_compatible(model)
         onnx.save(model, tmp_name)
-        os.replace(tmp_name, output_file)
+        commit(tmp_name, output_file)
     except ExportError:
         raise
     except Exception as err:
@@ -189,8 +190,7 @@ def export_onnx(
             f'{str(err).strip().splitlines()[0] if str(err).strip() else ""}'
         ) from err
     finally:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
+        discard(tmp_name)
     return dict(input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes)
 
 

@@ -1,12 +1,11 @@
 """Optional onnxsim pass. Dynamo graphs are already optimised; legacy graphs shrink a lot."""
 
-import os
 from pathlib import Path
 
 import onnx
 
 from ..errors import ExportError
-from .metadata import read_metadata, write_metadata
+from ..fileio import commit, discard, staging_path
 
 
 def simplify_onnx(path: str | Path, dynamic: bool = False, logger=print) -> None:
@@ -17,7 +16,7 @@ def simplify_onnx(path: str | Path, dynamic: bool = False, logger=print) -> None
         raise ExportError('--simplify needs onnxsim: pip install onnxsim') from None
     path = Path(path)
     model = onnx.load(str(path))
-    metadata = read_metadata(model)
+    metadata = list(model.metadata_props)
     before = len(model.graph.node)
     simplified, ok = onnxsim.simplify(model)
     if not ok:
@@ -32,12 +31,12 @@ def simplify_onnx(path: str | Path, dynamic: bool = False, logger=print) -> None
                     f'onnxsim changed the dynamic dims of input {old.name}: '
                     f'{old_dims} -> {new_dims}'
                 )
-    write_metadata(simplified, metadata)
-    tmp = path.with_suffix('.simplified.tmp')
+    del simplified.metadata_props[:]
+    simplified.metadata_props.extend(metadata)
+    tmp = staging_path(path)
     try:
         onnx.save(simplified, str(tmp))
-        os.replace(tmp, path)
+        commit(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        discard(tmp)
     logger(f'simplified: {before} -> {len(simplified.graph.node)} nodes')

@@ -31,9 +31,9 @@ from mmengine.config import Config
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import get_preprocess_cfg
-from ..config.preprocess import PreprocessConfig
 from ..datasets.pipeline import load_image, normalize, pad_to, rescale_size
 from ..errors import ConfigError
+from ..spec import PreprocessConfig
 
 
 @dataclass(frozen=True)

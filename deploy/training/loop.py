@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..config import get_class_names, get_model_cfg, get_test_cfg
+from ..config import get_class_names, get_model_cfg, get_test_settings
 from ..errors import CheckpointError
+from ..fileio import atomic_output
 from ..models import build_detector
 from ..models.checkpoint import save_checkpoint
 from .data import (
@@ -54,7 +55,7 @@ def build_train_model(cfg, logger=print) -> torch.nn.Module:
     ``Pretrained`` ``init_cfg`` of its backbone / neck applied, in train mode."""
     model_cfg = get_model_cfg(cfg)
     model = build_detector(
-        model_cfg, test_cfg=get_test_cfg(cfg), config_file=getattr(cfg, 'filename', None)
+        model_cfg, get_test_settings(cfg), config_file=getattr(cfg, 'filename', None)
     )
     init_weights(model)
     load_pretrained(model, model_cfg, logger=logger)
@@ -95,19 +96,14 @@ def save_training_checkpoint(
     # save_checkpoint writes meta + state_dict only; add the optimizer the same atomic way.
     checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     checkpoint['optimizer'] = optimizer.state_dict()
-    tmp = f'{path}.tmp'
-    with open(tmp, 'wb') as f:
+    with atomic_output(path) as f:
         torch.save(checkpoint, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
     return path
 
 
 def _atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    tmp = f'{dst}.tmp'
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with atomic_output(dst) as out, open(src, 'rb') as f:
+        shutil.copyfileobj(f, out)
 
 
 def load_training_checkpoint(path: str | os.PathLike) -> dict:

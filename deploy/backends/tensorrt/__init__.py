@@ -4,11 +4,12 @@ Importing this package needs neither ``tensorrt`` nor a GPU: both are imported w
 built or loaded, and their absence is a one-line :class:`~deploy.errors.BackendError`.
 
 * :mod:`.compat` -- CPU checks that a graph suits TensorRT (ops, TopK k, NMS input types);
-* :mod:`.profiles` -- optimisation profiles from ``backend_config`` and the ONNX metadata;
+* :mod:`.profiles` -- optimisation profiles from ``backend_config`` and the model spec;
 * :mod:`.precision` -- FP16 on TensorRT 10 (builder flag) and 11 (strongly typed, FP16 ONNX);
 * :mod:`.engine` -- building, the engine cache and the sidecar JSON;
-* :mod:`.runtime` -- :class:`TensorRTBackend`;
-* :mod:`.convert` -- the job behind ``tools/onnx2tensorrt.py`` (build + verify).
+* :mod:`.runtime` -- :class:`TensorRTBackend`.
+
+The job behind ``tools/onnx2tensorrt.py`` (build + verify) is :mod:`deploy.apis.tensorrt`.
 """
 
 from .compat import assert_tensorrt_compatible, check_tensorrt_compat

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,8 @@ from pathlib import Path
 import onnx
 
 from ...errors import BackendError
+from ...fileio import write_atomic
+from ...spec import ModelSpec, read_onnx_spec
 from .compat import assert_tensorrt_compatible
 from .precision import (
     apply_builder_flags,
@@ -33,7 +33,7 @@ from .precision import (
 )
 from .profiles import ShapeRange
 
-SIDECAR_FORMAT = 'deploy-tensorrt-engine/1'
+SIDECAR_FORMAT = 'deploy-tensorrt-engine/2'
 ENGINE_SUFFIXES = ('.engine', '.plan', '.trt')
 
 
@@ -48,13 +48,16 @@ def import_tensorrt():
     return tensorrt
 
 
-def cuda_device(device: str | None = 'cuda'):
+def cuda_device(device=None):
     """The ``torch.device`` to run on; a one-line :class:`BackendError` without a CUDA GPU.
 
-    ``'cpu'`` (the tools' default device) means the first GPU: TensorRT runs on CUDA only.
+    ``device`` is a string (``'cuda'``, ``'cuda:1'``) or a ``torch.device``; ``None`` and
+    ``'cpu'`` (the tools' default device) mean the first GPU: TensorRT runs on CUDA only.
     """
     import torch
 
+    if isinstance(device, torch.device):
+        device = str(device)
     if not torch.cuda.is_available():
         raise BackendError(
             'TensorRT needs a CUDA GPU, but torch sees none (torch.cuda.is_available() is False)'
@@ -110,6 +113,14 @@ def engine_cache_key(
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def timing_cache_path(onnx_path: str | Path, trt_version: str, gpu_name: str) -> Path:
+    """The default timing cache of ``onnx_path``: next to it, one per TensorRT version and GPU
+    model (a cache of another version or GPU is refused by the builder, or worse, misleads it)."""
+    onnx_path = Path(onnx_path)
+    gpu = ''.join(c if c.isalnum() else '-' for c in gpu_name).strip('-').lower() or 'gpu'
+    return onnx_path.with_name(f'{onnx_path.stem}.trt{trt_version}.{gpu}.timing.cache')
+
+
 def cached_engine_path(onnx_path: str | Path, key: str) -> Path:
     """Where an engine built from ``onnx_path`` with cache ``key`` lives: next to the ONNX."""
     onnx_path = Path(onnx_path)
@@ -130,7 +141,7 @@ def build_sidecar(
     precision_mode: str,
     onnx_path: str | Path,
     onnx_sha256: str,
-    metadata: dict,
+    spec: ModelSpec | None,
     workspace_size: int,
     cache_key: str,
 ) -> dict:
@@ -143,11 +154,7 @@ def build_sidecar(
         precision_mode=precision_mode,
         profiles=[{name: r.as_dict() for name, r in profiles.items()}],
         workspace_size=int(workspace_size),
-        opset=metadata.get('opset'),
-        class_names=metadata.get('class_names'),
-        input_names=metadata.get('input_names'),
-        output_names=metadata.get('output_names'),
-        onnx_metadata=metadata,
+        model_spec=spec.replace(precision=precision).to_dict() if spec is not None else None,
         source_onnx=dict(path=str(onnx_path), sha256=onnx_sha256),
         cache_key=cache_key,
         created=time.strftime('%Y-%m-%dT%H:%M:%S%z'),
@@ -155,9 +162,13 @@ def build_sidecar(
 
 
 def write_sidecar(engine_path: str | Path, sidecar: dict) -> Path:
-    path = sidecar_path(engine_path)
-    path.write_text(json.dumps(sidecar, indent=2) + '\n')
-    return path
+    return write_atomic(sidecar_path(engine_path), json.dumps(sidecar, indent=2) + '\n')
+
+
+def sidecar_spec(sidecar: dict | None) -> ModelSpec | None:
+    """The model spec an engine's sidecar keeps (None without one)."""
+    data = (sidecar or {}).get('model_spec')
+    return ModelSpec.from_dict(data) if data else None
 
 
 def read_sidecar(engine_path: str | Path) -> dict | None:
@@ -171,7 +182,10 @@ def read_sidecar(engine_path: str | Path) -> dict | None:
     except (OSError, ValueError) as err:
         raise BackendError(f'cannot read the engine description {path}: {err}') from None
     if not isinstance(sidecar, dict) or sidecar.get('format') != SIDECAR_FORMAT:
-        raise BackendError(f'{path} is not an engine description written by this project')
+        raise BackendError(
+            f'{path} is not an engine description written by this version of the project: '
+            'rebuild the engine from the ONNX file'
+        )
     return sidecar
 
 
@@ -203,7 +217,11 @@ def check_sidecar(sidecar: dict, trt_version: str, gpu: dict, engine_path='engin
 # --------------------------------------------------------------------------------------------
 @dataclass
 class BuildSettings:
-    """Everything an engine build depends on besides the ONNX file."""
+    """Everything an engine build depends on besides the ONNX file.
+
+    ``precision``: ``fp32`` (TF32 tensor cores off: the same numbers as ONNX Runtime within
+    float32 rounding), ``tf32`` (TF32 allowed) or ``fp16``.
+    """
 
     profiles: dict[str, ShapeRange]
     precision: str = 'fp32'
@@ -245,16 +263,14 @@ def build_engine(
     The graph is checked against TensorRT's rules at the profile's smallest shapes first
     (:mod:`.compat`), so the common build failures come back as one readable line.
     """
-    from ...export.metadata import read_metadata
-
     trt = import_tensorrt()
     dev = cuda_device(device)
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if not onnx_path.is_file():
         raise BackendError(f'ONNX file not found: {onnx_path}')
     model = onnx.load(str(onnx_path))
-    metadata = read_metadata(model)
-    if metadata.get('skip_postprocess'):
+    spec = read_onnx_spec(model)
+    if spec is not None and spec.skip_postprocess:
         raise BackendError(
             f'{onnx_path} has no post-processing (--skip-postprocess): export it '
             'with decode and NMS for TensorRT'
@@ -269,7 +285,7 @@ def build_engine(
     with torch.cuda.device(dev):
         trt_logger = make_logger(trt, settings.verbose)
         trt.init_libnvinfer_plugins(trt_logger, '')  # RoiAlign -> ROIAlign_TRT
-        builder = trt.Builder(trt_logger)
+        builder = create_trt_object(trt.Builder, trt_logger, what='builder')
         network = builder.create_network(network_creation_flags(trt, plan))
         parser = trt.OnnxParser(network, trt_logger)
         if not parser.parse(model.SerializeToString(), str(onnx_path)):
@@ -281,6 +297,12 @@ def build_engine(
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(settings.workspace_size))
         apply_builder_flags(trt, config, plan)
+        if hasattr(trt.BuilderFlag, 'TF32'):
+            # TF32 tensor cores round inputs to 10 mantissa bits: never unasked.
+            if settings.precision == 'tf32':
+                config.set_flag(trt.BuilderFlag.TF32)
+            else:
+                config.clear_flag(trt.BuilderFlag.TF32)
         if plan.pin_postprocess_fp32:
             pinned = pin_postprocess_to_fp32(trt, network)
             logger(f'fp16: {pinned} post-processing layers kept in fp32')
@@ -307,8 +329,8 @@ def build_engine(
             detail = trt_logger.errors[-1] if trt_logger.errors else 'see the TensorRT log above'
             raise BackendError(f'TensorRT could not build {onnx_path.name}: {detail}')
         if cache_file is not None:
-            _atomic_write(cache_file, memoryview(config.get_timing_cache().serialize()))
-        _atomic_write(engine_path, memoryview(serialized))
+            write_atomic(cache_file, bytes(memoryview(config.get_timing_cache().serialize())))
+        write_atomic(engine_path, bytes(memoryview(serialized)))
         logger(f'built {engine_path} in {time.perf_counter() - start:.0f} s')
 
     onnx_sha = file_sha256(onnx_path)
@@ -327,7 +349,7 @@ def build_engine(
         ),
         onnx_path=onnx_path,
         onnx_sha256=onnx_sha,
-        metadata=metadata,
+        spec=spec,
         workspace_size=settings.workspace_size,
         cache_key=engine_cache_key(
             onnx_sha,
@@ -347,13 +369,21 @@ def _parser_error(error) -> str:
     return f'{node}: {desc}' if node else desc
 
 
-def _atomic_write(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix='.tmp')
+def create_trt_object(factory, *args, what: str):
+    """``factory(*args)`` (``trt.Builder``, ``trt.Runtime``), with a failure as one line.
+
+    When CUDA cannot be initialised the bindings return a null object that pybind turns into
+    a ``TypeError``; nothing the user can act on.
+    """
     try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        obj = factory(*args)
+    except (TypeError, RuntimeError) as err:
+        obj, detail = None, str(err).strip().splitlines()[0] if str(err).strip() else ''
+    else:
+        detail = ''
+    if obj is None:
+        raise BackendError(
+            f'TensorRT could not create its {what} (is the NVIDIA driver working, and does this '
+            f'TensorRT match its CUDA version?){": " + detail if detail else ""}'
+        )
+    return obj

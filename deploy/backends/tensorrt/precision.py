@@ -24,7 +24,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ...errors import BackendError
 
-PRECISIONS = ('fp32', 'fp16')
+#: ``tf32`` is fp32 with TF32 tensor cores allowed (off for ``fp32``)
+PRECISIONS = ('fp32', 'tf32', 'fp16')
 
 #: ops whose work dominates and that run in FP16 (with everything feeding them)
 _COMPUTE_OPS = frozenset(('Conv', 'ConvTranspose', 'Gemm', 'MatMul'))
@@ -92,7 +93,7 @@ def plan_precision(trt, precision: str) -> PrecisionPlan:
         return PrecisionPlan(
             precision, major, strongly_typed=True, convert_onnx_to_fp16=precision == 'fp16'
         )
-    if precision == 'fp32':
+    if precision in ('fp32', 'tf32'):
         return PrecisionPlan(precision, major, strongly_typed=False)
     return PrecisionPlan(
         precision,

@@ -1,7 +1,7 @@
 """Optimisation profiles (min / opt / max shape per engine input) from the config and the ONNX file.
 
 Resolution order, per input: command-line shapes > ``backend_config.input_shapes`` > defaults
-derived from the ONNX file (static dims, ``input_rules`` and ``preprocess`` metadata):
+derived from the ONNX file (static dims, shape rules and pre-processing of the model spec):
 
 * static graph: every dim fixed as exported;
 * dynamic graph, keep-ratio resize to ``scale=(long, short)`` padded to ``size_divisor`` ``d``:
@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ...errors import BackendError, ConfigError
+from ...spec import InputSpec, ModelSpec, PreprocessConfig
 
 #: default largest batch of an engine built from a dynamic ONNX file
 DEFAULT_MAX_BATCH = 2
@@ -61,16 +62,16 @@ def graph_input_dims(model) -> dict[str, list[int | None]]:
 
 
 def default_image_range(
-    dims: list[int | None], metadata: dict, max_batch: int = DEFAULT_MAX_BATCH
+    dims: list[int | None], spec: ModelSpec | None, max_batch: int = DEFAULT_MAX_BATCH
 ) -> ShapeRange:
     """Default range of ``input [B, 3, H, W]`` (see the module docstring)."""
     if len(dims) != 4:
         raise BackendError(f'expected a [B, 3, H, W] image input, the graph has {len(dims)} dims')
-    pre = metadata.get('preprocess') or {}
-    rules = metadata.get('input_rules') or {}
-    divisor = rules.get('size_divisor', pre.get('size_divisor')) or 32
-    scale = pre.get('scale') or (1333, 800)
-    if pre.get('keep_ratio', True):
+    pre = spec.preprocess if spec is not None else PreprocessConfig()
+    inputs = spec.inputs if spec is not None else InputSpec(dynamic=True, dynamic_size=True)
+    divisor = inputs.size_divisor or pre.size_divisor or 32
+    scale = pre.scale
+    if pre.keep_ratio:
         long_side, short_side = max(scale), min(scale)
         opt_hw = (_pad(short_side, divisor), _pad(long_side, divisor))
         max_hw = (_pad(long_side, divisor),) * 2
@@ -78,8 +79,8 @@ def default_image_range(
     else:  # fixed (w, h) resize
         fixed = (_pad(scale[1], divisor), _pad(scale[0], divisor))
         opt_hw = max_hw = min_hw = fixed
-    if rules.get('input_shape') and not rules.get('dynamic', True):
-        opt_hw = max_hw = min_hw = tuple(rules['input_shape'])
+    if inputs.static_shape and not inputs.dynamic_size:
+        opt_hw = max_hw = min_hw = tuple(inputs.static_shape)
     lo = [1, dims[1] or 3, *min_hw]
     opt = [1, dims[1] or 3, *opt_hw]
     hi = [max_batch, dims[1] or 3, *max_hw]
@@ -91,7 +92,7 @@ def default_image_range(
 
 def resolve_profiles(
     model,
-    metadata: dict | None = None,
+    spec: ModelSpec | None = None,
     backend_config: Mapping | None = None,
     overrides: Mapping | None = None,
     max_batch: int | None = None,
@@ -100,17 +101,16 @@ def resolve_profiles(
 
     Args:
         model: the ``onnx.ModelProto`` (only its input dims are read).
-        metadata: :func:`deploy.export.metadata.read_metadata` of the file.
+        spec: the file's :class:`~deploy.spec.ModelSpec` (None: a foreign file).
         backend_config: the config's ``backend_config`` (its ``input_shapes``).
         overrides: ``{name: dict(min_shape=..., opt_shape=..., max_shape=...)}`` from the command
             line; any subset of the three keys.
         max_batch: largest batch for the default range (default :data:`DEFAULT_MAX_BATCH`).
     """
-    metadata = metadata or {}
     dims = graph_input_dims(model)
     configured = dict((backend_config or {}).get('input_shapes') or {})
-    for name, spec in (overrides or {}).items():
-        given = {k: v for k, v in spec.items() if v is not None}
+    for name, shapes in (overrides or {}).items():
+        given = {k: v for k, v in shapes.items() if v is not None}
         merged = dict(configured.get(name) or {})
         if given and 'opt_shape' not in given:
             merged.pop('opt_shape', None)  # re-derived inside the new range
@@ -125,7 +125,7 @@ def resolve_profiles(
     profiles: dict[str, ShapeRange] = {}
     image_name = next((n for n, d in dims.items() if len(d) == 4), None)
     if image_name is not None:
-        default = default_image_range(dims[image_name], metadata, max_batch or DEFAULT_MAX_BATCH)
+        default = default_image_range(dims[image_name], spec, max_batch or DEFAULT_MAX_BATCH)
         profiles[image_name] = _merge(
             image_name, dims[image_name], configured.get(image_name), default
         )

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import BackendError
+from ...errors import BackendError, ConfigError
+from ...spec import ModelSpec, read_onnx_spec
 from ..base import Backend
 from .engine import (
     ENGINE_SUFFIXES,
@@ -22,17 +23,20 @@ from .engine import (
     build_engine,
     cached_engine_path,
     check_sidecar,
+    create_trt_object,
     cuda_device,
     engine_cache_key,
     file_sha256,
     gpu_info,
     import_tensorrt,
     read_sidecar,
+    sidecar_spec,
+    timing_cache_path,
 )
 from .profiles import DEFAULT_WORKSPACE, ShapeRange, check_input_shapes, resolve_profiles
 
 
-def backend_settings(cfg, onnx_model, metadata: dict, **overrides) -> BuildSettings:
+def backend_settings(cfg, onnx_model, spec: ModelSpec | None, **overrides) -> BuildSettings:
     """:class:`BuildSettings` from ``cfg.backend_config`` and explicit overrides.
 
     ``overrides``: ``precision``, ``workspace_size`` (bytes), ``timing_cache``, ``input_shapes``
@@ -44,7 +48,7 @@ def backend_settings(cfg, onnx_model, metadata: dict, **overrides) -> BuildSetti
             backend_config[key] = overrides[key]
     profiles = resolve_profiles(
         onnx_model,
-        metadata,
+        spec,
         backend_config,
         overrides.get('input_shapes'),
         overrides.get('max_batch') or backend_config.get('max_batch'),
@@ -65,14 +69,10 @@ def _backend_config(cfg) -> Mapping:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        from ...errors import ConfigError
-
         raise ConfigError(f'backend_config must be a dict, got {type(value).__name__}')
     known = {'type', 'precision', 'workspace_size', 'timing_cache', 'input_shapes', 'max_batch'}
     unknown = sorted(set(value) - known)
     if unknown:
-        from ...errors import ConfigError
-
         raise ConfigError(f'unknown backend_config keys {unknown}; known: {sorted(known)}')
     return value
 
@@ -84,24 +84,22 @@ def engine_for_onnx(
     profile, precision, TensorRT version and GPU architecture exists, otherwise built there."""
     import onnx
 
-    from ...export.metadata import read_metadata
-
     trt = import_tensorrt()
     dev = cuda_device(device)
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise BackendError(f'ONNX file not found: {onnx_path}')
     model = onnx.load(str(onnx_path), load_external_data=False)
-    metadata = read_metadata(model)
-    settings = backend_settings(cfg, model, metadata, **overrides)
+    settings = backend_settings(cfg, model, read_onnx_spec(model), **overrides)
+    gpu = gpu_info(dev)
     if settings.timing_cache is None:
-        settings.timing_cache = onnx_path.with_name(f'{onnx_path.stem}.timing.cache')
+        settings.timing_cache = timing_cache_path(onnx_path, trt.__version__, gpu['name'])
     key = engine_cache_key(
         file_sha256(onnx_path),
         settings.profiles,
         settings.precision,
         trt.__version__,
-        gpu_info(dev)['compute_capability'],
+        gpu['compute_capability'],
     )
     engine_path = cached_engine_path(onnx_path, key)
     if engine_path.is_file() and read_sidecar(engine_path) and not rebuild:
@@ -200,7 +198,7 @@ class TensorRTBackend(Backend):
         with torch.cuda.device(self.device):
             self._logger = trt.Logger(trt.Logger.WARNING)
             trt.init_libnvinfer_plugins(self._logger, '')
-            self._runtime = trt.Runtime(self._logger)
+            self._runtime = create_trt_object(trt.Runtime, self._logger, what='runtime')
             self.engine = self._runtime.deserialize_cuda_engine(model_file.read_bytes())
             if self.engine is None:
                 raise BackendError(
@@ -217,7 +215,7 @@ class TensorRTBackend(Backend):
         for name in self.input_names:
             lo, opt, hi = self.engine.get_tensor_profile_shape(name, 0)
             self.profiles[name] = ShapeRange(tuple(lo), tuple(opt), tuple(hi))
-        self.class_names = (self.sidecar or {}).get('class_names')
+        self.spec = sidecar_spec(self.sidecar)
         self._allocator = None
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

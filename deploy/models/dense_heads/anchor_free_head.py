@@ -3,6 +3,7 @@
 from torch import Tensor, nn
 
 from ...registry import MODELS
+from ...spec import DenseSettings
 from ..layers import ConvModule
 from .base_dense_head import BaseDenseHead
 
@@ -49,7 +50,7 @@ class AnchorFreeHead(BaseDenseHead):
         conv_cfg: dict | None = None,
         norm_cfg: dict | None = None,
         train_cfg: dict | None = None,
-        test_cfg: dict | None = None,
+        test_cfg: DenseSettings | dict | None = None,
         init_cfg: dict | list | None = None,
     ):
         super().__init__()
@@ -70,7 +71,7 @@ class AnchorFreeHead(BaseDenseHead):
         self.conv_cfg = conv_cfg
         self.norm_cfg = norm_cfg
         self.train_cfg = train_cfg
-        self.test_cfg = test_cfg or {}
+        self.test_cfg = self.settings_from(test_cfg)
         self.bbox_coder = MODELS.build(bbox_coder or dict(type='DistancePointBBoxCoder'))
         self.prior_generator = MODELS.build(dict(type='MlvlPointGenerator', strides=strides))
         self.num_base_priors = self.prior_generator.num_base_priors[0]

@@ -3,6 +3,7 @@
 from torch import Tensor, nn
 
 from ...registry import MODELS
+from ...spec import DenseSettings
 from .base_dense_head import BaseDenseHead
 
 
@@ -34,7 +35,7 @@ class AnchorHead(BaseDenseHead):
         loss_cls: dict | None = None,
         loss_bbox: dict | None = None,
         train_cfg: dict | None = None,
-        test_cfg: dict | None = None,
+        test_cfg: DenseSettings | dict | None = None,
         init_cfg: dict | None = None,
     ):
         super().__init__()
@@ -61,7 +62,7 @@ class AnchorHead(BaseDenseHead):
         self.cls_out_channels = num_classes if self.use_sigmoid_cls else num_classes + 1
         self.reg_decoded_bbox = reg_decoded_bbox
         self.train_cfg = train_cfg
-        self.test_cfg = test_cfg or {}
+        self.test_cfg = self.settings_from(test_cfg)
         self.prior_generator = MODELS.build(anchor_generator)
         self.bbox_coder = MODELS.build(bbox_coder)
         self.num_base_priors = self.prior_generator.num_base_priors[0]

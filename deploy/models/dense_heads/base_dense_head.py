@@ -16,7 +16,7 @@ fixed-shape tensors: per-level top ``nms_pre`` over (prior, class) pairs with sc
 Two generic variations, both off unless a head or its config asks for them:
     * ``select_across_levels = True`` (class attribute): the score threshold and the ``nms_pre``
       cut work on all levels at once instead of per level (YOLOv3, MMDetection 3.x semantics).
-    * ``test_cfg.conf_thr > 0``: priors whose score factor is below it are no candidates at all
+    * ``conf_thr > 0``: priors whose score factor is below it are no candidates at all
       (YOLOv3's objectness threshold).
 """
 
@@ -26,17 +26,30 @@ from torch import Tensor, nn
 from ...ops.multiclass_nms import multiclass_nms
 from ...ops.nms import batched_nms
 from ...ops.topk import clamped_topk
+from ...spec import DenseSettings, StageSettings, parse_settings
 
 
 class BaseDenseHead(nn.Module):
     """Base of dense heads. Subclasses implement :meth:`forward`, :meth:`get_priors` and
-    :meth:`level_outputs`, and set ``self.bbox_coder``, ``self.num_classes`` and ``self.test_cfg``.
+    :meth:`level_outputs`, and set ``self.bbox_coder``, ``self.num_classes`` and ``self.test_cfg``
+    (typed settings from the model's spec, see :mod:`deploy.spec`).
     """
 
     num_classes: int
-    test_cfg: dict
+    test_cfg: DenseSettings
     #: threshold and top-k (prior, class) pairs over all levels at once instead of per level
     select_across_levels: bool = False
+    #: the typed ``test_cfg`` of the head family
+    settings_type: type[StageSettings] = DenseSettings
+    #: ``score_thr`` is compared with the output scores: False for heads whose score factors
+    #: (centerness, objectness) multiply the scores after the threshold
+    threshold_on_output_score: bool = True
+
+    @classmethod
+    def settings_from(cls, test_cfg) -> StageSettings:
+        """``test_cfg`` as the family's settings: typed settings pass through (the detector
+        hands over the model spec's), a raw MMDetection dict is parsed and checked."""
+        return parse_settings(cls.settings_type, test_cfg, 'test_cfg')
 
     # -- what a head family provides ---------------------------------------------------------
     def get_priors(
@@ -60,7 +73,7 @@ class BaseDenseHead(nn.Module):
         """``[B, A*channels, H, W]`` -> ``[B, H*W*A, channels]`` in (y, x, prior) order."""
         return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, channels)
 
-    def _cfg(self, cfg: dict | None) -> dict:
+    def _cfg(self, cfg: DenseSettings | None) -> DenseSettings:
         return self.test_cfg if cfg is None else cfg
 
     def _levels(self, head_outputs: tuple) -> list[tuple]:
@@ -85,16 +98,16 @@ class BaseDenseHead(nn.Module):
         ]
 
     @staticmethod
-    def _confident_priors(factors: Tensor | None, cfg: dict) -> Tensor | None:
-        """Mask of priors whose score factor reaches ``cfg['conf_thr']`` (None: no such rule)."""
-        conf_thr = cfg.get('conf_thr', -1)
+    def _confident_priors(factors: Tensor | None, cfg: DenseSettings) -> Tensor | None:
+        """Mask of priors whose score factor reaches ``cfg.conf_thr`` (None: no such rule)."""
+        conf_thr = getattr(cfg, 'conf_thr', -1.0)
         if factors is None or conf_thr <= 0:
             return None
         return factors >= conf_thr
 
     # -- eager reference -----------------------------------------------------------------------
     def predict_by_feat(
-        self, head_outputs: tuple, img_metas: list[dict], cfg: dict | None = None
+        self, head_outputs: tuple, img_metas: list[dict], cfg: DenseSettings | None = None
     ) -> list[dict]:
         """Eager detections per image in network-input coordinates.
 
@@ -126,8 +139,8 @@ class BaseDenseHead(nn.Module):
     def _predict_single(
         self, level_outputs: list, priors: list[Tensor], img_meta: dict, cfg: dict
     ) -> dict:
-        score_thr = cfg.get('score_thr', 0.0)
-        nms_pre = cfg.get('nms_pre', -1)
+        score_thr = cfg.score_thr
+        nms_pre = cfg.nms_pre
         all_boxes, all_scores, all_labels = [], [], []
         for (scores, box_preds, factors), level_priors in zip(level_outputs, priors):
             num_classes = scores.shape[-1]
@@ -158,20 +171,20 @@ class BaseDenseHead(nn.Module):
         return self._nms_single(boxes, scores, labels, cfg)
 
     @staticmethod
-    def _nms_single(boxes: Tensor, scores: Tensor, labels: Tensor, cfg: dict) -> dict:
+    def _nms_single(boxes: Tensor, scores: Tensor, labels: Tensor, cfg) -> dict:
         """Size filter, class-aware NMS and ``max_per_img`` of one image's candidates."""
-        min_size = cfg.get('min_bbox_size', -1)
+        min_size = cfg.min_bbox_size
         if min_size >= 0:
             wh = boxes[:, 2:] - boxes[:, :2]
             large = (wh[:, 0] > min_size) & (wh[:, 1] > min_size)
             boxes, scores, labels = boxes[large], scores[large], labels[large]
-        keep = batched_nms(boxes, scores, labels, cfg['nms']['iou_threshold'])
-        keep = keep[: cfg.get('max_per_img', 100)]
+        keep = batched_nms(boxes, scores, labels, cfg.nms.iou_threshold)
+        keep = keep[: cfg.max_per_img]
         return dict(dets=torch.cat([boxes[keep], scores[keep, None]], dim=1), labels=labels[keep])
 
     # -- deploy path ---------------------------------------------------------------------------
     def predict_by_feat_deploy(
-        self, head_outputs: tuple, img_shape: Tensor, cfg: dict | None = None
+        self, head_outputs: tuple, img_shape: Tensor, cfg: DenseSettings | None = None
     ) -> tuple[Tensor, Tensor]:
         """Traceable batched post-processing.
 
@@ -209,7 +222,7 @@ class BaseDenseHead(nn.Module):
         factors: Tensor | None,
         priors: Tensor,
         img_shape: Tensor,
-        cfg: dict,
+        cfg: DenseSettings,
     ):
         """Top ``nms_pre`` (prior, class) pairs of a level -> scores, labels, boxes ``[B, k]``."""
         batch, _, num_classes = scores.shape
@@ -217,11 +230,11 @@ class BaseDenseHead(nn.Module):
         if confident is not None:
             # Zeroed pairs rank last and fail the score threshold below, as if filtered out.
             scores = torch.where(confident.unsqueeze(-1), scores, 0.0)
-        top_scores, pair_idx = clamped_topk(scores.reshape(batch, -1), cfg.get('nms_pre', -1))
+        top_scores, pair_idx = clamped_topk(scores.reshape(batch, -1), cfg.nms_pre)
         prior_idx = torch.div(pair_idx, num_classes, rounding_mode='floor')
         labels = pair_idx - prior_idx * num_classes
         # Thresholding before the score factors keeps eager's candidate set (FCOS centerness).
-        top_scores = torch.where(top_scores > cfg.get('score_thr', 0.0), top_scores, 0.0)
+        top_scores = torch.where(top_scores > cfg.score_thr, top_scores, 0.0)
         if factors is not None:
             top_scores = top_scores * torch.gather(factors, 1, prior_idx)
         preds = torch.gather(box_preds, 1, prior_idx.unsqueeze(-1).expand(-1, -1, 4))
@@ -229,14 +242,14 @@ class BaseDenseHead(nn.Module):
         return top_scores, labels, boxes
 
     def nms_deploy(
-        self, boxes: Tensor, scores: Tensor, labels: Tensor, cfg: dict
+        self, boxes: Tensor, scores: Tensor, labels: Tensor, cfg: DenseSettings
     ) -> tuple[Tensor, Tensor]:
         """Candidates ``[B, M]`` (one class each) -> padded ``dets``, ``labels`` via ONNX NMS."""
-        min_size = cfg.get('min_bbox_size', -1)
+        min_size = cfg.min_bbox_size
         if min_size >= 0:
             wh = boxes[..., 2:] - boxes[..., :2]
             scores = torch.where((wh[..., 0] > min_size) & (wh[..., 1] > min_size), scores, 0.0)
-        deploy_nms_pre = cfg.get('deploy_nms_pre', -1)
+        deploy_nms_pre = cfg.deploy_nms_pre
         if deploy_nms_pre > 0:
             scores, idx = clamped_topk(scores, deploy_nms_pre)
             labels = torch.gather(labels, 1, idx)
@@ -244,13 +257,11 @@ class BaseDenseHead(nn.Module):
         num_classes = self.num_classes
         class_ids = torch.arange(num_classes, device=labels.device)
         dense_scores = torch.where(labels.unsqueeze(-1) == class_ids, scores.unsqueeze(-1), 0.0)
-        nms_cfg = cfg['nms']
-        max_per_img = cfg.get('max_per_img', 100)
         return multiclass_nms(
             boxes,
             dense_scores,
-            nms_cfg.get('max_output_boxes_per_class', max_per_img),
-            nms_cfg['iou_threshold'],
+            cfg.boxes_per_class,
+            cfg.nms.iou_threshold,
             0.0,
-            max_per_img,
+            cfg.max_per_img,
         )

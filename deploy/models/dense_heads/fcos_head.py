@@ -79,6 +79,8 @@ class FCOSHead(AnchorFreeHead):
             bbox_pred = bbox_pred.exp()
         return cls_score, bbox_pred, centerness
 
+    threshold_on_output_score = False  # thresholded before centerness
+
     def level_outputs(self, cls_score: Tensor, bbox_pred: Tensor, centerness: Tensor):
         scores, box_preds, _ = super().level_outputs(cls_score, bbox_pred)
         return scores, box_preds, self.flatten_level(centerness, 1).squeeze(-1).sigmoid()

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from ...ops.multiclass_nms import multiclass_nms
 from ...registry import MODELS
+from ...spec import RpnSettings
 from ..layers import ConvModule
 from .anchor_head import AnchorHead
 
@@ -35,6 +36,7 @@ class RPNHead(AnchorHead):
     """
 
     raw_output_prefixes = ('rpn_cls_score', 'rpn_bbox_pred')
+    settings_type = RpnSettings
 
     def __init__(self, in_channels: int, num_convs: int = 1, num_classes: int = 1, **kwargs):
         self.num_convs = num_convs
@@ -76,7 +78,7 @@ class RPNHead(AnchorHead):
 
     # -- eager reference -------------------------------------------------------------------------
     def predict_proposals(
-        self, head_outputs: tuple, img_metas: list[dict], cfg: dict | None = None
+        self, head_outputs: tuple, img_metas: list[dict], cfg: RpnSettings | None = None
     ) -> list[Tensor]:
         """Eager proposals per image (MMDetection semantics).
 
@@ -89,7 +91,7 @@ class RPNHead(AnchorHead):
         first = levels[0][0]
         priors = self.get_priors([lvl[0].shape[-2:] for lvl in levels], first.dtype, first.device)
         outputs = [self.level_outputs(*lvl) for lvl in levels]
-        nms_pre = cfg.get('nms_pre', -1)
+        nms_pre = cfg.nms_pre
         results = []
         for i, meta in enumerate(img_metas):
             boxes, scores, level_ids = [], [], []
@@ -113,7 +115,7 @@ class RPNHead(AnchorHead):
 
     # -- deploy path ---------------------------------------------------------------------------
     def predict_proposals_deploy(
-        self, head_outputs: tuple, img_shape: Tensor, cfg: dict | None = None
+        self, head_outputs: tuple, img_shape: Tensor, cfg: RpnSettings | None = None
     ) -> tuple[Tensor, Tensor]:
         """Traceable batched proposals.
 
@@ -140,7 +142,7 @@ class RPNHead(AnchorHead):
             cand_levels.append(torch.full_like(labels, lvl))
         boxes, scores = torch.cat(cand_boxes, 1), torch.cat(cand_scores, 1)
         level_ids = torch.cat(cand_levels, 1)
-        min_size = cfg.get('min_bbox_size', -1)
+        min_size = cfg.min_bbox_size
         if min_size >= 0:
             wh = boxes[..., 2:] - boxes[..., :2]
             scores = torch.where((wh[..., 0] > min_size) & (wh[..., 1] > min_size), scores, 0.0)
@@ -151,8 +153,7 @@ class RPNHead(AnchorHead):
             scores.unsqueeze(-1),
             0.0,
         )
-        max_per_img = cfg.get('max_per_img', 1000)
         dets, labels = multiclass_nms(
-            boxes, dense, max_per_img, cfg['nms']['iou_threshold'], 0.0, max_per_img
+            boxes, dense, cfg.max_per_img, cfg.nms.iou_threshold, 0.0, cfg.max_per_img
         )
         return dets, labels >= 0

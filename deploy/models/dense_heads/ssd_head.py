@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...registry import MODELS
+from ...spec import DenseSettings
 from ..layers import ConvModule
 from .anchor_head import AnchorHead
 from .base_dense_head import BaseDenseHead
@@ -43,7 +44,7 @@ class SSDHead(AnchorHead):
         bbox_coder: dict | None = None,
         reg_decoded_bbox: bool = False,
         train_cfg: dict | None = None,
-        test_cfg: dict | None = None,
+        test_cfg: DenseSettings | dict | None = None,
         init_cfg: dict | list | None = None,
     ):
         # Not AnchorHead.__init__: SSD has per-level channels and anchor counts, and always softmax.
@@ -75,7 +76,7 @@ class SSDHead(AnchorHead):
         self.cls_out_channels = num_classes + 1
         self.reg_decoded_bbox = reg_decoded_bbox
         self.train_cfg = train_cfg
-        self.test_cfg = test_cfg or {}
+        self.test_cfg = self.settings_from(test_cfg)
         self.prior_generator = MODELS.build(anchor_generator)
         self.bbox_coder = MODELS.build(bbox_coder)
         self.num_base_priors = self.prior_generator.num_base_priors

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...registry import MODELS
+from ...spec import DenseSettings
 from ..layers import ConvModule
 from .base_dense_head import BaseDenseHead
 
@@ -52,7 +53,7 @@ class YOLOV3Head(BaseDenseHead):
         loss_xy: dict | None = None,
         loss_wh: dict | None = None,
         train_cfg: dict | None = None,
-        test_cfg: dict | None = None,
+        test_cfg: DenseSettings | dict | None = None,
         init_cfg: dict | list | None = None,
     ):
         super().__init__()
@@ -81,7 +82,7 @@ class YOLOV3Head(BaseDenseHead):
             loss_cls=loss_cls, loss_conf=loss_conf, loss_xy=loss_xy, loss_wh=loss_wh
         )
         self.train_cfg = train_cfg
-        self.test_cfg = test_cfg or {}
+        self.test_cfg = self.settings_from(test_cfg)
         self.bbox_coder = MODELS.build(bbox_coder or dict(type='YOLOBBoxCoder'))
         self.prior_generator = MODELS.build(anchor_generator)
         if len(self.prior_generator.num_base_priors) != len(self.featmap_strides):
@@ -133,6 +134,8 @@ class YOLOV3Head(BaseDenseHead):
             torch.cat([level, torch.ones_like(level[:, :1]) * stride], dim=1)
             for level, stride in zip(anchors, self.featmap_strides)
         ]
+
+    threshold_on_output_score = False  # thresholded before objectness
 
     def level_outputs(self, pred_map: Tensor):
         pred = self.flatten_level(pred_map, self.num_attrib)

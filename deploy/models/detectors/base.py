@@ -19,6 +19,13 @@ class BaseDetector(nn.Module):
     class_names: tuple[str, ...] | None = None
 
     @property
+    def threshold_on_output_score(self) -> bool:
+        """Whether the final ``score_thr`` is compared with the output scores (see
+        :class:`deploy.spec.ModelSpec`); False unless the final head says so."""
+        head = getattr(self, 'roi_head', None) or getattr(self, 'bbox_head', None)
+        return bool(getattr(head, 'threshold_on_output_score', False))
+
+    @property
     def with_neck(self) -> bool:
         return hasattr(self, 'neck')
 

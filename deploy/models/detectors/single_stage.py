@@ -3,6 +3,7 @@
 from torch import Tensor
 
 from ...registry import MODELS
+from ...spec import TestSettings, test_settings_for_model
 from .base import BaseDetector
 
 
@@ -20,7 +21,7 @@ class SingleStageDetector(BaseDetector):
         bbox_head: dict,
         neck: dict | None = None,
         train_cfg: dict | None = None,
-        test_cfg: dict | None = None,
+        test_cfg: TestSettings | dict | None = None,
         data_preprocessor: dict | None = None,
         pretrained: str | None = None,
         init_cfg: dict | None = None,
@@ -29,8 +30,10 @@ class SingleStageDetector(BaseDetector):
         self.backbone = MODELS.build(backbone)
         if neck is not None:
             self.neck = MODELS.build(neck)
+        # Typed settings from the model spec; a raw dict (a model built by hand) is checked here.
+        test_cfg = test_settings_for_model(dict(bbox_head=bbox_head), test_cfg)
         bbox_head = dict(bbox_head)
-        bbox_head.update(train_cfg=train_cfg, test_cfg=test_cfg)
+        bbox_head.update(train_cfg=train_cfg, test_cfg=test_cfg.head)
         self.bbox_head = MODELS.build(bbox_head)
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg

@@ -13,6 +13,7 @@ import numpy as np
 from torch import Tensor
 
 from ...registry import MODELS
+from ...spec import TestSettings, test_settings_for_model
 from .base import BaseDetector
 
 
@@ -20,8 +21,9 @@ from .base import BaseDetector
 class TwoStageDetector(BaseDetector):
     """MMDetection's ``TwoStageDetector`` with its config keys and child names.
 
-    ``test_cfg`` has ``rpn`` and ``rcnn`` parts, handed to the RPN and the RoI head as MMDetection
-    does. ``data_preprocessor``, ``pretrained`` and ``init_cfg`` are accepted for compatibility.
+    ``test_cfg`` (typed :class:`~deploy.spec.TestSettings`) has ``rpn`` and ``rcnn`` parts,
+    handed to the RPN and the RoI head as MMDetection does. ``data_preprocessor``, ``pretrained``
+    and ``init_cfg`` are accepted for compatibility.
     """
 
     def __init__(
@@ -31,7 +33,7 @@ class TwoStageDetector(BaseDetector):
         roi_head: dict,
         neck: dict | None = None,
         train_cfg: dict | None = None,
-        test_cfg: dict | None = None,
+        test_cfg: TestSettings | dict | None = None,
         data_preprocessor: dict | None = None,
         pretrained: str | None = None,
         init_cfg: dict | None = None,
@@ -41,12 +43,12 @@ class TwoStageDetector(BaseDetector):
         if neck is not None:
             self.neck = MODELS.build(neck)
         train_cfg = train_cfg or {}
-        test_cfg = test_cfg or {}
+        test_cfg = test_settings_for_model(dict(rpn_head=rpn_head, roi_head=roi_head), test_cfg)
         self.rpn_head = MODELS.build(
-            dict(rpn_head, train_cfg=train_cfg.get('rpn'), test_cfg=test_cfg.get('rpn'))
+            dict(rpn_head, train_cfg=train_cfg.get('rpn'), test_cfg=test_cfg.rpn)
         )
         self.roi_head = MODELS.build(
-            dict(roi_head, train_cfg=train_cfg.get('rcnn'), test_cfg=test_cfg.get('rcnn'))
+            dict(roi_head, train_cfg=train_cfg.get('rcnn'), test_cfg=test_cfg.rcnn)
         )
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg

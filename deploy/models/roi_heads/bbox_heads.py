@@ -23,6 +23,7 @@ from ...ops.multiclass_nms import multiclass_nms
 from ...ops.nms import batched_nms
 from ...ops.topk import clamped_topk
 from ...registry import MODELS
+from ...spec import RcnnSettings
 from ..layers import ConvModule
 
 
@@ -116,7 +117,7 @@ class BBoxHead(nn.Module):
 
     # -- eager reference ------------------------------------------------------------------------
     def predict_single(
-        self, boxes: Tensor, cls_score: Tensor, bbox_pred: Tensor, img_shape, cfg: dict
+        self, boxes: Tensor, cls_score: Tensor, bbox_pred: Tensor, img_shape, cfg: RcnnSettings
     ) -> dict:
         """Detections of one image (MMDetection's ``get_bboxes`` + ``multiclass_nms``).
 
@@ -132,12 +133,12 @@ class BBoxHead(nn.Module):
         decoded = self.bbox_coder.decode(boxes, bbox_pred, max_shape=img_shape[:2])
         decoded = decoded.reshape(len(boxes), -1, 4).expand(-1, self.num_classes, 4)
         flat_scores = scores.reshape(-1)
-        candidates = torch.nonzero(flat_scores > cfg.get('score_thr', 0.0)).flatten()
+        candidates = torch.nonzero(flat_scores > cfg.score_thr).flatten()
         cand_boxes = decoded.reshape(-1, 4)[candidates]
         cand_scores = flat_scores[candidates]
         cand_labels = candidates % self.num_classes
-        keep = batched_nms(cand_boxes, cand_scores, cand_labels, cfg['nms']['iou_threshold'])
-        keep = keep[: cfg.get('max_per_img', 100)]
+        keep = batched_nms(cand_boxes, cand_scores, cand_labels, cfg.nms.iou_threshold)
+        keep = keep[: cfg.max_per_img]
         return dict(
             dets=torch.cat([cand_boxes[keep], cand_scores[keep, None]], 1), labels=cand_labels[keep]
         )
@@ -150,7 +151,7 @@ class BBoxHead(nn.Module):
         cls_score: Tensor,
         bbox_pred: Tensor,
         img_shape: Tensor,
-        cfg: dict,
+        cfg: RcnnSettings,
     ) -> tuple[Tensor, Tensor]:
         """Batched, traceable detections with the semantics of :meth:`predict_single`.
 
@@ -172,10 +173,10 @@ class BBoxHead(nn.Module):
         decoded = self.bbox_coder.decode(
             boxes, bbox_pred.reshape(-1, num_rois, bbox_pred.shape[1]), max_shape=img_shape
         )
-        max_per_img = cfg.get('max_per_img', 100)
-        iou_thr = cfg['nms']['iou_threshold']
-        score_thr = cfg.get('score_thr', 0.0)
-        cap = cfg['nms'].get('max_output_boxes_per_class', max_per_img)
+        max_per_img = cfg.max_per_img
+        iou_thr = cfg.nms.iou_threshold
+        score_thr = cfg.score_thr
+        cap = cfg.boxes_per_class
         if self.reg_class_agnostic:
             return multiclass_nms(decoded, scores, cap, iou_thr, score_thr, max_per_img)
         # One NMS batch per (image, class), each with its own boxes: [B*C, P, 4] and [B*C, P, 1].

@@ -15,6 +15,7 @@ Inference, as MMDetection 2.x ``simple_test`` and 3.x ``predict`` both do it:
 from torch import Tensor, nn
 
 from ...registry import MODELS
+from ...spec import RcnnSettings, parse_settings
 from .standard_roi_head import RoIHeadMixin, batched_rois, boxes_to_rois
 
 
@@ -52,7 +53,7 @@ class CascadeRoIHead(RoIHeadMixin, nn.Module):
         self.num_stages = num_stages
         self.stage_loss_weights = stage_loss_weights
         self.train_cfg = train_cfg
-        self.test_cfg = test_cfg or {}
+        self.test_cfg = parse_settings(RcnnSettings, test_cfg, 'test_cfg.rcnn')
         self.bbox_roi_extractor = nn.ModuleList(
             MODELS.build(c) for c in _per_stage(bbox_roi_extractor, num_stages)
         )

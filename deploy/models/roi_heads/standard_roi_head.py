@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...registry import MODELS
+from ...spec import RcnnSettings, parse_settings
 
 
 def boxes_to_rois(boxes: list[Tensor]) -> Tensor:
@@ -36,7 +37,9 @@ def batched_rois(boxes: Tensor) -> Tensor:
 class RoIHeadMixin:
     """What Standard and Cascade RoI heads share: the test config and the mask helpers."""
 
-    test_cfg: dict
+    test_cfg: RcnnSettings
+    #: the R-CNN stage thresholds the softmax scores it outputs
+    threshold_on_output_score = True
 
     @property
     def with_mask(self) -> bool:
@@ -120,7 +123,7 @@ class StandardRoIHead(RoIHeadMixin, nn.Module):
         if shared_head is not None:
             raise ConfigError('StandardRoIHead shared_head is not supported')
         self.train_cfg = train_cfg
-        self.test_cfg = test_cfg or {}
+        self.test_cfg = parse_settings(RcnnSettings, test_cfg, 'test_cfg.rcnn')
         self.bbox_roi_extractor = MODELS.build(bbox_roi_extractor)
         self.bbox_head = MODELS.build(bbox_head)
         if mask_head is not None:

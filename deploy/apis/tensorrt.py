@@ -6,9 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...errors import BackendError
-from .engine import BuildSettings, build_engine, cuda_device, import_tensorrt
-from .profiles import shape_from_cli
+from ..backends.tensorrt.engine import (
+    BuildSettings,
+    build_engine,
+    cuda_device,
+    gpu_info,
+    import_tensorrt,
+    timing_cache_path,
+)
+from ..backends.tensorrt.profiles import shape_from_cli
+from ..errors import BackendError
 
 
 @dataclass
@@ -59,23 +66,23 @@ def convert_onnx_to_tensorrt(
     """Build ``output_file`` (+ sidecar JSON) from ``onnx_file`` and optionally verify it."""
     import onnx
 
-    from ...config import load_config
-    from ...export.metadata import read_metadata
-    from .runtime import backend_settings
+    from ..backends.tensorrt.runtime import backend_settings
+    from ..config import load_config
+    from ..spec import read_onnx_spec
 
     cfg = load_config(config, cfg_options) if isinstance(config, (str, Path)) else config
     # Fail fast, before any heavy work, where TensorRT or the GPU is missing.
-    import_tensorrt()
+    trt = import_tensorrt()
     dev = cuda_device(device)
     onnx_file, output_file = Path(onnx_file), Path(output_file)
     if not onnx_file.is_file():
         raise BackendError(f'ONNX file not found: {onnx_file}')
     model = onnx.load(str(onnx_file), load_external_data=False)
-    metadata = read_metadata(model)
+    spec = read_onnx_spec(model)
     settings: BuildSettings = backend_settings(
         cfg,
         model,
-        metadata,
+        spec,
         precision=precision,
         workspace_size=workspace_size,
         timing_cache=timing_cache,
@@ -83,7 +90,9 @@ def convert_onnx_to_tensorrt(
         verbose=verbose,
     )
     if settings.timing_cache is None:
-        settings.timing_cache = output_file.with_name(f'{output_file.stem}.timing.cache')
+        settings.timing_cache = timing_cache_path(
+            output_file, trt.__version__, gpu_info(dev)['name']
+        )
     for name, r in settings.profiles.items():
         logger(f'profile {name}: min {list(r.min)} opt {list(r.opt)} max {list(r.max)}')
     sidecar = build_engine(onnx_file, output_file, settings, device=str(dev), logger=logger)
@@ -95,7 +104,7 @@ def convert_onnx_to_tensorrt(
             cfg,
             onnx_file,
             output_file,
-            metadata,
+            spec,
             settings,
             input_img,
             test_img,
@@ -110,7 +119,7 @@ def verify_engine(
     cfg,
     onnx_file,
     engine_file,
-    metadata,
+    spec,
     settings,
     input_img,
     test_img,
@@ -122,16 +131,15 @@ def verify_engine(
     on the input image, a second view of it and (batch range permitting) both as a batch."""
     import cv2
 
-    from ...config import get_preprocess_cfg
-    from ...datasets.pipeline import TestPipeline, collate, load_image
-    from ...evaluation.parity import match_result_lists
-    from ...export.verify import VerifyCase, VerifyRow, format_verify_table, verify_backend
-    from ...postprocess import outputs_to_results
-    from ..onnxruntime import OnnxRuntimeBackend
-    from .runtime import TensorRTBackend
+    from ..backends.onnxruntime import OnnxRuntimeBackend
+    from ..backends.tensorrt.runtime import TensorRTBackend
+    from ..config import get_preprocess_cfg
+    from ..datasets.pipeline import TestPipeline, collate, load_image
+    from ..evaluation.parity import match_result_lists
+    from ..export.verify import VerifyCase, VerifyRow, format_verify_table, verify_backend
+    from ..postprocess import outputs_to_results
 
-    rules = metadata.get('input_rules') or {}
-    fixed = None if rules.get('dynamic', True) else tuple(rules.get('input_shape') or ()) or None
+    fixed = None if spec is None or spec.inputs.dynamic else spec.inputs.static_shape
     pipeline = TestPipeline(get_preprocess_cfg(cfg), fixed_shape=fixed)
     image = load_image(input_img)
     if test_img:
@@ -159,7 +167,7 @@ def verify_engine(
     logger('TensorRT vs ONNX Runtime (reference):')
     logger(format_verify_table(rows['onnxruntime'], 'tensorrt'))
     if checkpoint:
-        from ...apis.model import init_detector
+        from ..models.loading import init_detector
 
         detector, _ = init_detector(cfg, checkpoint, device='cpu', logger=logger)
         rows['pytorch'] = verify_backend(detector, engine, cases)

@@ -1,0 +1,84 @@
+"""A model file's contract against the run's config: what can be honoured, and how.
+
+Every tool that runs a model file (``test.py``, the demo, the benchmark) goes through
+:func:`plan_run`: the file's :class:`~deploy.spec.ModelSpec` is the truth about the graph, and the
+config (after ``--cfg-options``) says what the user wants. Settings that can be applied exactly
+after the graph are; any other difference stops the run with one line naming the setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..backends.base import Backend
+from ..config import get_preprocess_cfg, spec_from_config
+from ..errors import ConfigError
+from ..spec import ModelSpec, PreprocessConfig, ResultFilter, reconcile_settings
+
+#: pre-processing fields that must equal the exported ones (the scale may differ: it is a
+#: pipeline choice, and a dynamic graph takes any size)
+_FIXED_PREPROCESS = ('mean', 'std', 'to_rgb', 'keep_ratio', 'size_divisor', 'pad_value')
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """How to feed a model file and read its outputs in this run.
+
+    Attributes:
+        spec: the file's contract.
+        result_filter: applied to the outputs by the shared post-processing.
+        preprocess: the run's pre-processing (the config's; checked against the file's).
+        fixed_shape: ``(h, w)`` every input is fitted and padded to (static graphs), or None.
+    """
+
+    spec: ModelSpec
+    result_filter: ResultFilter
+    preprocess: PreprocessConfig
+    fixed_shape: tuple[int, int] | None
+
+    @property
+    def max_batch(self) -> int | None:
+        """1 for graphs exported with a static batch, else None (any)."""
+        return None if self.spec.inputs.dynamic else 1
+
+
+def plan_run(runner: Backend, cfg, model_file, logger=print) -> RunPlan:
+    """Check ``runner``'s model against ``cfg`` and say how to run it.
+
+    Raises:
+        ConfigError: the file has no spec, describes another model or pre-processing, or a
+            setting differs in a way that cannot be applied after the graph.
+    """
+    spec = runner.spec
+    if spec is None:
+        raise ConfigError(
+            f'{model_file} carries no model spec (it was not exported by tools/pytorch2onnx.py): '
+            'export it with tools/pytorch2onnx.py'
+        )
+    if spec.skip_postprocess:
+        raise ConfigError(
+            f'{model_file} holds raw head outputs (--skip-postprocess): export it with '
+            'post-processing to run it'
+        )
+    wanted = spec_from_config(cfg)
+    if wanted.model_type != spec.model_type:
+        raise ConfigError(
+            f'{model_file} is a {spec.model_type}, but the config describes a '
+            f'{wanted.model_type}: use the config it was exported from'
+        )
+    preprocess = get_preprocess_cfg(cfg)
+    for name in _FIXED_PREPROCESS:
+        have, want = getattr(spec.preprocess, name), getattr(preprocess, name)
+        if have != want:
+            raise ConfigError(
+                f'the config pre-processes images differently from {model_file} ({name}: '
+                f'{want} in the config, {have} in the file): use the config it was exported from'
+            )
+    if preprocess.scale != spec.preprocess.scale:
+        logger(
+            f'note: resizing to {preprocess.scale} (the config), {model_file} was exported with '
+            f'{spec.preprocess.scale}'
+        )
+    result_filter = reconcile_settings(spec, wanted.test_cfg, str(model_file))
+    fixed_shape = None if spec.inputs.dynamic else spec.inputs.static_shape
+    return RunPlan(spec, result_filter, preprocess, fixed_shape)

@@ -1,0 +1,7 @@
+"""Export choices and defaults: a module without heavy imports, so ``--help`` stays instant."""
+
+EXPORTERS = ('dynamo', 'torchscript')
+DEFAULT_EXPORTER = 'dynamo'
+#: the lowest opset any of our graphs needs (RoiAlign's coordinate_transformation_mode is 16)
+MIN_OPSET = 16
+DEFAULT_OPSET = 18

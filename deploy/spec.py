@@ -1,0 +1,784 @@
+"""The contract of a model: what it is, how to feed it, and how its outputs are to be read.
+
+One typed description, :class:`ModelSpec`, travels with every model file: it is built once from a
+config (``deploy.config.spec_from_config``), handed to the zoo (the heads take their test-time
+settings from it), written into the ONNX metadata and the TensorRT sidecar at export, and read back
+by every backend. Nothing else reads MMDetection's ``test_cfg`` dicts, so each setting has one
+default, stated here once.
+
+This module sits at the bottom of the package: it imports nothing of ours but the errors.
+
+Settings classes and the ``test_cfg`` part each one reads:
+
+========================  ===============================================================
+:class:`DenseSettings`    ``model.test_cfg`` of one-stage detectors (RetinaNet, FCOS, ...)
+:class:`RpnSettings`      ``model.test_cfg.rpn``
+:class:`RcnnSettings`     ``model.test_cfg.rcnn`` (Faster / Mask / Cascade R-CNN)
+:class:`PointRendSettings`  ``model.test_cfg.rcnn`` of ``PointRendRoIHead``
+:class:`CornerSettings`   ``model.test_cfg`` of ``CornerHead`` (CornerNet)
+:class:`DetrSettings`     ``model.test_cfg`` of ``DETRHead``
+========================  ===============================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+from .errors import ConfigError
+
+__all__ = [
+    'CornerSettings',
+    'DenseSettings',
+    'DetrSettings',
+    'InputSpec',
+    'ModelSpec',
+    'NmsSettings',
+    'PointRendSettings',
+    'PreprocessConfig',
+    'RcnnSettings',
+    'ResultFilter',
+    'RpnSettings',
+    'StageSettings',
+    'TestSettings',
+    'parse_settings',
+]
+
+#: bumped when the JSON layout of :class:`ModelSpec` changes incompatibly
+SPEC_VERSION = 1
+#: the ``metadata_props`` key of the ONNX file that holds the spec (JSON)
+METADATA_KEY = 'deploy'
+
+PRECISIONS = ('fp32', 'fp16', 'int8')
+TASKS = ('detection', 'instance-segmentation', 'classification')
+
+
+# --------------------------------------------------------------------------------------------
+# pre-processing
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Test-time pre-processing of one model.
+
+    Attributes:
+        mean, std: per-channel normalisation, in channel order *after* the optional BGR->RGB swap.
+        to_rgb: swap the BGR image read by OpenCV to RGB before normalising.
+        scale: target ``(long_edge, short_edge)`` for keep-ratio resize (MMCV's ``img_scale``
+            convention, e.g. ``(1333, 800)``), or ``(w, h)`` when ``keep_ratio`` is False.
+        keep_ratio: keep the aspect ratio when resizing.
+        size_divisor: pad bottom/right so both sides are multiples of this (``None``: no pad).
+        pad_value: value of padded pixels, after normalisation (MMDetection pads with 0).
+    """
+
+    mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    to_rgb: bool = True
+    scale: tuple[int, int] = (1333, 800)
+    keep_ratio: bool = True
+    size_divisor: int | None = 32
+    pad_value: float = 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# post-processing settings (MMDetection's test_cfg, typed)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Replaceable:
+    def replace(self, **changes: Any):
+        """A copy with ``changes`` (settings are frozen: share them, never mutate them)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class NmsSettings(_Replaceable):
+    """``test_cfg.nms``.
+
+    Attributes:
+        type: ``'nms'`` (greedy, hard) or ``'soft_nms'`` (only where the head supports it).
+        iou_threshold: a box is suppressed when its IoU with a kept box is strictly greater.
+        max_output_boxes_per_class: at most this many kept boxes per class (``<= 0``: no cap
+            beyond ``max_per_img``; ONNX ``NonMaxSuppression``'s input of that name).
+        method, sigma, min_score: soft-NMS only (MMCV's ``soft_nms``): score decay
+            ``'linear'`` or ``'gaussian'`` (width ``sigma``), and the score under which a box
+            falls out.
+    """
+
+    type: str = 'nms'
+    iou_threshold: float = 0.5
+    max_output_boxes_per_class: int = -1
+    method: str = 'linear'
+    sigma: float = 0.5
+    min_score: float = 1e-3
+
+    CHOICES: ClassVar[dict[str, tuple]] = {
+        'type': ('nms', 'soft_nms'),
+        'method': ('linear', 'gaussian'),
+    }
+
+
+@dataclass(frozen=True)
+class StageSettings(_Replaceable):
+    """Base of the settings of one post-processing stage; see the subclasses.
+
+    Subclasses list their ``test_cfg`` keys as fields. ``LEGACY_KEYS`` maps old MMDetection key
+    names to the current ones (or to ``None`` for keys that are accepted and ignored because
+    they change nothing).
+    """
+
+    #: name of the stage in the JSON (and in errors)
+    KIND: ClassVar[str] = 'stage'
+    LEGACY_KEYS: ClassVar[dict[str, str | None]] = {}
+    #: ``nms.type`` values the stage implements
+    NMS_TYPES: ClassVar[tuple[str, ...]] = ('nms',)
+
+    @property
+    def output_cap(self) -> int:
+        """Rows of the stage's padded output (``max_per_img``)."""
+        return int(getattr(self, 'max_per_img', 100))
+
+    @property
+    def boxes_per_class(self) -> int:
+        """The effective ``nms.max_output_boxes_per_class``: never more than ``max_per_img``."""
+        nms = getattr(self, 'nms', None)
+        cap = self.output_cap
+        if nms is None or nms.max_output_boxes_per_class <= 0:
+            return cap
+        return min(nms.max_output_boxes_per_class, cap)
+
+
+@dataclass(frozen=True)
+class DenseSettings(StageSettings):
+    """``model.test_cfg`` of a one-stage detector (MMDetection's dense heads).
+
+    Attributes:
+        score_thr: (prior, class) pairs with a score at or below it are no candidates.
+        nms_pre: per level, the best this many (prior, class) pairs (``<= 0``: all).
+        deploy_nms_pre: exported graphs only: an extra cut to the best this many candidates of
+            all levels before NMS (``<= 0``: off; it changes results when it binds).
+        min_bbox_size: boxes not wider and taller than this are dropped (``< 0``: off).
+        conf_thr: priors whose score factor (YOLOv3's objectness) is below it are no candidates
+            (``<= 0``: off).
+        nms: the NMS of the candidates, per class.
+        max_per_img: detections kept per image (rows of the exported outputs).
+    """
+
+    KIND: ClassVar[str] = 'dense'
+
+    score_thr: float = 0.0
+    nms_pre: int = -1
+    deploy_nms_pre: int = -1
+    min_bbox_size: float = -1.0
+    conf_thr: float = -1.0
+    nms: NmsSettings = field(default_factory=NmsSettings)
+    max_per_img: int = 100
+
+
+@dataclass(frozen=True)
+class RpnSettings(StageSettings):
+    """``model.test_cfg.rpn``: class-agnostic proposals, NMS per FPN level.
+
+    Attributes:
+        nms_pre: per level, the best this many anchors.
+        min_bbox_size: proposals not wider and taller than this are dropped.
+        nms: per-level NMS (``iou_threshold``, MMDetection uses 0.7).
+        max_per_img: proposals kept per image.
+    """
+
+    KIND: ClassVar[str] = 'rpn'
+    LEGACY_KEYS: ClassVar[dict[str, str | None]] = {
+        # MMDetection 2.x before 2.12 (renamed with a deprecation warning there).
+        'max_num': 'max_per_img',
+        'nms_thr': 'nms.iou_threshold',
+        'nms_post': None,  # equal to max_per_img in every released config
+        'nms_across_levels': None,  # must be False; checked in parse_settings
+    }
+
+    nms_pre: int = -1
+    deploy_nms_pre: int = -1
+    min_bbox_size: float = -1.0
+    nms: NmsSettings = field(default_factory=lambda: NmsSettings(iou_threshold=0.7))
+    max_per_img: int = 1000
+
+    #: proposals are never thresholded by score or objectness (class constants, not keys)
+    score_thr: ClassVar[float] = 0.0
+    conf_thr: ClassVar[float] = -1.0
+
+
+@dataclass(frozen=True)
+class RcnnSettings(StageSettings):
+    """``model.test_cfg.rcnn``: the R-CNN stage's detections and masks.
+
+    Attributes:
+        score_thr: (RoI, class) pairs with a softmax score at or below it are dropped.
+        nms: per-class NMS.
+        max_per_img: detections kept per image.
+        mask_thr_binary: mask probabilities at or above it are foreground (pasted masks).
+    """
+
+    KIND: ClassVar[str] = 'rcnn'
+
+    score_thr: float = 0.0
+    nms: NmsSettings = field(default_factory=NmsSettings)
+    max_per_img: int = 100
+    mask_thr_binary: float = 0.5
+
+
+@dataclass(frozen=True)
+class PointRendSettings(RcnnSettings):
+    """``model.test_cfg.rcnn`` of ``PointRendRoIHead``: the R-CNN stage plus mask refinement.
+
+    Attributes:
+        subdivision_steps: rounds of 2x upsampling of the coarse mask.
+        subdivision_num_points: the most uncertain points refined per round.
+        scale_factor: upsampling factor of each round.
+    """
+
+    KIND: ClassVar[str] = 'point_rend'
+
+    subdivision_steps: int = 5
+    subdivision_num_points: int = 784
+    scale_factor: int = 2
+
+
+@dataclass(frozen=True)
+class CornerSettings(StageSettings):
+    """``model.test_cfg`` of ``CornerHead`` (CornerNet).
+
+    Attributes:
+        corner_topk: corners kept per type (top-left, bottom-right) before pairing.
+        local_maximum_kernel: max-pool kernel of the heatmap's local-maximum test.
+        distance_threshold: pairs whose embedding distance exceeds it are rejected.
+        score_thr: pairs scoring at or below it are dropped.
+        nms: usually ``soft_nms`` (gaussian or linear).
+        max_per_img: detections kept per image.
+    """
+
+    KIND: ClassVar[str] = 'corner'
+    NMS_TYPES: ClassVar[tuple[str, ...]] = ('nms', 'soft_nms')
+
+    corner_topk: int = 100
+    local_maximum_kernel: int = 3
+    distance_threshold: float = 0.5
+    score_thr: float = 0.0
+    nms: NmsSettings = field(
+        default_factory=lambda: NmsSettings(type='soft_nms', method='gaussian')
+    )
+    max_per_img: int = 100
+
+
+@dataclass(frozen=True)
+class DetrSettings(StageSettings):
+    """``model.test_cfg`` of ``DETRHead``: no NMS, the best ``max_per_img`` (query, class)
+    pairs.
+
+    Attributes:
+        max_per_img: detections kept per image.
+    """
+
+    KIND: ClassVar[str] = 'detr'
+
+    max_per_img: int = 100
+
+
+SETTINGS_BY_KIND: dict[str, type[StageSettings]] = {
+    cls.KIND: cls
+    for cls in (
+        DenseSettings,
+        RpnSettings,
+        RcnnSettings,
+        PointRendSettings,
+        CornerSettings,
+        DetrSettings,
+    )
+}
+
+#: heads whose ``test_cfg`` has keys of its own; every other head uses its role's default
+#: (:class:`DenseSettings` for a one-stage head, :class:`RcnnSettings` for an RoI head)
+SETTINGS_BY_HEAD_TYPE: dict[str, type[StageSettings]] = {
+    'CornerHead': CornerSettings,
+    'CentripetalHead': CornerSettings,
+    'DETRHead': DetrSettings,
+    'PointRendRoIHead': PointRendSettings,
+}
+
+
+@dataclass(frozen=True)
+class TestSettings:
+    """The whole ``model.test_cfg``: one stage for one-stage detectors, ``rpn`` + ``rcnn`` for
+    two-stage ones."""
+
+    head: StageSettings | None = None
+    rpn: RpnSettings | None = None
+    rcnn: RcnnSettings | None = None
+
+    @property
+    def final(self) -> StageSettings | None:
+        """The stage whose outputs are the detections."""
+        return self.rcnn if self.rcnn is not None else self.head
+
+    @property
+    def is_two_stage(self) -> bool:
+        return self.rpn is not None or self.rcnn is not None
+
+
+def registry_type_name(type_: Any) -> str:
+    """``'RetinaNet'`` for ``'RetinaNet'``, ``'mmdet.RetinaNet'`` (3.x scope) or a class."""
+    name = type_ if isinstance(type_, str) else getattr(type_, '__name__', str(type_))
+    return name.rsplit('.', 1)[-1]
+
+
+def test_settings_for_model(
+    model_cfg: Mapping, test_cfg: Mapping | TestSettings | None, where: str = 'model.test_cfg'
+) -> TestSettings:
+    """The typed :class:`TestSettings` of a model, from its ``model`` dict and ``test_cfg``.
+
+    The settings class of each stage is chosen from the model's head types (see
+    :data:`SETTINGS_BY_HEAD_TYPE`); this is the one place where MMDetection's ``test_cfg`` dict
+    is read.
+
+    Raises:
+        ConfigError: unknown keys (with the closest known one) or values of the wrong type.
+    """
+    if isinstance(test_cfg, TestSettings):
+        return test_cfg
+    test_cfg = test_cfg or {}
+    if not _is_mapping(test_cfg):
+        raise ConfigError(f'`{where}` must be a dict, got {test_cfg!r}')
+    two_stage_keys = {'rpn', 'rcnn'} & set(test_cfg)
+    if 'rpn_head' in model_cfg or 'roi_head' in model_cfg or two_stage_keys:
+        roi_type = registry_type_name((model_cfg.get('roi_head') or {}).get('type', ''))
+        rcnn_cls = SETTINGS_BY_HEAD_TYPE.get(roi_type, RcnnSettings)
+        for key in test_cfg:
+            if key not in ('rpn', 'rcnn'):
+                raise unknown_key_error(key, ('rpn', 'rcnn'), where)
+        rpn = parse_settings(RpnSettings, test_cfg.get('rpn'), f'{where}.rpn')
+        rcnn = None
+        if 'roi_head' in model_cfg or 'rcnn' in test_cfg:
+            rcnn = parse_settings(rcnn_cls, test_cfg.get('rcnn'), f'{where}.rcnn')
+        return TestSettings(rpn=rpn, rcnn=rcnn)
+    head = model_cfg.get('bbox_head')
+    if not _is_mapping(head):
+        if test_cfg:
+            raise ConfigError(f'`{where}` is set, but the model has no detection head')
+        return TestSettings()
+    head_cls = SETTINGS_BY_HEAD_TYPE.get(registry_type_name(head.get('type', '')), DenseSettings)
+    return TestSettings(head=parse_settings(head_cls, test_cfg, where))
+
+
+# --------------------------------------------------------------------------------------------
+# parsing MMDetection dicts into settings, with one clear error per bad key
+# --------------------------------------------------------------------------------------------
+
+
+def _is_mapping(value: Any) -> bool:
+    return isinstance(value, Mapping)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """``value`` as ``annotation`` (int, float, bool, str, tuples, nested settings)."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if dataclasses.is_dataclass(annotation):
+        if isinstance(value, annotation):
+            return value
+        if not _is_mapping(value):
+            raise ConfigError(f'{where} must be a dict, got {value!r}')
+        return parse_settings(annotation, value, where)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f'{where} must be True or False, got {value!r}')
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise ConfigError(f'{where} must be an integer, got {value!r}')
+        return int(value)
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f'{where} must be a number, got {value!r}')
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f'{where} must be a string, got {value!r}')
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f'{where} must be a list, got {value!r}')
+        item = args[0] if args else Any
+        if len(args) == 2 and args[1] is Ellipsis or len(set(args)) == 1:
+            return tuple(_coerce(v, item, f'{where}[{i}]') for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f'{where} must have {len(args)} items, got {value!r}')
+        return tuple(_coerce(v, a, f'{where}[{i}]') for i, (v, a) in enumerate(zip(value, args)))
+    return value
+
+
+def unknown_key_error(key: str, known, where: str) -> ConfigError:
+    """``unknown key `model.test_cfg.scor_thr`; did you mean `score_thr`?`` (one line)."""
+    known = sorted(known)
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f'; did you mean `{close[0]}`?' if close else f' (known keys: {", ".join(known)})'
+    return ConfigError(f'unknown key `{where}.{key}`{hint}')
+
+
+def parse_settings(cls: type, values: Mapping | None, where: str) -> Any:
+    """Build the settings dataclass ``cls`` from an MMDetection dict, checking every key.
+
+    Args:
+        cls: a settings dataclass (:class:`DenseSettings`, :class:`NmsSettings`, ...).
+        values: the config's dict (``None``: every default).
+        where: the dotted config path, for errors (``model.test_cfg.rcnn``).
+
+    Raises:
+        ConfigError: an unknown key (with the closest known one), a value of the wrong type, or
+            a value outside the allowed choices.
+    """
+    if isinstance(values, cls):
+        return values
+    if values is None:
+        values = {}
+    if not _is_mapping(values):
+        raise ConfigError(f'`{where}` must be a dict, got {values!r}')
+    annotations = _field_types(cls)
+    known = {f.name for f in fields(cls)}
+    legacy = getattr(cls, 'LEGACY_KEYS', {})
+    kwargs: dict[str, Any] = {}
+    nested: dict[str, dict] = {}
+    for key, value in values.items():
+        if key in legacy:
+            target = legacy[key]
+            if key == 'nms_across_levels' and value:
+                raise ConfigError(
+                    f'`{where}.nms_across_levels=True` is not supported (MMDetection 2.12+ '
+                    'runs NMS per level); set it to False'
+                )
+            if target is None:
+                continue
+            if '.' in target:  # e.g. nms_thr -> nms.iou_threshold
+                outer, inner = target.split('.', 1)
+                nested.setdefault(outer, {})[inner] = value
+                continue
+            key = target
+        if key not in known:
+            raise unknown_key_error(key, known | set(legacy), where)
+        kwargs[key] = value
+    for outer, inner in nested.items():
+        merged = dict(kwargs.get(outer) or {})
+        for k, v in inner.items():
+            merged.setdefault(k, v)
+        kwargs[outer] = merged
+    for key, value in list(kwargs.items()):
+        kwargs[key] = _coerce(value, annotations[key], f'{where}.{key}')
+    choices = getattr(cls, 'CHOICES', {})
+    for key, allowed in choices.items():
+        if key in kwargs and kwargs[key] not in allowed:
+            raise ConfigError(
+                f'`{where}.{key}` must be one of {", ".join(map(repr, allowed))}, '
+                f'got {kwargs[key]!r}'
+            )
+    settings = cls(**kwargs)
+    nms = getattr(settings, 'nms', None)
+    if isinstance(settings, StageSettings) and nms is not None:
+        if nms.type not in cls.NMS_TYPES:
+            raise ConfigError(
+                f'`{where}.nms.type={nms.type!r}` is not supported by this head (it runs '
+                f'{" or ".join(cls.NMS_TYPES)})'
+            )
+    return settings
+
+
+# --------------------------------------------------------------------------------------------
+# the model file's contract
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How the model is fed.
+
+    Attributes:
+        names: graph inputs (``input [B, 3, H, W]`` float32, ``img_shape [B, 2]`` float32).
+        dynamic: batch (and, with ``dynamic_size``, height and width) are dynamic.
+        dynamic_size: height and width are dynamic (False for fixed-size models such as SSD).
+        static_shape: ``(h, w)`` of the network input when height and width are fixed.
+        size_divisor: the network input's sides are multiples of it.
+    """
+
+    names: tuple[str, ...] = ('input', 'img_shape')
+    dynamic: bool = False
+    dynamic_size: bool = False
+    static_shape: tuple[int, int] | None = None
+    size_divisor: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything a backend, the evaluation or a reader needs to use a model correctly.
+
+    Attributes:
+        model_type: the registry type (``RetinaNet``, ``MaskRCNN``, ...).
+        task: ``detection``, ``instance-segmentation`` or ``classification``.
+        class_names: the model's classes in label order (``None`` when nobody named them).
+        num_classes: the head's number of classes.
+        preprocess: the test pipeline's resize / normalise / pad.
+        test_cfg: the post-processing settings the model applies.
+        inputs: graph inputs and shape rules (filled in at export).
+        outputs: graph output names (``dets``, ``labels``, ``masks``).
+        precision: ``fp32``, ``fp16`` or ``int8`` (of the exported file).
+        exporter, opset: how the file was made (``None`` for an eager model).
+        skip_postprocess: the file holds raw head outputs only.
+        threshold_on_output_score: the final ``score_thr`` is compared with the scores the model
+            outputs (not so where score factors such as FCOS's centerness multiply them after
+            the threshold, or soft-NMS rescales them): then a higher threshold than the exported
+            one is applied exactly after the graph.
+        producer: versions of the tools that made the file.
+        extra: further facts of the file (e.g. INT8 calibration), JSON values.
+    """
+
+    model_type: str
+    task: str = 'detection'
+    class_names: tuple[str, ...] | None = None
+    num_classes: int = 0
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    test_cfg: TestSettings = field(default_factory=TestSettings)
+    inputs: InputSpec = field(default_factory=InputSpec)
+    outputs: tuple[str, ...] = ('dets', 'labels')
+    precision: str = 'fp32'
+    exporter: str | None = None
+    opset: int | None = None
+    skip_postprocess: bool = False
+    threshold_on_output_score: bool = False
+    producer: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    def replace(self, **changes: Any) -> ModelSpec:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def max_detections(self) -> int:
+        """Rows of the padded detection outputs."""
+        final = self.test_cfg.final
+        return final.output_cap if final is not None else 100
+
+    @property
+    def mask_thr_binary(self) -> float:
+        rcnn = self.test_cfg.rcnn
+        return rcnn.mask_thr_binary if rcnn is not None else 0.5
+
+    # -- JSON ------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dict(spec_version=SPEC_VERSION, **_to_json(self))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> ModelSpec:
+        """The spec written by :meth:`to_dict`; ConfigError for a layout we cannot read."""
+        data = dict(data)
+        version = data.pop('spec_version', None)
+        if version is None:
+            raise ConfigError(
+                'the model file was written by an older version of this tool (no model spec in '
+                'its metadata): export it again'
+            )
+        if version > SPEC_VERSION:
+            raise ConfigError(
+                f'the model file has spec version {version}, newer than this tool understands '
+                f'({SPEC_VERSION}): update the tool'
+            )
+        return _from_json(cls, data)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        return cls.from_dict(json.loads(text))
+
+
+def _to_json(obj: Any) -> Any:
+    if isinstance(obj, StageSettings):
+        return dict(kind=obj.KIND, **{f.name: _to_json(getattr(obj, f.name)) for f in fields(obj)})
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_json(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_to_json(v) for v in obj]
+    if isinstance(obj, Mapping):
+        return {str(k): _to_json(v) for k, v in obj.items()}
+    return obj
+
+
+def _from_json(cls: type, data: Any) -> Any:
+    if data is None:
+        return None
+    if isinstance(cls, type) and issubclass(cls, StageSettings):
+        data = dict(data)
+        cls = SETTINGS_BY_KIND[data.pop('kind', cls.KIND)]
+    annotations = _field_types(cls)
+    kwargs = {}
+    for f in fields(cls):
+        if f.name in data:
+            kwargs[f.name] = _decode(data[f.name], annotations[f.name])
+    return cls(**kwargs)
+
+
+def _decode(value: Any, annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if value is None:
+        return None
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _decode(value, inner[0])
+    if dataclasses.is_dataclass(annotation):
+        return _from_json(annotation, value)
+    if origin is tuple:
+        item = args[0] if args else Any
+        return tuple(_decode(v, item) for v in value)
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# a run's settings against the ones baked into a model file
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResultFilter:
+    """What is applied to a model's outputs after the graph, by the shared post-processing.
+
+    Each is the exact equivalent of a stricter setting than the one baked into the graph.
+
+    Attributes:
+        score_thr: detections scoring at or below it are dropped.
+        max_per_img: only the first this many detections (by score) are kept (``None``: all).
+        mask_thr_binary: mask probabilities at or above it are foreground.
+    """
+
+    score_thr: float | None = None
+    max_per_img: int | None = None
+    mask_thr_binary: float = 0.5
+
+
+def _flatten(obj: Any, prefix: str = '') -> dict[str, Any]:
+    data = _to_json(obj) if dataclasses.is_dataclass(obj) else obj
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f'{prefix}{key}'
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f'{name}.'))
+        else:
+            flat[name] = value
+    return flat
+
+
+def reconcile_settings(
+    baked: ModelSpec, wanted: TestSettings, model_file: str = 'the model file'
+) -> ResultFilter:
+    """How to run a model file whose graph has ``baked`` settings when the run asks for
+    ``wanted`` (the config after ``--cfg-options``).
+
+    A higher ``score_thr`` (where the threshold acts on the output score), a lower
+    ``max_per_img`` and any ``mask_thr_binary`` are applied exactly after the graph; any other
+    difference cannot be, and is an error that names the setting and says to export again.
+
+    Raises:
+        ConfigError: one line naming the first setting that differs and cannot be applied.
+    """
+    score_thr = max_per_img = None
+    mask_thr = 0.5
+    exact_threshold = baked.threshold_on_output_score
+    baked = baked.test_cfg
+    for part in ('head', 'rpn', 'rcnn'):
+        have, want = getattr(baked, part), getattr(wanted, part)
+        where = 'model.test_cfg' + ('' if part == 'head' else f'.{part}')
+        if have is None and want is None:
+            continue
+        if have is None or want is None or have.KIND != want.KIND:
+            raise ConfigError(
+                f'the config describes another model than {model_file} ({where} is '
+                f'{"missing" if want is None else want.KIND} in the config, '
+                f'{"missing" if have is None else have.KIND} in the file)'
+            )
+        final = want is wanted.final
+        have_flat, want_flat = _flatten(have), _flatten(want)
+        for key in want_flat:
+            old, new = have_flat.get(key), want_flat[key]
+            if key == 'mask_thr_binary' and final:
+                mask_thr = float(new)
+                continue
+            if old == new:
+                continue
+            if final and key == 'score_thr' and new > old and exact_threshold:
+                score_thr = float(new)
+                continue
+            if final and key == 'max_per_img' and new < old:
+                max_per_img = int(new)
+                continue
+            raise ConfigError(
+                f'{where}.{key}={new} differs from the {old} exported into {model_file}, and '
+                f'cannot be applied after the graph: export again with --cfg-options '
+                f'{where}.{key}={new}'
+            )
+    return ResultFilter(score_thr=score_thr, max_per_img=max_per_img, mask_thr_binary=mask_thr)
+
+
+# --------------------------------------------------------------------------------------------
+# the spec inside an ONNX file (metadata_props) and next to a TensorRT engine (sidecar JSON)
+# --------------------------------------------------------------------------------------------
+
+
+def write_onnx_spec(model, spec: ModelSpec) -> None:
+    """Store ``spec`` as JSON under :data:`METADATA_KEY` in an ``onnx.ModelProto``
+    (replacing an older one)."""
+    props = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(props)
+    model.metadata_props.add(key=METADATA_KEY, value=spec.to_json())
+
+
+def read_onnx_spec(path_or_model) -> ModelSpec | None:
+    """The spec of an ONNX file or ``onnx.ModelProto``; ``None`` for a file without one (a
+    foreign file, or the raw ``--skip-postprocess`` graph used by verification).
+
+    Raises:
+        BackendError: the file cannot be read.
+        ConfigError: it holds metadata of an older (or newer) layout: export it again.
+    """
+    from .errors import BackendError
+
+    if hasattr(path_or_model, 'metadata_props'):
+        model = path_or_model
+    else:
+        import onnx
+
+        try:
+            model = onnx.load(str(path_or_model), load_external_data=False)
+        except Exception as err:  # onnx raises DecodeError, OSError, ... for broken files
+            raise BackendError(f'cannot read ONNX file {path_or_model}: {err}') from None
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            try:
+                return ModelSpec.from_json(prop.value)
+            except (ValueError, TypeError, KeyError) as err:
+                raise ConfigError(
+                    f'the model spec stored in {getattr(path_or_model, "name", path_or_model)} '
+                    f'is unreadable ({type(err).__name__}: {err}): export it again'
+                ) from None
+    return None
