@@ -317,6 +317,8 @@ class TestSettings:
     """The whole ``model.test_cfg``: one stage for one-stage detectors, ``rpn`` + ``rcnn`` for
     two-stage ones."""
 
+    __test__ = False  # not a pytest test class, whatever its name says
+
     head: StageSettings | None = None
     rpn: RpnSettings | None = None
     rcnn: RcnnSettings | None = None
@@ -373,6 +375,9 @@ def test_settings_for_model(
         return TestSettings()
     head_cls = SETTINGS_BY_HEAD_TYPE.get(registry_type_name(head.get('type', '')), DenseSettings)
     return TestSettings(head=parse_settings(head_cls, test_cfg, where))
+
+
+test_settings_for_model.__test__ = False  # not a pytest test, whatever its name says
 
 
 # --------------------------------------------------------------------------------------------

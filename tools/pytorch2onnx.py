@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy.apis.cli import HelpFormatter, add_checkpoint_arguments, run_cli  # noqa: E402
+from deploy.apis.cli import ArgumentParser, add_checkpoint_arguments, run_cli  # noqa: E402
 from deploy.config import add_cfg_options_argument  # noqa: E402
 from deploy.errors import ConfigError  # noqa: E402
 from deploy.export.options import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS  # noqa: E402
@@ -22,9 +22,7 @@ DEMO_IMAGE = Path(__file__).resolve().parents[1] / 'demo' / 'demo.jpg'
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split('\n\n')[0], formatter_class=HelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='model config file')
     parser.add_argument(
         'checkpoint', nargs='?', default=None, help='MMDetection-format checkpoint (.pth)'

@@ -15,6 +15,7 @@ from ..errors import ExportError
 from ..export.onnx_export import DEFAULT_EXPORTER, DEFAULT_OPSET, export_onnx
 from ..export.verify import VerifyCase, VerifyRow, format_verify_table, verify_backend
 from ..fileio import commit, discard, staging_path
+from ..progress import Stages
 from .checks import (
     check_device,
     check_input_file,
@@ -23,7 +24,6 @@ from .checks import (
     check_shape,
 )
 from .model import init_detector
-from .progress import Stages
 
 
 def producer_versions() -> dict:

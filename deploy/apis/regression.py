@@ -16,6 +16,7 @@ its tolerance below PyTorch, or export verification fails.
 """
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,8 @@ class BackendRow:
     ap: dict = field(default_factory=dict)  # metric -> AP in percent
     latency_ms: float = 0.0
     failures: list = field(default_factory=list)
+    #: 1-minute load average at the end of the evaluation (None where unknown)
+    load_average: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -140,7 +143,22 @@ def _evaluate(entry, backend, model_file, metrics, options, logger) -> BackendRo
         logger(f'error: {err}')
         return BackendRow(entry['name'], backend, {}, 0.0, [f'{backend} cannot run: {err}'])
     ap = {m: 100.0 * float(run.metrics.get(METRIC_KEYS[m], 0.0)) for m in metrics}
-    return BackendRow(entry['name'], backend, ap, run.latency_ms)
+    return BackendRow(entry['name'], backend, ap, run.latency_ms, load_average=_load_average())
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def machine_was_busy(rows: list[BackendRow]) -> float | None:
+    """The highest load average seen when it exceeded the CPU count (latencies then include
+    other people's work), else None."""
+    loads = [r.load_average for r in rows if r.load_average is not None]
+    cpus = os.cpu_count() or 1
+    return max(loads) if loads and max(loads) > cpus else None
 
 
 def format_markdown(rows: list[BackendRow]) -> str:
@@ -158,6 +176,18 @@ def format_markdown(rows: list[BackendRow]) -> str:
             'ok' if r.passed else 'FAIL: ' + '; '.join(r.failures),
         ]
         lines.append('| ' + ' | '.join(cells) + ' |')
+    lines += [
+        '',
+        'AP in percent on the test set of each config. latency: mean wall time of one backend '
+        'call per image, as tools/test.py measures it (data loading, pre-processing and '
+        'evaluation excluded; batch 1).',
+    ]
+    busy = machine_was_busy(rows)
+    if busy is not None:
+        lines.append(
+            f'The machine was busy (load average {busy:.1f} on {os.cpu_count()} CPUs): the '
+            'latencies include other work; take them again on a quiet machine.'
+        )
     return '\n'.join(lines)
 
 

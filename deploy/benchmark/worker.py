@@ -212,7 +212,7 @@ def main(argv=None) -> int:
     try:
         result = MODES[spec['mode']](spec)
     except DeployError as err:  # reported by the parent as one clean line
-        result, code = dict(error=f'{type(err).__name__}: {err}'), 2
+        result, code = dict(error=str(err)), 2
     else:
         code = 0
     write_atomic(out_file, json.dumps(result))
