@@ -52,8 +52,12 @@ def one_line(err: BaseException) -> str:
 def run_cli(main: Callable[[], int | None]) -> None:
     """Run ``main`` and exit with its code; a :class:`DeployError` becomes ``error: ...`` + exit 2.
 
-    Set ``DEPLOY_DEBUG=1`` to see the full traceback instead.
+    Set ``DEPLOY_DEBUG=1`` to see the full traceback instead. On a busy machine PyTorch's
+    OpenMP threads wait passively (:mod:`deploy.threads`).
     """
+    from ..threads import passive_openmp_when_busy
+
+    passive_openmp_when_busy()
     try:
         code = main()
     except DeployError as err:

@@ -17,7 +17,7 @@ its tolerance below PyTorch, or export verification fails.
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -26,6 +26,9 @@ from ..errors import ConfigError, DeployError
 from ..fileio import write_atomic
 from .export import export_model
 from .test import run_test
+
+#: what an entry's ``export`` mapping may set (keyword arguments of ``export_model``)
+EXPORT_OPTIONS = ('exporter', 'precision', 'preprocess_in_graph', 'simplify')
 
 #: metric name in a regression file -> key of evaluate_coco's result
 METRIC_KEYS = {'bbox': 'bbox_mAP', 'segm': 'segm_mAP', 'proposal': 'AR@1000'}
@@ -62,6 +65,12 @@ def load_regression_file(path: str | Path) -> list[dict]:
         for key in ('name', 'config', 'checkpoint', 'metrics'):
             if key not in entry:
                 raise ConfigError(f'`{key}` missing in an entry of {path}')
+        unknown = sorted(set(entry.get('export') or {}) - set(EXPORT_OPTIONS))
+        if unknown:
+            raise ConfigError(
+                f'unknown `export` keys {unknown} in entry {entry["name"]} of {path} '
+                f'(known: {", ".join(EXPORT_OPTIONS)})'
+            )
     return entries
 
 
@@ -85,6 +94,7 @@ def run_regression(
     """
     work_dir = Path(work_dir)
     rows: list[BackendRow] = []
+    references: dict[str, BackendRow] = {}  # one PyTorch run serves every export of a model
     for entry in entries:
         name, metrics = entry['name'], tuple(entry['metrics'])
         options = dict(entry.get('cfg_options') or {}, **(cfg_options or {}))
@@ -92,6 +102,7 @@ def run_regression(
         onnx_file = work_dir / f'{name}.onnx'
         logger(f'== {name}: export + verify')
         export_kwargs = {'exporter': exporter} if exporter else {}
+        export_kwargs.update(entry.get('export') or {})
         exported = export_model(
             entry['config'],
             entry['checkpoint'],
@@ -103,7 +114,12 @@ def run_regression(
             logger=logger,
             **export_kwargs,
         )
-        reference = _evaluate(entry, 'pytorch', entry['checkpoint'], metrics, options, logger)
+        key = repr((entry['config'], entry['checkpoint'], metrics, sorted(options.items())))
+        if key not in references:
+            references[key] = _evaluate(
+                entry, 'pytorch', entry['checkpoint'], metrics, options, logger
+            )
+        reference = replace(references[key], model=name, failures=[])
         for metric, floor in (entry.get('floor') or {}).items():
             if reference.ap.get(metric, 0.0) < floor:
                 reference.failures.append(
