@@ -34,7 +34,7 @@ def parse_args(argv=None):
         '--precision',
         choices=OPENVINO_PRECISIONS,
         default=None,
-        help='openvino only: inference precision (default: the file\'s; int8 needs a file from '
+        help="openvino only: inference precision (default: the file's; int8 needs a file from "
         'tools/quantize.py)',
     )
     parser.add_argument('--out', help='pickle file for the results (.pkl / .pickle)')

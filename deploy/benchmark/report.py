@@ -21,21 +21,27 @@ def format_markdown(report: dict) -> str:
     """The inference report as a Markdown table (milliseconds per batch: mean / median / p90)."""
     if report.get('kind') == 'export':
         return format_export_markdown(report)
+    rounds = report.get('rounds', 1)
+    first = next(iter(report['backends']), None)
     lines = [
         f'Batch {report["batch_size"]} at {report["shape"][0]}x{report["shape"][1]}, '
         f'{report["threads"]} threads, {report["iters"]} timed iterations after '
-        f'{report["warmup"]} warm-up; ms per batch as mean / median / p90.',
+        f'{report["warmup"]} warm-up'
+        + (f', in {rounds} interleaved rounds (A B .. A B ..)' if rounds > 1 else '')
+        + f"; ms per batch as mean / median / p90; ratio = mean infer / total over {first}'s.",
         '',
-        '| backend | pre ms | infer ms | post ms | total ms | img/s | peak RSS MiB | GFLOPs | '
-        '% of peak | ORT in-graph post |',
-        '|---|---|---|---|---|---|---|---|---|---|',
+        '| backend | precision | pre ms | infer ms | post ms | total ms | ratio infer / total '
+        '| img/s | peak RSS MiB | GFLOPs | % of peak | ORT in-graph post |',
+        '|---|---|---|---|---|---|---|---|---|---|---|---|',
     ]
     for name, result in report['backends'].items():
         latency = result['latency_ms']
-        cells = [name]
+        cells = [name, result.get('precision') or '-']
         for stage in (*STAGES, 'total'):
             s = latency[stage]
             cells.append(f'{s["mean"]:.1f} / {s["median"]:.1f} / {s["p90"]:.1f}')
+        ratio = result.get('ratio')
+        cells.append(f'{ratio["infer"]:.2f} / {ratio["total"]:.2f}' if ratio else '-')
         cells.append(f'{result["throughput_ips"]["total"]:.2f}')
         cells.append(_fmt(result['memory_mb'].get('peak_rss'), '.0f'))
         cells.append(_fmt(result['flops'] / 1e9 if result.get('flops') else None, '.2f'))
@@ -55,6 +61,27 @@ def format_markdown(report: dict) -> str:
             f'FP32 peak: {peak["gflops"]:.1f} GFLOP/s ({peak["method"]}, '
             f'{peak["threads"]} threads).',
         ]
+    peak_int8 = report.get('peak_int8')
+    if peak_int8:
+        lines.append(
+            f'INT8 peak: {peak_int8["gops"]:.1f} GOP/s ({peak_int8["method"]}); "% of peak" of '
+            'INT8 models is of this peak.'
+        )
+    isa = report.get('environment', {}).get('isa')
+    if isa:
+        have = [flag for flag, on in isa.items() if on is True]
+        lines.append(
+            f'CPU: {", ".join(have) or "no AVX2"}; integer GEMM path of ONNX Runtime (MLAS, by '
+            f'CPUID): {isa.get("int8_gemm")}.'
+        )
+    kernels = kernel_lines(report)
+    if kernels:
+        lines += [
+            '',
+            'Kernels that ran (share of node time; OpenVINO: layers by runtime precision '
+            'and kernel):',
+            *kernels,
+        ]
     flops = report.get('flops')
     if flops:
         lines.append(
@@ -64,6 +91,25 @@ def format_markdown(report: dict) -> str:
     if report.get('busy'):
         lines.append(_busy_warning(report))
     return '\n'.join(lines)
+
+
+def kernel_lines(report: dict, top: int = 4) -> list[str]:
+    """One line per backend: its heaviest ONNX Runtime op kernels (from the profiler pass) or
+    OpenVINO's most common (layer, precision, kernel) triples."""
+    lines = []
+    for name, result in report['backends'].items():
+        profile = result.get('ort_profile') or {}
+        by_op = profile.get('by_op_ms')
+        if by_op:
+            total = sum(by_op.values()) or 1.0
+            parts = [f'{op} {ms:.0f} ms ({100 * ms / total:.0f}%)' for op, ms in by_op.items()]
+            lines.append(f'- {name}: ' + ', '.join(parts[:top]))
+        ov = result.get('openvino_kernels')
+        if ov:
+            parts = [f'{count} x {kind}' for kind, count in ov.items() if ' ' in kind]
+            convs = [p for p in parts if 'Convolution' in p or 'FullyConnected' in p]
+            lines.append(f'- {name}: ' + ', '.join((convs or parts)[:top]))
+    return lines
 
 
 def _busy_warning(report: dict) -> str:

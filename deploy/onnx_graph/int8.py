@@ -53,11 +53,14 @@ class QuantizeSettings:
         roi_heads: also quantise the RoI heads' convolutions and FCs (two-stage models).
         exclude: node names kept in float (found by the sensitivity search, or given).
         percentile: the percentile of the ``percentile`` method.
+        float_head_outputs: keep the head's last convolutions float (their outputs -- class
+            logits, box deltas -- unrounded); costs speed (those convolutions are large).
     """
 
     method: str = 'minmax'
     per_channel: bool = True
     roi_heads: bool = True
+    float_head_outputs: bool = False
     exclude: tuple[str, ...] = ()
     percentile: float = 99.999
 
@@ -69,6 +72,8 @@ class Int8Plan:
     quantize: list[str] = field(default_factory=list)
     compute: list[str] = field(default_factory=list)
     float_compute: list[str] = field(default_factory=list)
+    #: compute ops after RoiAlign (RoI heads)
+    roi_compute: list[str] = field(default_factory=list)
 
 
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -110,6 +115,7 @@ def int8_node_plan(model: onnx.ModelProto, settings: QuantizeSettings) -> Int8Pl
         if nodes[i].name not in excluded:
             plan.quantize.append(nodes[i].name)
     plan.compute = [nodes[i].name for i in compute]
+    plan.roi_compute = [nodes[i].name for i in compute if i not in feature]
     quantized = set(plan.quantize)
     plan.float_compute = [name for name in plan.compute if name not in quantized]
     return plan
@@ -129,6 +135,9 @@ class CalibrationReader:
 
     def rewind(self) -> None:
         self._iter = None
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return iter(self._batches)
 
     def __len__(self) -> int:
         return len(self._batches)
@@ -208,14 +217,22 @@ def quantize_qdq(
             calibration_cache_path=calibration_cache,
         )
         quantized = onnx.load(str(dst))
-    keep_head_outputs_float(quantized, set(plan.quantize))
+    # The RoI heads' last layers are small (a few FCs / a 1x1 conv on 100-1000 RoIs): their
+    # outputs (class scores, box deltas, mask logits) stay unrounded at no cost. The dense heads'
+    # last convolutions are large (RetinaNet's class conv is a quarter of its head): rounded by
+    # default, float with ``float_head_outputs``.
+    sources = None if settings.float_head_outputs else set(plan.roi_compute)
+    keep_head_outputs_float(quantized, set(plan.quantize), sources)
     return quantized, plan
 
 
-def keep_head_outputs_float(model: onnx.ModelProto, quantized_nodes: set[str]) -> int:
+def keep_head_outputs_float(
+    model: onnx.ModelProto, quantized_nodes: set[str], sources: set[str] | None = None
+) -> int:
     """Remove the ``QuantizeLinear -> DequantizeLinear`` pair on every activation that only float
     nodes read (a head's class logits and box deltas, a RoI head's outputs): rounding it to 8 bits
-    would help no integer kernel and would coarsen the scores and boxes. Returns how many."""
+    would help no integer kernel and would coarsen the scores and boxes. ``sources``: only where
+    one of these nodes produces the activation (``None``: anywhere). Returns how many."""
     graph = model.graph
     producer = {out: n for n in graph.node for out in n.output}
     consumers: dict[str, list[onnx.NodeProto]] = {}
@@ -228,6 +245,8 @@ def keep_head_outputs_float(model: onnx.ModelProto, quantized_nodes: set[str]) -
             continue
         src = producer.get(q.input[0])
         if src is None or src.op_type in ('QuantizeLinear', 'DequantizeLinear'):
+            continue
+        if sources is not None and src.name not in sources:
             continue
         dqs = consumers.get(q.output[0], [])
         if not dqs or any(d.op_type != 'DequantizeLinear' for d in dqs):
