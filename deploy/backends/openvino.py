@@ -84,7 +84,7 @@ class OpenVINOBackend(Backend):
             raise BackendError(f'ONNX file not found: {model_file}')
         if device != 'cpu':
             raise BackendError(f'the openvino backend runs on the CPU here, not {device!r}')
-        self.spec = read_onnx_spec(model_file) if model_file.suffix == '.onnx' else None
+        self.spec = read_onnx_spec(model_file)
         file_precision = self.spec.precision if self.spec is not None else 'fp32'
         if precision is None:
             precision = 'int8' if file_precision == 'int8' else 'fp32'
@@ -124,8 +124,12 @@ class OpenVINOBackend(Backend):
         except RuntimeError as err:
             raise BackendError(f'OpenVINO cannot compile {model_file}: {_last_line(err)}') from None
         self.request = self.compiled.create_infer_request()
-        self.input_names = tuple(p.get_any_name() for p in self.compiled.inputs)
-        self.output_names = tuple(p.get_any_name() for p in self.compiled.outputs)
+        # A port can carry several tensor names (OpenVINO merges an input with the ops that only
+        # forward it): name each by the graph's own input / output name.
+        known = _graph_io_names(model_file)
+        self.input_names = tuple(_port_name(p, known) for p in self.compiled.inputs)
+        self.output_names = tuple(_port_name(p, known) for p in self.compiled.outputs)
+        self._ports = dict(zip(self.output_names, self.compiled.outputs))
         self.num_threads = num_threads
         self.config = config
 
@@ -180,10 +184,7 @@ class OpenVINOBackend(Backend):
             raise BackendError(
                 f'OpenVINO failed on {self.model_file.name}: {_last_line(err)}'
             ) from None
-        by_name = {}
-        for port, value in results.items():
-            by_name[port.get_any_name()] = np.asarray(value)
-        return {name: by_name[name] for name in self.output_names}
+        return {name: np.asarray(results[port]) for name, port in self._ports.items()}
 
 
 def runtime_summary(compiled) -> dict[str, int]:
@@ -199,6 +200,19 @@ def runtime_summary(compiled) -> dict[str, int]:
         key = f'{kind} {info["runtimePrecision"].astype(str)} {info["primitiveType"].astype(str)}'
         counts[key] = counts.get(key, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _graph_io_names(model_file: Path) -> set[str]:
+    import onnx
+
+    graph = onnx.load(str(model_file), load_external_data=False).graph
+    return {v.name for v in (*graph.input, *graph.output)}
+
+
+def _port_name(port, known: set[str]) -> str:
+    names = port.get_names()
+    preferred = sorted(names & known) or sorted(names)
+    return preferred[0] if preferred else port.get_any_name()
 
 
 def _last_line(err: Exception) -> str:
