@@ -30,18 +30,16 @@ def format_markdown(report: dict) -> str:
         + (f', in {rounds} interleaved rounds (A B .. A B ..)' if rounds > 1 else '')
         + f"; ms per batch as mean / median / p90; ratio = mean infer / total over {first}'s.",
         '',
-        '| backend | precision | pre ms | infer ms | post ms | total ms | ratio infer / total '
-        '| img/s | peak RSS MiB | GFLOPs | % of peak | ORT in-graph post |',
+        '| backend | pre ms | infer ms | post ms | total ms | img/s | peak RSS MiB | GFLOPs | '
+        '% of peak | ORT in-graph post | precision | ratio infer / total |',
         '|---|---|---|---|---|---|---|---|---|---|---|---|',
     ]
     for name, result in report['backends'].items():
         latency = result['latency_ms']
-        cells = [name, result.get('precision') or '-']
+        cells = [name]
         for stage in (*STAGES, 'total'):
             s = latency[stage]
             cells.append(f'{s["mean"]:.1f} / {s["median"]:.1f} / {s["p90"]:.1f}')
-        ratio = result.get('ratio')
-        cells.append(f'{ratio["infer"]:.2f} / {ratio["total"]:.2f}' if ratio else '-')
         cells.append(f'{result["throughput_ips"]["total"]:.2f}')
         cells.append(_fmt(result['memory_mb'].get('peak_rss'), '.0f'))
         cells.append(_fmt(result['flops'] / 1e9 if result.get('flops') else None, '.2f'))
@@ -53,6 +51,9 @@ def format_markdown(report: dict) -> str:
             if profile
             else '-'
         )
+        cells.append(result.get('precision') or '-')
+        ratio = result.get('ratio')
+        cells.append(f'{ratio["infer"]:.2f} / {ratio["total"]:.2f}' if ratio else '-')
         lines.append('| ' + ' | '.join(cells) + ' |')
     peak = report.get('peak')
     if peak:
