@@ -128,13 +128,14 @@ def format_export_markdown(report: dict) -> str:
         f'({"dynamic" if report["dynamic"] else "static"}), opset {report["opset"]}, '
         f'{report["threads"]} threads.',
         '',
-        '| exporter | wall s | peak RSS MiB | RSS before export MiB | file MiB | nodes |',
-        '|---|---|---|---|---|---|',
+        '| exporter | wall s | CPU s | peak RSS MiB | RSS before export MiB | file MiB | nodes |',
+        '|---|---|---|---|---|---|---|',
     ]
     for name, result in report['exports'].items():
         memory = result['memory_mb']
         lines.append(
-            f'| {name} | {result["wall_s"]:.2f} | {_fmt(memory["peak_rss"], ".0f")} | '
+            f'| {name} | {result["wall_s"]:.2f} | {_fmt(result.get("cpu_s"), ".1f")} | '
+            f'{_fmt(memory["peak_rss"], ".0f")} | '
             f'{_fmt(memory["rss_before_export"], ".0f")} | {result["file_mb"]:.2f} | '
             f'{result["num_nodes"]} |'
         )
