@@ -8,8 +8,9 @@ Two exporters are supported because each has failure modes the other lacks:
 * ``torchscript``: the legacy tracer (``dynamo=False``), deprecated but still shipped, with
   ``dynamic_axes`` and a symbolic function for the custom op.
 
-Both produce the same graph contract: inputs ``input [B, 3, H, W]`` and ``img_shape [B, 2]``,
-outputs named by the detector (``dets``, ``labels``, ...). Files are written to a temporary name and
+Both produce the same graph contract: inputs ``input [B, 3, H, W]`` and ``img_shape [B, 2]``
+(classifiers: ``input`` alone), outputs named by the model (``dets``, ``labels``, ...;
+classifiers ``scores``). Files are written to a temporary name and
 renamed when complete, so a failed export never leaves a partial file behind.
 """
 
@@ -44,6 +45,18 @@ class DeployModule(nn.Module):
 
     def forward(self, input: Tensor, img_shape: Tensor) -> tuple[Tensor, ...]:  # noqa: A002
         return tuple(self.detector.forward_deploy(input, img_shape))
+
+
+class ImageOnlyModule(nn.Module):
+    """``input -> outputs``: the post-processed graph of a model that needs no image shape
+    (classifiers, whose ``input_names`` are ``('input',)``)."""
+
+    def __init__(self, detector: nn.Module):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, input: Tensor) -> tuple[Tensor, ...]:  # noqa: A002
+        return tuple(self.detector.forward_deploy(input))
 
 
 class RawModule(nn.Module):
@@ -111,9 +124,16 @@ def export_onnx(
             input_names = ['input']
             output_names = list(detector.forward_raw(img).keys())
         else:
-            module, args = DeployModule(detector), (img, img_shape)
-            input_names = ['input', 'img_shape']
+            input_names = list(getattr(detector, 'input_names', ('input', 'img_shape')))
+            if input_names == ['input']:
+                module, args = ImageOnlyModule(detector), (img,)
+            else:
+                module, args = DeployModule(detector), (img, img_shape)
             output_names = list(detector.output_names)
+        # A new wrapper is in training mode, and the TorchScript exporter restores the mode it
+        # found after tracing, recursively: the detector would be left training (BatchNorm on
+        # batch statistics) for everything that runs after the export.
+        module.eval()
         output_shapes = {n: tuple(t.shape) for n, t in zip(output_names, module(*args))}
     dynamic_axes = (
         _dynamic_axes(input_names, output_names, skip_postprocess, dynamic_size) if dynamic else {}
@@ -198,6 +218,11 @@ def _dynamic_axes(input_names, output_names, skip_postprocess: bool, dynamic_siz
     axes = {'input': {0: 'batch', 2: 'height', 3: 'width'} if dynamic_size else {0: 'batch'}}
     if skip_postprocess:
         # Raw head maps: batch plus their own spatial sizes.
+        for name in output_names:
+            axes[name] = {0: 'batch'}
+        return axes
+    if 'img_shape' not in input_names:
+        # A model fed the image alone (a classifier) outputs one fixed-size row per image.
         for name in output_names:
             axes[name] = {0: 'batch'}
         return axes
