@@ -52,7 +52,7 @@ __all__ = [
 CLASSIFIER_TYPES = ('ImageClassifier',)
 
 #: transforms that only load, pack or convert: nothing to do at inference
-_PASS_THROUGH = frozenset(
+PASS_THROUGH_TRANSFORMS = frozenset(
     {
         'LoadImageFromFile',
         'PackInputs',
@@ -79,7 +79,7 @@ def is_classifier_cfg(cfg) -> bool:
     )
 
 
-def _is_0x(cfg) -> bool:
+def is_mmcls_0x(cfg) -> bool:
     """MMClassification 0.x configs keep their data in ``data``, 1.x in ``*_dataloader``."""
     return isinstance(cfg.get('data'), Mapping) and not isinstance(
         cfg.get('test_dataloader'), Mapping
@@ -113,7 +113,7 @@ def _backend_and_interpolation(transform: Mapping, where: str, file: str) -> tup
     return backend, interpolation
 
 
-def _read_resize(transform: Mapping, name: str, where: str, file: str) -> dict:
+def read_resize(transform: Mapping, name: str, where: str, file: str) -> dict:
     """The resize fields of :class:`PreprocessConfig` from one classifier resize transform."""
     backend, interpolation = _backend_and_interpolation(transform, f'{name} in {where}', file)
     common = dict(resize_backend=backend, interpolation=interpolation)
@@ -149,7 +149,7 @@ def _read_resize(transform: Mapping, name: str, where: str, file: str) -> dict:
     raise missing_key_error(f'Resize.size in {where}', file)
 
 
-def _read_crop(transform: Mapping, where: str, file: str, order_wh: bool) -> tuple[int, int]:
+def read_crop(transform: Mapping, where: str, file: str, order_wh: bool) -> tuple[int, int]:
     """``(h, w)`` of a CenterCrop; 1.x (mmcv 2.x) writes pairs as ``(w, h)``, 0.x as ``(h, w)``."""
     for flag in ('efficientnet_style', 'auto_pad'):
         if transform.get(flag):
@@ -203,12 +203,12 @@ def get_classifier_preprocess_cfg(cfg) -> PreprocessConfig:
                     f'{name} in {where} of {file} follows another resize or crop: classifiers '
                     'support one resize, then one centre crop'
                 )
-            resize = _read_resize(transform, name, where, file)
+            resize = read_resize(transform, name, where, file)
         elif name == 'CenterCrop':
             if crop is not None:
                 raise ConfigError(f'two CenterCrop steps in {where} of {file}')
-            crop = _read_crop(transform, where, file, order_wh=not _is_0x(cfg))
-        elif name not in _PASS_THROUGH:
+            crop = read_crop(transform, where, file, order_wh=not is_mmcls_0x(cfg))
+        elif name not in PASS_THROUGH_TRANSFORMS:
             raise ConfigError(
                 f'{name} in {where} of {file} is not supported for classifiers (supported: '
                 'Resize, ResizeEdge, CenterCrop, Normalize)'
