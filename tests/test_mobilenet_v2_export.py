@@ -125,6 +125,22 @@ def test_dynamo_graph_matches_eager_at_any_batch_and_size(workspace, dynamo_file
     assert rows[-1].num_images == 3 and rows[-1].topk_agree == 3
 
 
+def test_torchscript_export_leaves_the_model_in_eval_mode(workspace, tmp_path):
+    """The TorchScript exporter restores the training flag of the module it traces; a fresh
+    wrapper must not hand a training flag down to the model (BatchNorm would then use batch
+    statistics in everything that runs after the export, e.g. --verify's reference)."""
+    from deploy.export.onnx_export import export_onnx
+
+    model = workspace['model']
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = model.predict(x)
+    export_onnx(model, x, torch.zeros(1, 2), tmp_path / 'ts.onnx', exporter='torchscript')
+    assert not any(m.training for m in model.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(model.predict(x), before)
+
+
 def test_verify_fails_on_a_wrong_graph_and_on_flat_scores(workspace, dynamo_file, tmp_path):
     model = onnx.load(str(dynamo_file))
     gemm = next(n for n in model.graph.node if n.op_type == 'Gemm')
