@@ -43,9 +43,13 @@ from .loader import (
 
 __all__ = [
     'CLASSIFIER_TYPES',
+    'PASS_THROUGH_TRANSFORMS',
     'get_classification_dataset_cfg',
     'get_classifier_preprocess_cfg',
     'is_classifier_cfg',
+    'is_mmcls_0x',
+    'read_crop',
+    'read_resize',
 ]
 
 #: model types that classify whole images (no detection settings, ``scores`` output)
