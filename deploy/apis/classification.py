@@ -28,9 +28,9 @@ from ..datasets.classification import (
 from ..datasets.coco import build_dataloader
 from ..errors import ConfigError, DeployError
 from ..evaluation.accuracy import accuracy
-from ..fileio import write_atomic
 from ..structures import ClassificationResult
 from .distributed import gather_results, shard_indices
+from .test import TestRun, _write
 
 #: the metric ``--eval`` names for classifiers
 CLASSIFICATION_METRICS = ('accuracy',)
@@ -38,29 +38,17 @@ DEFAULT_TOPK = (1, 5)
 
 
 @dataclass
-class ClassificationRun:
-    """Results of :func:`run_classification_test` (the classifier's ``TestRun``)."""
+class ClassificationRun(TestRun):
+    """Results of :func:`run_classification_test`: a ``TestRun`` whose ``results`` are
+    :class:`ClassificationResult`, with each image's true label and file."""
 
-    results: list[ClassificationResult]
-    img_ids: list[int]
-    gt_labels: np.ndarray
-    filenames: list[str]
-    metrics: dict = field(default_factory=dict)
-    class_names: tuple | None = None
-    #: mean wall time of the backend call per image, milliseconds
-    latency_ms: float = 0.0
-    wall_seconds: float = 0.0
+    gt_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    filenames: list[str] = field(default_factory=list)
 
     @property
     def scores(self) -> np.ndarray:
         """``[N, C]`` scores of every image, in data-set order."""
         return np.stack([r.scores for r in self.results]) if self.results else np.zeros((0, 0))
-
-    @property
-    def pipeline_efficiency(self) -> float:
-        if not self.wall_seconds or not self.latency_ms:
-            return 0.0
-        return (len(self.results) / self.wall_seconds) / (1000.0 / self.latency_ms)
 
 
 def evaluation_topk(cfg, num_classes: int) -> tuple[int, ...]:
@@ -169,15 +157,15 @@ def run_classification_test(
     latency_ms = 1000 * infer_seconds / max(len(results), 1)
     gathered = gather_results(results, img_ids)
     if gathered is None:  # not rank 0
-        return ClassificationRun(results, img_ids, gt_all[img_ids], [], latency_ms=latency_ms)
+        return ClassificationRun(results, img_ids, gt_labels=gt_all[img_ids], latency_ms=latency_ms)
     results, img_ids = gathered
     run = ClassificationRun(
         results,
         img_ids,
-        gt_all[img_ids],
-        [samples.paths[i] for i in img_ids],
         class_names=spec.class_names or samples.class_names,
         latency_ms=latency_ms,
+        gt_labels=gt_all[img_ids],
+        filenames=[samples.paths[i] for i in img_ids],
     )
     if metrics:
         topk = evaluation_topk(cfg, run.scores.shape[1])
@@ -228,15 +216,6 @@ def format_accuracy(metrics: dict, backend: str, num_images: int) -> str:
     """``accuracy/top1: 95.33  accuracy/top5: 100.00  (onnxruntime, 300 images)``."""
     values = '  '.join(f'{k}: {v:.2f}' for k, v in metrics.items())
     return f'{values}  ({backend}, {num_images} images)'
-
-
-def _write(path, data, what: str, logger, failures: list) -> None:
-    try:
-        write_atomic(path, data)
-    except OSError as err:
-        failures.append(f'cannot write the {what} file {path}: {err.strerror or err}')
-        return
-    logger(f'{what} written to {path}')
 
 
 def draw_classification(

@@ -9,7 +9,7 @@ builds, so accuracy differences between backends come from the models alone.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -90,6 +90,19 @@ def center_crop_box(height: int, width: int, crop: tuple[int, int]) -> tuple[int
     return y1, min(height, y1 + crop_h), x1, min(width, x1 + crop_w)
 
 
+def apply_resize(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """``cfg``'s resize of an ``HxWx3`` uint8 image: ``cfg.resize_edge`` to ``cfg.scale[0]``, or
+    exactly to ``cfg.scale = (w, h)`` (a copy-free no-op when the size is already right)."""
+    height, width = image.shape[:2]
+    if cfg.resize_edge is not None:
+        size = edge_resize_size(height, width, cfg.scale[0], cfg.resize_edge)
+    else:
+        size = tuple(cfg.scale)
+    if size is None or size == (width, height):
+        return image
+    return resize_image(image, size, cfg.resize_backend, cfg.interpolation)
+
+
 class ClassificationPipeline:
     """Image (path or ``HxWx3`` uint8 BGR array) -> ``(tensor [3, H, W] float32, meta)``.
 
@@ -126,14 +139,12 @@ class ClassificationPipeline:
             raise ImageError(f'expected an HxWx3 BGR image, got an array of shape {image.shape}')
         cfg = self.cfg
         ori_h, ori_w = image.shape[:2]
-        if cfg.resize_edge is not None:
-            size = edge_resize_size(ori_h, ori_w, cfg.scale[0], cfg.resize_edge)
-        else:
-            size = tuple(cfg.scale)
         if self.fixed_shape is not None and cfg.crop_size is None:
-            size = (self.fixed_shape[1], self.fixed_shape[0])
-        if size is not None and size != (ori_w, ori_h):
-            image = resize_image(image, size, cfg.resize_backend, cfg.interpolation)
+            # a static graph without a crop: every image is resized to exactly its shape
+            exact = (self.fixed_shape[1], self.fixed_shape[0])
+            image = apply_resize(image, replace(cfg, scale=exact, resize_edge=None))
+        else:
+            image = apply_resize(image, cfg)
         if cfg.crop_size is not None:
             y1, y2, x1, x2 = center_crop_box(image.shape[0], image.shape[1], cfg.crop_size)
             image = image[y1:y2, x1:x2]

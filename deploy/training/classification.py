@@ -38,8 +38,8 @@ from ..config import get_model_cfg, get_preprocess_cfg, get_test_settings
 from ..config.classification import PASS_THROUGH_TRANSFORMS, is_mmcls_0x, read_crop, read_resize
 from ..datasets.classification import (
     ClassificationSamples,
+    apply_resize,
     center_crop_box,
-    edge_resize_size,
     load_classification_samples,
     resize_image,
 )
@@ -116,15 +116,7 @@ class FixedResize:
     preprocess: PreprocessConfig
 
     def __call__(self, image: np.ndarray, gen: np.random.Generator) -> np.ndarray:
-        cfg = self.preprocess
-        height, width = image.shape[:2]
-        if cfg.resize_edge is not None:
-            size = edge_resize_size(height, width, cfg.scale[0], cfg.resize_edge)
-        else:
-            size = tuple(cfg.scale)
-        if size is None or size == (width, height):
-            return image
-        return resize_image(image, size, cfg.resize_backend, cfg.interpolation)
+        return apply_resize(image, self.preprocess)
 
 
 @dataclass(frozen=True)
