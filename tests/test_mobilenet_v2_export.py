@@ -2,14 +2,11 @@
 size), --verify with teeth, tools/pytorch2onnx.py + tools/test.py --eval accuracy end to end,
 the regression job, bad input, and the bundled trained classifier."""
 
-import subprocess
-import sys
-
 import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import ROOT, SMALL_RETINANET
+from conftest import ROOT, SMALL_RETINANET, call_tool
 
 from deploy.apis.export import build_pipeline, export_model
 from deploy.apis.model import init_detector
@@ -44,14 +41,9 @@ QUIET = dict(progress=False, num_workers=0, logger=lambda *a: None)
 
 
 def run_tool(tool, *args, cwd):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / 'tools' / tool), *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=900,
-    )
-    return proc.returncode, proc.stdout, proc.stderr
+    """The tool's command line, run in-process: ``(exit code, stdout, stderr)``."""
+    outcome = call_tool(tool, *args, cwd=cwd)
+    return outcome.code, outcome.stdout, outcome.stderr
 
 
 @pytest.fixture(scope='module')
