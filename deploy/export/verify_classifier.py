@@ -21,7 +21,11 @@ import numpy as np
 import torch
 
 from ..evaluation.accuracy import topk_labels
-from .verify import RAW_ATOL, RAW_RTOL, VerifyCase
+from .verify import TOLERANCES, VerifyCase
+
+#: raw logits: the FP32 raw-output tolerances of the detectors
+RAW_RTOL = TOLERANCES['fp32'].raw_rtol
+RAW_ATOL = TOLERANCES['fp32'].raw_atol
 
 #: probabilities: |test - ref| <= SCORE_ATOL + SCORE_RTOL * |ref|
 SCORE_RTOL = 1e-3
