@@ -293,6 +293,7 @@ def test_pipeline_variants_of_both_generations(tmp_path):
         ("[dict(type='Resize', size=64)]", 'no normalisation'),
         (f"[dict(type='Resize', size=64), {NORM}, {NORM}]", 'ambiguous normalisation'),
     ],
+    ids=['TenCrop', 'area-in-pillow', 'keep-ratio', 'no-resize', 'no-normalize', 'two-normalize'],
 )
 def test_unsupported_pipelines_are_refused(tmp_path, pipeline, message):
     with pytest.raises(ConfigError, match=message):

@@ -17,7 +17,7 @@ from deploy.datasets.synthetic_classification import (
     CLASS_NAMES,
     generate_synthetic_classification,
 )
-from deploy.errors import ConfigError
+from deploy.errors import ConfigError, ExportError
 from deploy.evaluation.accuracy import topk_labels, write_pseudo_labels
 from deploy.export.verify import VerifyCase
 from deploy.export.verify_classifier import verify_classifier
@@ -198,6 +198,13 @@ def test_tools_export_verify_then_accuracy_equal_on_both_backends(workspace):
         f'accuracy/top5: {pt.metrics["accuracy/top5"]:.2f}  (onnxruntime, 16 images)'
     ), line
 
+    # the demo draws a classifier's best classes
+    code, out, err = run_tool(
+        'image_demo.py', DEMO, CFG, onnx_file, '--out-file', root / 'demo.jpg',
+        '--cfg-options', *workspace['cli'], cwd=root,
+    )  # fmt: skip
+    assert code == 0 and out.startswith('top-1 ') and (root / 'demo.jpg').is_file(), out + err
+
     # Random weights score chance on the real labels; against the reference's own top-1
     # (pseudo labels) PyTorch scores 100% and every differing image would cost ONNX Runtime.
     pseudo = write_pseudo_labels(
@@ -265,6 +272,9 @@ def test_bad_input(workspace, small_retinanet, tmp_path):
         run_test(CFG, workspace['ckpt'], 'pytorch', cfg_options=renamed, metrics=('accuracy',),
                  **QUIET)  # fmt: skip
 
+    with pytest.raises(ExportError, match='--precision fp16 is not supported for classifiers'):
+        export_model(CFG, workspace['ckpt'], tmp_path / 'x.onnx', input_img=DEMO, precision='fp16',
+                     cfg_options=workspace['options'], logger=lambda *a: None)  # fmt: skip
     with pytest.raises(ConfigError, match='smaller than the centre crop'):
         export_model(CFG, workspace['ckpt'], tmp_path / 'x.onnx', input_img=DEMO, shape=(16, 16),
                      cfg_options=workspace['options'], logger=lambda *a: None)  # fmt: skip

@@ -22,7 +22,6 @@ from tqdm import tqdm
 from ..config.classification import get_classification_dataset_cfg
 from ..datasets.classification import (
     ClassificationDataset,
-    ClassificationPipeline,
     load_classification_samples,
 )
 from ..datasets.coco import build_dataloader
@@ -129,8 +128,7 @@ def run_classification_test(
             f'the data set has label {int(gt_all.max())}, but the model predicts '
             f'{spec.num_classes} classes'
         )
-    pipeline = ClassificationPipeline(plan.preprocess, fixed_shape=plan.fixed_shape)
-    dataset = ClassificationDataset(samples, pipeline)
+    dataset = ClassificationDataset(samples, plan.pipeline())
     indices = list(range(len(dataset)))[:num_images]
     if world_size > 1:
         indices = [indices[i] for i in shard_indices(len(indices), rank, world_size)]
