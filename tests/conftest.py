@@ -6,9 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from deploy.models.random_weights import make_detections_likely  # noqa: F401 (re-exported)
+from deploy.threads import passive_openmp_when_busy
+
+# Before torch is imported: a busy machine (other jobs beside the suite) would otherwise lose
+# most of its time to spinning OpenMP threads.
+passive_openmp_when_busy()
+
+import torch  # noqa: E402
+
+from deploy.models.random_weights import make_detections_likely  # noqa: E402, F401 (re-exported)
 
 ROOT = Path(__file__).resolve().parents[1]
 
