@@ -338,3 +338,30 @@ def test_deploy_path_equals_eager(eager_run, roi_mode):
     assert matched_mask_error(eager, deploy) < 1e-6
     for r, t in zip(ref, test):
         assert r.masks == t.masks  # identical RLEs
+
+
+def test_random_checkpoint_weights_detect_on_caffe_style_input():
+    """The full-size model with random weights (``tools/misc/random_checkpoint.py``) on
+    mean-subtracted pixels: spread scores (not saturated at 0 or 1), and coarse masks with an edge
+    whose logits are not all near 0 (which would make every pixel a near-tie at 0.5)."""
+    torch.manual_seed(0)
+    model, _ = init_detector(str(CONFIG), logger=None)
+    make_detections_likely(model, strong=True)
+    img, metas = pixel_batch([(320, 416)])
+    head = model.roi_head
+    with torch.no_grad():
+        feats = model.extract_feat(img)
+        proposals = model.rpn_head.predict_proposals(model.rpn_head(feats), metas)[0]
+        scores = proposals[:, 4]
+        assert scores.max() < 0.99 and scores.std() > 0.01, 'saturated proposal scores'
+        rois = torch.cat([torch.zeros(len(proposals), 1), proposals[:, :4]], 1)
+        cls_score, bbox_pred = head._bbox_forward(feats, rois, deploy=False)
+        dets = head.bbox_head.predict_single(
+            proposals[:, :4], cls_score, bbox_pred, metas[0]['img_shape'], head.test_cfg
+        )
+        assert len(dets['labels']) > 0 and dets['dets'][:, 4].max() < 0.99
+        coarse = head.mask_head(head.mask_roi_extractor(feats[:1], rois[:20]))
+        classes = coarse[torch.arange(20), dets['labels'][:1].expand(20)]
+        assert ((classes > 0).float().mean(dim=(1, 2)) > 0).all(), 'masks with an edge'
+        assert ((classes < 0).float().mean(dim=(1, 2)) > 0).all(), 'masks with an edge'
+        assert classes.abs().mean() > 0.5, 'mask logits near 0'

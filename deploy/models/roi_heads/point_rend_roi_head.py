@@ -30,9 +30,12 @@ MMDetection upsamples and scatters all ``num_classes`` channels but only ever re
 of every class, as it must.
 
 One implementation (:meth:`PointRendRoIHead.refine_mask_logits`) serves eager prediction (one
-image at a time, as MMDetection) and the exported graph (``B x K`` padded detections): the top-k
-is TopK with a static ``k`` (784 < TensorRT's 3840), the point sampling GridSample, the write-back
-ScatterElements.
+image at a time, as MMDetection) and the exported graph (``B x K`` padded detections). The mask
+grids have static sizes (only the RoI count and the feature maps vary): the top-k is a TopK whose
+k is at most
+``subdivision_num_points`` (784, below TensorRT's limit of 3840; equal ties go to the lower index
+in eager mode too, as in TopK), the point sampling GridSample (opset 16+), the upsampling a linear
+half-pixel Resize, the write-back ScatterElements.
 """
 
 import torch
