@@ -32,10 +32,9 @@ of every class, as it must.
 One implementation (:meth:`PointRendRoIHead.refine_mask_logits`) serves eager prediction (one
 image at a time, as MMDetection) and the exported graph (``B x K`` padded detections). The mask
 grids have static sizes (only the RoI count and the feature maps vary): the top-k is a TopK whose
-k is at most
-``subdivision_num_points`` (784, below TensorRT's limit of 3840; equal ties go to the lower index
-in eager mode too, as in TopK), the point sampling GridSample (opset 16+), the upsampling a linear
-half-pixel Resize, the write-back ScatterElements.
+k is at most ``subdivision_num_points`` (784, below TensorRT's limit of 3840; equal ties go to the
+lower index in eager mode too, as in TopK), the point sampling GridSample (opset 16+), the
+upsampling a linear half-pixel Resize, the write-back ScatterElements.
 """
 
 import torch
