@@ -11,7 +11,7 @@ from pathlib import Path
 import onnx
 
 from ..errors import ExportError
-from ..fileio import commit, discard, staging_path
+from ..fileio import staged
 from ..onnx_graph.mixed_precision import convert_to_mixed_fp16
 from ..spec import read_onnx_spec, write_onnx_spec
 
@@ -28,11 +28,7 @@ def convert_file_to_fp16(path: str | Path) -> dict:
         )
     if spec is not None:
         write_onnx_spec(half, spec.replace(precision='fp16'))
-    tmp = staging_path(path)
-    try:
+    with staged(path) as tmp:
         onnx.save(half, str(tmp))
-        commit(tmp, path)
-    finally:
-        discard(tmp)
     casts = sum(n.op_type == 'Cast' for n in half.graph.node)
     return dict(nodes=len(half.graph.node), casts=casts)

@@ -1,4 +1,5 @@
 from .base import BaseDetector
+from .point_rend import PointRend
 from .single_stage import FCOS, FSAF, YOLOV3, RetinaNet, SingleStageDetector
 from .two_stage import CascadeRCNN, FasterRCNN, MaskRCNN, TwoStageDetector
 
@@ -9,6 +10,7 @@ __all__ = [
     'FSAF',
     'FasterRCNN',
     'MaskRCNN',
+    'PointRend',
     'RetinaNet',
     'SingleStageDetector',
     'TwoStageDetector',
