@@ -77,6 +77,15 @@ class PreprocessConfig:
         keep_ratio: keep the aspect ratio when resizing.
         size_divisor: pad bottom/right so both sides are multiples of this (``None``: no pad).
         pad_value: value of padded pixels, after normalisation (MMDetection pads with 0).
+        resize_edge: classifiers (MMPretrain's ``ResizeEdge``, MMClassification 0.x's
+            ``Resize(size=(s, -1))``): resize so that this edge (``'short'``, ``'long'``,
+            ``'width'`` or ``'height'``) is ``scale[0]`` pixels and the other keeps the aspect
+            ratio (truncated to an int); ``scale`` is then ``(s, s)``. ``None``: the rule above.
+        crop_size: ``(h, w)`` of a centre crop after the resize (classifiers), or ``None``.
+        resize_backend: ``'cv2'`` (OpenCV) or ``'pillow'`` (Pillow's ``Image.resize``, which
+            antialiases when shrinking: MMPretrain's ImageNet configs use it).
+        interpolation: ``'bilinear'``, ``'nearest'``, ``'bicubic'``, ``'area'`` (cv2),
+            ``'lanczos'``, ``'box'`` / ``'hamming'`` (pillow).
     """
 
     mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
@@ -86,6 +95,10 @@ class PreprocessConfig:
     keep_ratio: bool = True
     size_divisor: int | None = 32
     pad_value: float = 0.0
+    resize_edge: str | None = None
+    crop_size: tuple[int, int] | None = None
+    resize_backend: str = 'cv2'
+    interpolation: str = 'bilinear'
 
 
 # --------------------------------------------------------------------------------------------

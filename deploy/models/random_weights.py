@@ -1,4 +1,5 @@
-"""Random-weight detectors that detect something: for parity tests and export smoke checks.
+"""Random-weight detectors that detect something (and classifiers whose scores differ): for parity
+tests and export smoke checks.
 
 Randomly initialised heads score every class about equally (sigmoid(0) = 0.5, or 1/81 after a
 softmax), so a random model either detects everything or nothing, and a parity check on it says
@@ -27,8 +28,12 @@ def make_detections_likely(
             RoI features, 80 classes) need to detect anything; the small test models do with
             less.
     """
+    from .classifiers import ImageClassifier
     from .dense_heads import FCOSHead, SSDHead, YOLOV3Head
 
+    if isinstance(model, ImageClassifier):
+        _classifier_logits_spread(model)
+        return model
     if hasattr(model, 'roi_head'):
         _unit_scale_input(model)
         _rcnn_detections_likely(model.roi_head.bbox_head, strong)
@@ -100,6 +105,19 @@ def _point_rend_masks_likely(roi_head, strong: bool) -> None:
         num_classes = head.num_classes
         head.fc_logits.weight[:, -num_classes:, 0] += torch.eye(num_classes)
         head.fc_logits.bias.zero_()
+
+
+@torch.no_grad()
+def _classifier_logits_spread(model: nn.Module, logit_std: float = 3.0) -> None:
+    """A random classifier's activations shrink or blow up through its blocks and its logits
+    nearly tie (so top-k order is decided by rounding): normalise every BatchNorm on a batch and
+    scale the classifier so the logits spread with ``logit_std``."""
+    img = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    calibrate_batch_norm(model, img)
+    fc = model.head.fc
+    logits = fc(model.head.pre_logits(model.extract_feat(img)))
+    fc.weight.mul_(logit_std / max(float(logits.std()), 1e-6))
+    fc.bias.zero_()
 
 
 @torch.no_grad()

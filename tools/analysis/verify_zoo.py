@@ -32,9 +32,10 @@ MODELS = {
     'mask_rcnn': 'configs/mask_rcnn/mask_rcnn_r50_fpn_1x_coco.py',
     'cascade_rcnn': 'configs/cascade_rcnn/cascade_rcnn_r50_fpn_1x_coco.py',
     'cascade_mask_rcnn': 'configs/cascade_rcnn/cascade_mask_rcnn_r50_fpn_1x_coco.py',
+    'mobilenet_v2': 'configs/mobilenet_v2/mobilenet_v2_b32x8_imagenet.py',
 }
 TWO_STAGE = {'faster_rcnn', 'mask_rcnn', 'cascade_rcnn', 'cascade_mask_rcnn'}
-FIXED_SCALE = {'ssd', 'yolo'}
+FIXED_SCALE = {'ssd', 'yolo', 'mobilenet_v2'}  # own sizes (the classifier: resize + crop)
 
 
 def parse_args(argv=None):
