@@ -33,6 +33,9 @@ from .options import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, MIN_OPSET  # no
 # The dynamo exporter warns once per export that torchvision's ops cannot be registered; we never
 # use torchvision (our ops are our own), so the warning is noise.
 logging.getLogger('torch.onnx._internal.exporter._registration').setLevel(logging.ERROR)
+# Its optimizer warns for every constant Split it leaves unfolded (attention's packed q/k/v
+# weights); ONNX Runtime folds those at load, so the warning is noise too.
+logging.getLogger('onnxscript.optimizer._constant_folding').setLevel(logging.ERROR)
 
 
 class DeployModule(nn.Module):

@@ -27,8 +27,11 @@ def make_detections_likely(
             RoI features, 80 classes) need to detect anything; the small test models do with
             less.
     """
-    from .dense_heads import FCOSHead, SSDHead, YOLOV3Head
+    from .dense_heads import DETRHead, FCOSHead, SSDHead, YOLOV3Head
 
+    if isinstance(getattr(model, 'bbox_head', None), DETRHead):
+        _detr_detections_likely(model)
+        return model
     if hasattr(model, 'roi_head'):
         _rcnn_detections_likely(model.roi_head.bbox_head, strong)
         return model
@@ -68,6 +71,49 @@ def _rcnn_detections_likely(heads, strong: bool) -> None:
         head.fc_cls.bias.zero_()
         head.fc_cls.bias[-1] = background
         head.fc_reg.weight.mul_(0.1)
+
+
+def _detr_detections_likely(model: nn.Module) -> None:
+    """Random DETR queries all decode to about the same box and class: the random backbone's
+    features hardly vary over the image and random cross-attention averages all of them. So:
+    BatchNorm statistics from a random batch (all norms active, also the zero-initialised last
+    ones), sharper cross-attention (each query looks at a few places), and the head's linear
+    layers scaled and shifted on that batch so boxes spread over the image (centres around the
+    middle, sides about 20% of the image) and the class scores spread over queries, with the
+    background class ahead on average: a few queries score high, most low."""
+    for norm in model.backbone.modules():
+        if isinstance(norm, nn.BatchNorm2d):
+            norm.weight.fill_(1.0)
+            norm.bias.zero_()
+    # Smooth noise: closer to normalised photos than white noise, whose statistics do not carry
+    # over to real images.
+    img = nn.functional.interpolate(torch.randn(4, 3, 8, 10), size=(128, 160), mode='bilinear')
+    calibrate_batch_norm(model, img)
+    for layer in model.decoder.layers:
+        in_proj = layer.cross_attn.attn.in_proj_weight  # [3C, C]: query, key, value rows
+        in_proj[: 2 * in_proj.shape[1]].mul_(3.0)  # attention logits x9
+    feat = model.extract_feat(img)[-1]
+    mask = feat.new_zeros((feat.shape[0], *feat.shape[-2:]), dtype=torch.bool)
+    hidden = model.forward_transformer(feat, mask).flatten(0, 1)  # [B * Q, C]
+    head = model.bbox_head
+    _spread(
+        head.fc_reg,
+        head.activate(head.reg_ffn(hidden)),
+        std=torch.tensor([1.2, 1.2, 0.5, 0.5]),  # logits of (cx, cy, w, h) before the sigmoid
+        mean=torch.tensor([0.0, 0.0, -1.5, -1.5]),
+    )
+    mean = torch.zeros(head.cls_out_channels)
+    if not head.use_sigmoid_cls:
+        mean[-1] = 2.0  # background
+    _spread(head.fc_cls, hidden, std=torch.full_like(mean, 2.5), mean=mean)
+
+
+def _spread(linear: nn.Linear, inputs: torch.Tensor, std: torch.Tensor, mean: torch.Tensor) -> None:
+    """Scale and shift ``linear`` so its outputs over ``inputs [N, in]`` have these per-output
+    standard deviations and means."""
+    out = linear(inputs)
+    linear.weight.mul_((std / out.std(0).clamp(min=1e-6))[:, None])
+    linear.bias.copy_(mean - (inputs @ linear.weight.T).mean(0))
 
 
 @torch.no_grad()

@@ -1,0 +1,247 @@
+"""DETR (Carion et al., 2020): ResNet -> ChannelMapper -> transformer encoder/decoder -> DETRHead.
+
+The data flow of one batch ``img [B, 3, H, W]`` (padded bottom/right to the largest image):
+
+1. ``feat [B, C, h, w]``: backbone C5, projected to ``C = embed_dims`` by the neck.
+2. ``mask [B, h, w]`` (True: padding): each image's real ``img_shape`` marked in an ``H x W``
+   mask and resized to ``h x w`` by nearest-neighbour interpolation, exactly as MMDetection does.
+   The mask is what makes a batch behave like its images alone: the encoder and the decoder's
+   cross-attention never attend to padded cells, and the positional encoding counts real cells
+   only. (The backbone itself sees the padding: see the note below.)
+3. ``pos [B, C, h, w]``: :class:`SinePositionalEncoding` of the mask.
+4. Encoder over the ``h * w`` tokens, decoder with ``num_queries`` learned query positions.
+5. :class:`DETRHead`: per query, class logits and a box relative to the real image; the best
+   ``max_per_img`` are the detections.
+
+:meth:`DETR.predict` is the eager reference (MMDetection's code path, ``F.interpolate`` of the
+full-size mask); :meth:`DETR.forward_deploy` is the exported graph. It computes the same mask
+from the ``img_shape`` graph input with float32 arithmetic that reproduces PyTorch's
+nearest-neighbour source index exactly (ONNX ``Resize`` rounds some of those indices
+differently), one row and one column vector per image instead of an ``H x W`` image.
+
+Note on batches: a convolutional backbone is not exactly invariant to padding. With trained
+BatchNorm statistics, activations in the padded area are not zero, so features along the real
+image's right and bottom border differ from the image alone, and the resized mask can keep one
+more feature row or column than the image alone has. Both are MMDetection's semantics too
+(``tests/test_detr_batch.py`` measures the effect).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...errors import ConfigError
+from ...registry import MODELS
+from ...spec import TestSettings, test_settings_for_model
+from ..layers.detr_transformer import (
+    DetrTransformerDecoder,
+    DetrTransformerEncoder,
+    SinePositionalEncoding,
+)
+from .base import BaseDetector
+from .detr_compat import detr_config_from_2x, detr_keys_2x_to_3x, is_2x_layout, upgrade_v1_keys
+
+
+def _without_type(cfg: Mapping | None, expected: str, where: str) -> dict:
+    """A 3.x sub-config (plain dict, an optional ``type`` naming ``expected``) as arguments."""
+    cfg = dict(cfg or {})
+    found = str(cfg.pop('type', expected)).rsplit('.', 1)[-1]
+    if found != expected:
+        raise ConfigError(f'`model.{where}.type` is {found!r}; DETR uses {expected!r}')
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------
+# the padding mask
+# --------------------------------------------------------------------------------------------
+
+
+def padding_mask_eager(img_metas: list[dict], input_hw, feat_hw, device) -> Tensor:
+    """MMDetection's mask: 1 outside each image's ``img_shape`` at input resolution, resized to
+    ``feat_hw`` with ``F.interpolate`` (nearest) -> ``[B, h, w]`` bool, True on padding."""
+    masks = torch.ones(len(img_metas), *input_hw, device=device)
+    for i, meta in enumerate(img_metas):
+        img_h, img_w = meta['img_shape'][:2]
+        masks[i, :img_h, :img_w] = 0
+    return F.interpolate(masks.unsqueeze(1), size=tuple(feat_hw)).to(torch.bool).squeeze(1)
+
+
+def _size_f32(x: Tensor, dim: int) -> Tensor:
+    """``x.shape[dim]`` as a float32 scalar tensor that stays dynamic in both exporters."""
+    if torch.jit.is_tracing():
+        return torch._shape_as_tensor(x)[dim].to(torch.float32)
+    return torch.scalar_tensor(x.shape[dim], dtype=torch.float32, device=x.device)
+
+
+def _real_cells(real_len: Tensor, input_len: Tensor, feat: Tensor, dim: int) -> Tensor:
+    """Which cells along ``feat``'s axis ``dim`` the nearest-neighbour resize takes from inside
+    the real image: ``[B, n]`` bool.
+
+    PyTorch's nearest source index of output cell ``i`` is ``floor(i * s)`` with the float32
+    scale ``s = input_len / n``; it lies inside the image when ``i * s < real_len`` (the floor
+    changes nothing for an integer bound). Computed here with the same float32 operations.
+
+    Args:
+        real_len: ``[B, 1]`` float, the real image's length along the axis.
+        input_len: float32 scalar, the padded input's length.
+    """
+    scale = input_len / _size_f32(feat, dim)
+    cells = torch.arange(feat.shape[dim], device=feat.device, dtype=torch.float32)
+    return cells * scale < real_len
+
+
+def padding_mask_deploy(img_shape: Tensor, img: Tensor, feat: Tensor) -> Tensor:
+    """The mask of :func:`padding_mask_eager`, traceable, from ``img_shape [B, 2]`` float
+    ``(h, w)``, the padded input ``img [B, 3, H, W]`` and ``feat [B, C, h, w]`` -> ``[B, h, w]``
+    bool (True on padding). Exactly equal for every size (``tests/test_detr.py``)."""
+    rows = _real_cells(img_shape[:, 0:1], _size_f32(img, 2), feat, 2)  # [B, h]
+    cols = _real_cells(img_shape[:, 1:2], _size_f32(img, 3), feat, 3)  # [B, w]
+    return ~(rows.unsqueeze(2) & cols.unsqueeze(1))
+
+
+# --------------------------------------------------------------------------------------------
+# the detector
+# --------------------------------------------------------------------------------------------
+
+
+@MODELS.register_module()
+class DETR(BaseDetector):
+    """MMDetection's ``DETR`` with the 3.x module layout.
+
+    Children: ``backbone``, ``neck`` (``ChannelMapper``), ``bbox_head`` (:class:`DETRHead`),
+    ``positional_encoding``, ``encoder``, ``decoder``, ``query_embedding [num_queries, C]``.
+
+    Both config layouts build it:
+
+    * 3.x: ``neck``, ``encoder``, ``decoder``, ``positional_encoding`` and ``num_queries`` on the
+      detector, ``bbox_head=dict(type='DETRHead', num_classes, embed_dims)``;
+    * 2.x: everything inside ``bbox_head`` (``transformer=dict(type='Transformer', ...)``,
+      ``positional_encoding``, ``in_channels``, ``num_query``), translated by
+      :func:`~deploy.models.detectors.detr_compat.detr_config_from_2x`.
+
+    Checkpoints of either layout load (2.x and pre-2.12 keys are renamed in
+    :meth:`_load_from_state_dict`). ``data_preprocessor``, ``pretrained``, ``init_cfg`` and
+    ``train_cfg`` are accepted for config compatibility.
+    """
+
+    def __init__(
+        self,
+        backbone: dict,
+        bbox_head: dict,
+        neck: dict | None = None,
+        encoder: dict | None = None,
+        decoder: dict | None = None,
+        positional_encoding: dict | None = None,
+        num_queries: int = 100,
+        train_cfg: dict | None = None,
+        test_cfg: TestSettings | dict | None = None,
+        data_preprocessor: dict | None = None,
+        pretrained: str | None = None,
+        init_cfg: dict | None = None,
+    ):
+        super().__init__()
+        bbox_head = dict(bbox_head)
+        if 'transformer' in bbox_head:  # MMDetection 2.x layout
+            if any(cfg is not None for cfg in (neck, encoder, decoder, positional_encoding)):
+                raise ConfigError(
+                    'DETR config mixes layouts: `model.bbox_head.transformer` (2.x) together '
+                    'with `model.neck`/`encoder`/`decoder`/`positional_encoding` (3.x)'
+                )
+            layout = detr_config_from_2x(bbox_head)
+            neck, encoder, decoder = layout['neck'], layout['encoder'], layout['decoder']
+            positional_encoding = layout['positional_encoding']
+            num_queries, bbox_head = layout['num_queries'], layout['bbox_head']
+        if neck is None or encoder is None or decoder is None:
+            raise ConfigError(
+                'DETR needs `model.neck`, `model.encoder` and `model.decoder` (3.x layout) or '
+                '`model.bbox_head.transformer` (2.x layout)'
+            )
+        # Typed settings from the model spec; a raw dict (a model built by hand) is checked here.
+        test_cfg = test_settings_for_model(dict(bbox_head=bbox_head), test_cfg)
+
+        self.backbone = MODELS.build(backbone)
+        self.neck = MODELS.build(neck)
+        bbox_head.update(train_cfg=train_cfg, test_cfg=test_cfg.head)
+        self.bbox_head = MODELS.build(bbox_head)
+        self.positional_encoding = SinePositionalEncoding(
+            **_without_type(positional_encoding, 'SinePositionalEncoding', 'positional_encoding')
+        )
+        self.encoder = DetrTransformerEncoder(
+            **_without_type(encoder, 'DetrTransformerEncoder', 'encoder')
+        )
+        self.decoder = DetrTransformerDecoder(
+            **_without_type(decoder, 'DetrTransformerDecoder', 'decoder')
+        )
+        self.embed_dims = self.encoder.embed_dims
+        if 2 * self.positional_encoding.num_feats != self.embed_dims:
+            raise ConfigError(
+                f'DETR: positional_encoding.num_feats ({self.positional_encoding.num_feats}) '
+                f'must be half of embed_dims ({self.embed_dims})'
+            )
+        self.query_embedding = nn.Embedding(num_queries, self.embed_dims)
+        self.train_cfg = train_cfg
+        self.test_cfg = test_cfg
+
+    @property
+    def num_queries(self) -> int:
+        return self.query_embedding.num_embeddings
+
+    # -- the network ---------------------------------------------------------------------------
+    def forward_transformer(self, feat: Tensor, mask: Tensor) -> Tensor:
+        """``feat [B, C, h, w]`` and its padding ``mask [B, h, w]`` -> the decoder's last
+        output ``[B, Q, C]`` (post-normed)."""
+        batch = feat.shape[0]
+        pos = self.positional_encoding(mask).flatten(2).transpose(1, 2)  # [B, h*w, C]
+        tokens = feat.flatten(2).transpose(1, 2)  # [B, h*w, C]
+        mask = mask.flatten(1)  # [B, h*w]
+        memory = self.encoder(tokens, pos, mask)
+        query_pos = self.query_embedding.weight.unsqueeze(0).expand(batch, -1, -1)
+        query = torch.zeros_like(query_pos)
+        return self.decoder(query, memory, query_pos, pos, mask)
+
+    def _feature(self, img: Tensor) -> Tensor:
+        """The one feature map ``[B, C, h, w]`` (backbone ``out_indices=(3,)``, then the neck)."""
+        return self.extract_feat(img)[-1]
+
+    # -- the three ways to run ---------------------------------------------------------------------
+    def predict(self, img: Tensor, img_metas: list[dict]) -> list[dict]:
+        feat = self._feature(img)
+        mask = padding_mask_eager(img_metas, img.shape[-2:], feat.shape[-2:], img.device)
+        cls_scores, bbox_preds = self.bbox_head(self.forward_transformer(feat, mask))
+        return self.bbox_head.predict_by_feat(cls_scores, bbox_preds, img_metas)
+
+    def forward_deploy(self, img: Tensor, img_shape: Tensor) -> tuple[Tensor, Tensor]:
+        feat = self._feature(img)
+        mask = padding_mask_deploy(img_shape, img, feat)
+        cls_scores, bbox_preds = self.bbox_head(self.forward_transformer(feat, mask))
+        return self.bbox_head.predict_by_feat_deploy(cls_scores, bbox_preds, img_shape)
+
+    def forward_raw(self, img: Tensor) -> dict[str, Tensor]:
+        """The head's ``cls_score [B, Q, C']`` (logits) and ``bbox_pred [B, Q, 4]`` with every
+        pixel of ``img`` real (no ``img_shape`` input, so no padding mask)."""
+        feat = self._feature(img)
+        mask = feat.new_zeros((feat.shape[0], *feat.shape[-2:]), dtype=torch.bool)
+        cls_scores, bbox_preds = self.bbox_head(self.forward_transformer(feat, mask))
+        return dict(cls_score=cls_scores, bbox_pred=bbox_preds)
+
+    # -- checkpoints of other MMDetection versions ------------------------------------------------
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        # The root sees every key before its children do: rename 2.x keys to this layout here.
+        if is_2x_layout(state_dict, prefix):
+            metadata = getattr(state_dict, '_metadata', None) or {}
+            head_version = metadata.get(f'{prefix}bbox_head', {}).get('version')
+            converted = state_dict
+            if head_version is None or head_version < 2:  # written before MMDetection 2.12
+                converted = upgrade_v1_keys(converted, prefix)
+            converted = detr_keys_2x_to_3x(converted, prefix)
+            state_dict.clear()
+            state_dict.update(converted)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
