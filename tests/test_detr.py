@@ -4,6 +4,7 @@ translation, the padding mask, and the head's post-processing semantics.
 Also home of the small-model helpers the other ``test_detr_*`` files import.
 """
 
+import importlib.util
 import json
 from collections import OrderedDict
 
@@ -17,7 +18,7 @@ from deploy.apis.model import init_detector
 from deploy.backends.pytorch import PyTorchBackend
 from deploy.errors import ConfigError
 from deploy.evaluation.parity import match_result_lists
-from deploy.models.checkpoint import load_checkpoint, save_checkpoint
+from deploy.models.checkpoint import load_checkpoint, load_checkpoint_file, save_checkpoint
 from deploy.models.dense_heads import DETRHead
 from deploy.models.detectors.detr import padding_mask_deploy, padding_mask_eager
 from deploy.models.detectors.detr_compat import (
@@ -180,6 +181,23 @@ def test_checkpoint_layouts_load_into_the_zoo_model(layout, small_detr, tmp_path
     assert info['missing'] == info['unexpected'] == info['mismatched'] == []
     for key, value in source.state_dict().items():
         assert torch.equal(target.state_dict()[key], value), key
+
+
+def test_convert_tool_writes_either_layout(small_detr, tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        'convert_detr_checkpoint', ROOT / 'tools' / 'misc' / 'convert_detr_checkpoint.py'
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    source = save_checkpoint(small_detr, tmp_path / '3x.pth', meta={'CLASSES': tuple('abcdef')})
+    assert tool.main([str(source), str(tmp_path / '2x.pth'), '--to', '2.x']) == 0
+    layout_2x = load_checkpoint_file(tmp_path / '2x.pth')
+    assert list(layout_2x['state_dict']) == list(detr_keys_3x_to_2x(small_detr.state_dict()))
+    assert layout_2x['class_names'] == tuple('abcdef')
+    assert tool.main([str(tmp_path / '2x.pth'), str(tmp_path / 'back.pth'), '--to', '3.x']) == 0
+    back = load_checkpoint_file(tmp_path / 'back.pth')['state_dict']
+    assert list(back) == list(small_detr.state_dict())
+    assert all(torch.equal(back[k], v) for k, v in small_detr.state_dict().items())
 
 
 def test_2x_config_rejects_what_detr_does_not_build():

@@ -43,7 +43,7 @@ from ..layers.detr_transformer import (
     SinePositionalEncoding,
 )
 from .base import BaseDetector
-from .detr_compat import detr_config_from_2x, detr_keys_2x_to_3x, is_2x_layout, upgrade_v1_keys
+from .detr_compat import detr_config_from_2x, detr_keys_any_to_3x
 
 
 def _without_type(cfg: Mapping | None, expected: str, where: str) -> dict:
@@ -233,13 +233,8 @@ class DETR(BaseDetector):
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ):
         # The root sees every key before its children do: rename 2.x keys to this layout here.
-        if is_2x_layout(state_dict, prefix):
-            metadata = getattr(state_dict, '_metadata', None) or {}
-            head_version = metadata.get(f'{prefix}bbox_head', {}).get('version')
-            converted = state_dict
-            if head_version is None or head_version < 2:  # written before MMDetection 2.12
-                converted = upgrade_v1_keys(converted, prefix)
-            converted = detr_keys_2x_to_3x(converted, prefix)
+        converted = detr_keys_any_to_3x(state_dict, prefix)
+        if converted is not state_dict:
             state_dict.clear()
             state_dict.update(converted)
         super()._load_from_state_dict(

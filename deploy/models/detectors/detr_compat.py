@@ -27,6 +27,7 @@ from ...errors import ConfigError
 
 __all__ = [
     'detr_config_from_2x',
+    'detr_keys_any_to_3x',
     'detr_keys_2x_to_3x',
     'detr_keys_3x_to_2x',
     'is_2x_layout',
@@ -277,3 +278,16 @@ def is_2x_layout(keys, prefix: str = '') -> bool:
         f'{prefix}bbox_head.{name}.' for name in ('transformer', 'input_proj', 'query_embedding')
     )
     return any(key.startswith(markers) for key in keys)
+
+
+def detr_keys_any_to_3x(state_dict: Mapping, prefix: str = '') -> Mapping:
+    """Any DETR state dict in the 3.x layout: 2.x keys mapped (after MMDetection's pre-2.12
+    upgrade when ``_metadata`` gives the head no version, or one below 2); a 3.x state dict is
+    returned as it is."""
+    if not is_2x_layout(state_dict, prefix):
+        return state_dict
+    metadata = getattr(state_dict, '_metadata', None) or {}
+    head_version = metadata.get(f'{prefix}bbox_head', {}).get('version')
+    if head_version is None or head_version < 2:  # written before MMDetection 2.12
+        state_dict = upgrade_v1_keys(state_dict, prefix)
+    return detr_keys_2x_to_3x(state_dict, prefix)
