@@ -311,9 +311,9 @@ def test_small_model_detects_and_deploy_path_equals_eager(small_detr):
     eager = outputs_to_results(PyTorchBackend(model)(inputs), metas)
     deploy = outputs_to_results(PyTorchBackend(model, mode='deploy')(inputs), metas)
     assert [len(r) for r in eager] == [10, 10]
-    # random weights that detect: varied labels, scores and boxes
-    assert len(set(eager[0].labels.tolist())) > 1
-    assert eager[0].scores.max() - eager[0].scores.min() > 0.1
+    # random weights that detect: distinct scores (no near-ties for float drift to flip) and
+    # spread boxes, not one box ten times
+    assert np.diff(eager[0].scores).max() < -1e-5 and np.ptp(eager[0].scores) > 0.05
     assert np.ptp(eager[0].boxes[:, 0]) > 20
     stats = match_result_lists(eager, deploy)
     assert stats.exact_fraction == 1.0 and stats.max_score_err < 1e-6, stats

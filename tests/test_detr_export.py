@@ -38,6 +38,9 @@ def test_dynamic_export_matches_eager(small_detr, exporter, tmp_path):
         exporter=exporter,
         dynamic=True,
     )
+    # the exporters leave the model as they found it (the TorchScript one used to switch it to
+    # training mode, turning DETR's dropout on)
+    assert not any(m.training for m in small_detr.modules())
     graph = onnx.load(str(path))
     assert {o.domain for o in graph.opset_import} <= {'', 'ai.onnx'}, 'no custom op domains'
     dims = [d.dim_param or d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]

@@ -109,12 +109,15 @@ def export_onnx(
     if spec is None:
         spec = getattr(detector, 'spec', None)
     with torch.no_grad():
+        # The wrappers are made in eval mode: the TorchScript exporter puts the module it is given
+        # back into that module's mode afterwards, recursively, and a new module is in training
+        # mode (which would leave e.g. DETR's dropout on in the eager model).
         if skip_postprocess:
-            module, args = RawModule(detector), (img,)
+            module, args = RawModule(detector).eval(), (img,)
             input_names = ['input']
             output_names = list(detector.forward_raw(img).keys())
         else:
-            module, args = DeployModule(detector), (img, img_shape)
+            module, args = DeployModule(detector).eval(), (img, img_shape)
             input_names = ['input', 'img_shape']
             output_names = list(detector.output_names)
         output_shapes = {n: tuple(t.shape) for n, t in zip(output_names, module(*args))}
