@@ -116,6 +116,10 @@ PATCH_DETR = {
 }
 
 
+#: SMALL_DETR with each image of a batch blind to the padding around it (not MMDetection's)
+BATCH_INVARIANT = {'model.test_cfg.batch_invariant': True}
+
+
 def batch_inputs(img, metas):
     shapes = np.asarray([m['img_shape'][:2] for m in metas], np.float32)
     return dict(input=img.numpy(), img_shape=shapes)

@@ -1,24 +1,27 @@
 """DETR batch inference: an image padded inside a batch against the same image alone.
 
-What is exact by design is everything after the backbone: the padding mask from each image's
-real ``img_shape`` (attention key padding and positional encoding) and boxes relative to the real
-image. A backbone whose windows never see the padding (``PatchBackbone``) makes the whole model
-batch-invariant, so there batch 2 must equal batch 1 exactly, in PyTorch and in ONNX Runtime, and
-AP with ``tools/test.py --batch-size 2`` must equal ``--batch-size 1``.
+What is exact by design in MMDetection's semantics is everything after the backbone: the padding
+mask from each image's real ``img_shape`` (attention key padding and positional encoding) and
+boxes relative to the real image. A backbone whose windows never see the padding
+(``PatchBackbone``) makes the whole model batch-invariant, so there batch 2 must equal batch 1
+exactly, in PyTorch and in ONNX Runtime, and AP with ``tools/test.py --batch-size 2`` must equal
+``--batch-size 1``. With ``test_cfg.batch_invariant=True`` the same must hold for ResNet.
 
-ResNet's overlapping windows do see the padding (MMDetection's semantics too): for it the tests
-pin that ONNX Runtime reproduces PyTorch at each batch size, and measure the batch effect.
+ResNet's overlapping windows do see the padding in MMDetection's semantics (the default): for it
+the tests pin that ONNX Runtime reproduces PyTorch at each batch size, and measure the effect.
 """
 
+import numpy as np
 import pytest
 import torch
 from conftest import random_batch, write_pseudo_ground_truth
-from test_detr import DETR_CFG, PATCH_DETR, SMALL_DETR, batch_inputs, build_small
+from test_detr import BATCH_INVARIANT, DETR_CFG, PATCH_DETR, SMALL_DETR, batch_inputs, build_small
 
 from deploy.apis.test import run_test
 from deploy.backends.onnxruntime import OnnxRuntimeBackend
 from deploy.backends.pytorch import PyTorchBackend
 from deploy.datasets.synthetic import CATEGORIES, generate_synthetic_coco
+from deploy.errors import ConfigError
 from deploy.evaluation.parity import match_result_lists
 from deploy.export.onnx_export import export_onnx
 from deploy.models.checkpoint import save_checkpoint
@@ -30,43 +33,46 @@ SHAPES = [(90, 150), (150, 120)]
 TEST_SCALE = (320, 256)
 
 
-def _ceil32(n: int) -> int:
-    return -(-n // 32) * 32
+#: the batch-invariant models: (cfg options, pipeline size divisor)
+INVARIANT = {
+    'patch backbone': (PATCH_DETR, 32),
+    'batch_invariant resnet': (BATCH_INVARIANT, 1),
+}
 
 
-@pytest.fixture(scope='module')
-def patch_detr(tmp_path_factory):
-    """The small DETR on ``PatchBackbone``, and its dynamic ONNX export."""
-    model = build_small(**PATCH_DETR)
+def _export(model, path) -> None:
     img, metas = random_batch(SHAPES)
-    path = tmp_path_factory.mktemp('detr_batch') / 'patch_detr.onnx'
-    export_onnx(
-        model,
-        img,
-        torch.tensor([m['img_shape'] for m in metas], dtype=torch.float32),
-        path,
-        exporter='torchscript',
-        dynamic=True,
-    )
-    return model, path
+    shapes = torch.tensor([m['img_shape'] for m in metas], dtype=torch.float32)
+    export_onnx(model, img, shapes, path, exporter='torchscript', dynamic=True)
 
 
-def _alone(img, metas, i):
-    """Image ``i`` of a batch as a batch of its own (padded to multiples of 32 only)."""
+@pytest.fixture(scope='module', params=list(INVARIANT))
+def invariant_detr(request, tmp_path_factory):
+    """A small batch-invariant DETR, its dynamic ONNX export, its options and size divisor."""
+    options, size_divisor = INVARIANT[request.param]
+    model = build_small(**options)
+    path = tmp_path_factory.mktemp('detr_batch') / 'detr.onnx'
+    _export(model, path)
+    return model, path, options, size_divisor
+
+
+def _alone(img, metas, i, size_divisor):
+    """Image ``i`` of a batch as a batch of its own, padded only to ``size_divisor``."""
     h, w = metas[i]['img_shape']
-    return img[i : i + 1, :, : _ceil32(h), : _ceil32(w)].contiguous(), metas[i : i + 1]
+    pad_h, pad_w = (-(-n // size_divisor) * size_divisor for n in (h, w))
+    return img[i : i + 1, :, :pad_h, :pad_w].contiguous(), metas[i : i + 1]
 
 
 @pytest.mark.parametrize('backend_name', ['pytorch', 'onnxruntime'])
-def test_image_in_a_padded_batch_equals_the_image_alone(patch_detr, backend_name):
-    model, onnx_file = patch_detr
+def test_image_in_a_padded_batch_equals_the_image_alone(invariant_detr, backend_name):
+    model, onnx_file, _, size_divisor = invariant_detr
     reference = PyTorchBackend(model)
     backend = reference if backend_name == 'pytorch' else OnnxRuntimeBackend(onnx_file)
     img, metas = random_batch(SHAPES)
     batched = outputs_to_results(backend(batch_inputs(img, metas)), metas)
     alone = []
     for i in range(len(SHAPES)):
-        one_img, one_meta = _alone(img, metas, i)
+        one_img, one_meta = _alone(img, metas, i, size_divisor)
         alone += outputs_to_results(reference(batch_inputs(one_img, one_meta)), one_meta)
     assert all(len(r) == 10 for r in alone)
     stats = match_result_lists(alone, batched)
@@ -75,7 +81,7 @@ def test_image_in_a_padded_batch_equals_the_image_alone(patch_detr, backend_name
 
     # The control: with the padded size as every image's shape (no padding mask, boxes relative
     # to the padded batch, MMDetection 2.x's ONNX batch mode) the smaller image comes out wrong.
-    padded = dict(batch_inputs(img, metas), img_shape=batch_inputs(img, metas)['img_shape'] * 0)
+    padded = batch_inputs(img, metas)
     padded['img_shape'][:] = img.shape[-2:]
     wrong = outputs_to_results(backend(padded), metas)
     assert match_result_lists(alone[:1], wrong[:1]).exact_fraction < 0.5
@@ -118,9 +124,9 @@ def _ap_runs(model, options, onnx_file, val_set, tmp_path) -> dict:
     return aps
 
 
-def test_batch_size_2_gives_the_ap_of_batch_size_1(patch_detr, val_set, tmp_path):
-    model, onnx_file = patch_detr
-    aps = _ap_runs(model, {**SMALL_DETR, **PATCH_DETR}, onnx_file, val_set, tmp_path)
+def test_batch_size_2_gives_the_ap_of_batch_size_1(invariant_detr, val_set, tmp_path):
+    model, onnx_file, options, _ = invariant_detr
+    aps = _ap_runs(model, {**SMALL_DETR, **options}, onnx_file, val_set, tmp_path)
     assert aps['pytorch', 1] > 0.9, aps  # the reference against its own detections
     for key, ap in aps.items():
         assert abs(ap - aps['pytorch', 1]) <= 0.001, (key, aps)
@@ -129,11 +135,24 @@ def test_batch_size_2_gives_the_ap_of_batch_size_1(patch_detr, val_set, tmp_path
 @pytest.fixture(scope='module')
 def resnet_detr_onnx(tmp_path_factory):
     model = build_small()
-    img, metas = random_batch(SHAPES)
     path = tmp_path_factory.mktemp('detr_resnet') / 'detr.onnx'
-    shapes = torch.tensor([m['img_shape'] for m in metas], dtype=torch.float32)
-    export_onnx(model, img, shapes, path, exporter='torchscript', dynamic=True)
+    _export(model, path)
     return model, path
+
+
+def test_batch_invariance_changes_nothing_at_batch_1():
+    """Without padding there is nothing to hide: batch_invariant gives MMDetection's results."""
+    img, metas = random_batch([(150, 230)])
+    img = img[..., :150, :230].contiguous()  # size_divisor=1: no padding at all
+    default = PyTorchBackend(build_small())(batch_inputs(img, metas))
+    invariant = PyTorchBackend(build_small(**BATCH_INVARIANT))(batch_inputs(img, metas))
+    np.testing.assert_array_equal(invariant['labels'], default['labels'])
+    np.testing.assert_allclose(invariant['dets'], default['dets'], rtol=0, atol=1e-5)
+
+
+def test_batch_invariance_refuses_average_pooling():
+    with pytest.raises(ConfigError, match='average pooling'):
+        build_small(**BATCH_INVARIANT, **{'model.backbone.avg_down': True})
 
 
 def test_onnxruntime_ap_equals_pytorch_at_each_batch_size(resnet_detr_onnx, val_set, tmp_path):

@@ -19,11 +19,15 @@ from the ``img_shape`` graph input with float32 arithmetic that reproduces PyTor
 nearest-neighbour source index exactly (ONNX ``Resize`` rounds some of those indices
 differently), one row and one column vector per image instead of an ``H x W`` image.
 
-Note on batches: a convolutional backbone is not exactly invariant to padding. With trained
-BatchNorm statistics, activations in the padded area are not zero, so features along the real
-image's right and bottom border differ from the image alone, and the resized mask can keep one
-more feature row or column than the image alone has. Both are MMDetection's semantics too
-(``tests/test_detr_batch.py`` measures the effect).
+Batches: MMDetection's semantics (the default) are not invariant to padding. The backbone's
+windows along an image's right and bottom border reach into the padding, which alone they would
+see as zero padding at every layer, and the resized mask can keep one more feature row or column
+than the image alone has. So an image's detections in a padded batch differ a little from its
+detections alone (MMDetection evaluates with batch 1). ``test_cfg.batch_invariant=True`` removes
+both differences exactly: the input of every windowed backbone and neck layer is cleared outside
+each image's own extent at that layer's stride (zero for convolutions, ``-inf`` for max-pooling,
+what the image alone is padded with), and the transformer mask is the image's own feature extent.
+Each image of a batch then gives its batch-1 detections (``tests/test_detr_batch.py``).
 """
 
 from __future__ import annotations
@@ -101,6 +105,21 @@ def padding_mask_deploy(img_shape: Tensor, img: Tensor, feat: Tensor) -> Tensor:
     rows = _real_cells(img_shape[:, 0:1], _size_f32(img, 2), feat, 2)  # [B, h]
     cols = _real_cells(img_shape[:, 1:2], _size_f32(img, 3), feat, 3)  # [B, w]
     return ~(rows.unsqueeze(2) & cols.unsqueeze(1))
+
+
+def inside_images(image_hw: Tensor, x: Tensor, stride: int) -> Tensor:
+    """``[B, 1, h, w]`` bool: the cells of ``x [B, C, h, w]``, a map at ``stride`` from the
+    input, inside each image's own extent ``ceil(H / stride) x ceil(W / stride)`` (the size of
+    that map for the image alone), from ``image_hw [B, 2]`` float ``(H, W)``."""
+    extent = torch.ceil(image_hw / stride)  # exact: integers divided by a power of two
+    rows = torch.arange(x.shape[-2], device=x.device, dtype=torch.float32) < extent[:, 0:1]
+    cols = torch.arange(x.shape[-1], device=x.device, dtype=torch.float32) < extent[:, 1:2]
+    return (rows.unsqueeze(2) & cols.unsqueeze(1)).unsqueeze(1)
+
+
+def _kernel_area(layer: nn.Module) -> int:
+    size = layer.kernel_size
+    return size[0] * size[1] if isinstance(size, tuple) else size * size
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,6 +204,11 @@ class DETR(BaseDetector):
         self.query_embedding = nn.Embedding(num_queries, self.embed_dims)
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg
+        #: real ``(h, w)`` of each image while a batch-invariant forward runs, else None
+        self._image_hw: Tensor | None = None
+        self._feature_stride = 32
+        if test_cfg.head.batch_invariant:
+            self._make_padding_invisible()
 
     @property
     def num_queries(self) -> int:
@@ -203,20 +227,38 @@ class DETR(BaseDetector):
         query = torch.zeros_like(query_pos)
         return self.decoder(query, memory, query_pos, pos, mask)
 
-    def _feature(self, img: Tensor) -> Tensor:
-        """The one feature map ``[B, C, h, w]`` (backbone ``out_indices=(3,)``, then the neck)."""
-        return self.extract_feat(img)[-1]
+    def _feature(self, img: Tensor, image_hw: Tensor | None = None) -> Tensor:
+        """The one feature map ``[B, C, h, w]`` (backbone ``out_indices=(3,)``, then the neck);
+        with ``batch_invariant``, blind to the padding around each image of ``image_hw``."""
+        if not self.batch_invariant:
+            return self.extract_feat(img)[-1]
+        self._image_hw = image_hw
+        try:
+            return self.extract_feat(img)[-1]
+        finally:
+            self._image_hw = None
+
+    @property
+    def batch_invariant(self) -> bool:
+        return self.test_cfg.head.batch_invariant
 
     # -- the three ways to run ---------------------------------------------------------------------
     def predict(self, img: Tensor, img_metas: list[dict]) -> list[dict]:
-        feat = self._feature(img)
-        mask = padding_mask_eager(img_metas, img.shape[-2:], feat.shape[-2:], img.device)
+        image_hw = img.new_tensor([m['img_shape'][:2] for m in img_metas])
+        feat = self._feature(img, image_hw)
+        if self.batch_invariant:
+            mask = ~inside_images(image_hw, feat, self._feature_stride).squeeze(1)
+        else:
+            mask = padding_mask_eager(img_metas, img.shape[-2:], feat.shape[-2:], img.device)
         cls_scores, bbox_preds = self.bbox_head(self.forward_transformer(feat, mask))
         return self.bbox_head.predict_by_feat(cls_scores, bbox_preds, img_metas)
 
     def forward_deploy(self, img: Tensor, img_shape: Tensor) -> tuple[Tensor, Tensor]:
-        feat = self._feature(img)
-        mask = padding_mask_deploy(img_shape, img, feat)
+        feat = self._feature(img, img_shape)
+        if self.batch_invariant:
+            mask = ~inside_images(img_shape, feat, self._feature_stride).squeeze(1)
+        else:
+            mask = padding_mask_deploy(img_shape, img, feat)
         cls_scores, bbox_preds = self.bbox_head(self.forward_transformer(feat, mask))
         return self.bbox_head.predict_by_feat_deploy(cls_scores, bbox_preds, img_shape)
 
@@ -227,6 +269,70 @@ class DETR(BaseDetector):
         mask = feat.new_zeros((feat.shape[0], *feat.shape[-2:]), dtype=torch.bool)
         cls_scores, bbox_preds = self.bbox_head(self.forward_transformer(feat, mask))
         return dict(cls_score=cls_scores, bbox_pred=bbox_preds)
+
+    # -- test_cfg.batch_invariant ------------------------------------------------------------------
+    def _make_padding_invisible(self) -> None:
+        """Clear the input of every windowed layer of the backbone and neck outside each image
+        (forward pre-hooks, active while :attr:`_image_hw` is set).
+
+        A probe finds each layer's stride from the input and checks the size rule the masks
+        rely on: every map at stride ``s`` of an ``H x W`` image is ``ceil(H / s) x ceil(W / s)``
+        (true of ResNet). 1 x 1 layers need no mask: they never look beyond their own cell.
+
+        Raises:
+            ConfigError: a backbone or neck the rule does not hold for, or with average pooling
+                (its partial border windows average over other cells than the image alone's).
+        """
+        layers = [
+            m
+            for part in (self.backbone, self.neck)
+            for m in part.modules()
+            if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)) and _kernel_area(m) > 1
+        ]
+        if any(isinstance(m, nn.AvgPool2d) for m in layers):
+            raise ConfigError(
+                'test_cfg.batch_invariant=True does not support average pooling in the backbone '
+                '(e.g. ResNet avg_down)'
+            )
+        seen: dict[nn.Module, list] = {m: [] for m in layers}
+        probes = [
+            m.register_forward_pre_hook(lambda m, a: seen[m].append(a[0].shape)) for m in layers
+        ]
+        feats = []
+        modes = {m: m.training for m in self.modules()}  # a new model is in training mode
+        try:
+            self.eval()  # leave BatchNorm statistics alone
+            with torch.no_grad():
+                for size in ((256, 256), (97, 75)):
+                    feats.append(self.extract_feat(torch.zeros(1, 3, *size))[-1].shape)
+        finally:
+            for probe in probes:
+                probe.remove()
+            for module, mode in modes.items():
+                module.training = mode
+        strides = {m: 256 // shapes[0][-2] for m, shapes in seen.items()}
+        self._feature_stride = 256 // feats[0][-2]
+        expected = [(-(-97 // s), -(-75 // s)) for s in [*strides.values(), self._feature_stride]]
+        found = [tuple(shapes[-1][-2:]) for shapes in seen.values()] + [tuple(feats[1][-2:])]
+        if expected != found:
+            raise ConfigError(
+                'test_cfg.batch_invariant=True needs a backbone whose maps at stride s of an '
+                "H x W image are ceil(H / s) x ceil(W / s) (as ResNet's are)"
+            )
+        for layer, stride in strides.items():
+            fill = float('-inf') if isinstance(layer, nn.MaxPool2d) else 0.0
+            layer.register_forward_pre_hook(self._padding_clearer(stride, fill))
+
+    def _padding_clearer(self, stride: int, fill: float):
+        """The pre-hook of a layer at ``stride``: ``fill`` outside each image of the batch."""
+
+        def clear_padding(layer: nn.Module, args: tuple) -> tuple | None:
+            if self._image_hw is None:
+                return None
+            x = args[0]
+            return (torch.where(inside_images(self._image_hw, x, stride), x, fill), *args[1:])
+
+        return clear_padding
 
     # -- checkpoints of other MMDetection versions ------------------------------------------------
     def _load_from_state_dict(
