@@ -33,6 +33,7 @@ Each image of a batch then gives its batch-1 detections (``tests/test_detr_batch
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -122,6 +123,24 @@ def _kernel_area(layer: nn.Module) -> int:
     return size[0] * size[1] if isinstance(size, tuple) else size * size
 
 
+class _ImageExtents:
+    """The real ``(h, w) [B, 2]`` of each image while a batch-invariant forward runs, else None.
+
+    Shared by the detector and its layer hooks (a deep copy of the model copies it once)."""
+
+    image_hw: Tensor | None = None
+
+
+def _clear_padding(
+    extents: _ImageExtents, stride: int, fill: float, layer: nn.Module, args: tuple
+) -> tuple | None:
+    """Forward pre-hook of a layer at ``stride``: its input is ``fill`` outside each image."""
+    if extents.image_hw is None:
+        return None
+    x = args[0]
+    return (torch.where(inside_images(extents.image_hw, x, stride), x, fill), *args[1:])
+
+
 # --------------------------------------------------------------------------------------------
 # the detector
 # --------------------------------------------------------------------------------------------
@@ -204,8 +223,7 @@ class DETR(BaseDetector):
         self.query_embedding = nn.Embedding(num_queries, self.embed_dims)
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg
-        #: real ``(h, w)`` of each image while a batch-invariant forward runs, else None
-        self._image_hw: Tensor | None = None
+        self._extents = _ImageExtents()
         self._feature_stride = 32
         if test_cfg.head.batch_invariant:
             self._make_padding_invisible()
@@ -232,11 +250,11 @@ class DETR(BaseDetector):
         with ``batch_invariant``, blind to the padding around each image of ``image_hw``."""
         if not self.batch_invariant:
             return self.extract_feat(img)[-1]
-        self._image_hw = image_hw
+        self._extents.image_hw = image_hw
         try:
             return self.extract_feat(img)[-1]
         finally:
-            self._image_hw = None
+            self._extents.image_hw = None
 
     @property
     def batch_invariant(self) -> bool:
@@ -273,7 +291,7 @@ class DETR(BaseDetector):
     # -- test_cfg.batch_invariant ------------------------------------------------------------------
     def _make_padding_invisible(self) -> None:
         """Clear the input of every windowed layer of the backbone and neck outside each image
-        (forward pre-hooks, active while :attr:`_image_hw` is set).
+        (forward pre-hooks, active while ``self._extents`` holds the batch's image sizes).
 
         A probe finds each layer's stride from the input and checks the size rule the masks
         rely on: every map at stride ``s`` of an ``H x W`` image is ``ceil(H / s) x ceil(W / s)``
@@ -321,18 +339,7 @@ class DETR(BaseDetector):
             )
         for layer, stride in strides.items():
             fill = float('-inf') if isinstance(layer, nn.MaxPool2d) else 0.0
-            layer.register_forward_pre_hook(self._padding_clearer(stride, fill))
-
-    def _padding_clearer(self, stride: int, fill: float):
-        """The pre-hook of a layer at ``stride``: ``fill`` outside each image of the batch."""
-
-        def clear_padding(layer: nn.Module, args: tuple) -> tuple | None:
-            if self._image_hw is None:
-                return None
-            x = args[0]
-            return (torch.where(inside_images(self._image_hw, x, stride), x, fill), *args[1:])
-
-        return clear_padding
+            layer.register_forward_pre_hook(partial(_clear_padding, self._extents, stride, fill))
 
     # -- checkpoints of other MMDetection versions ------------------------------------------------
     def _load_from_state_dict(
