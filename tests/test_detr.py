@@ -116,8 +116,14 @@ PATCH_DETR = {
 }
 
 
-#: SMALL_DETR with each image of a batch blind to the padding around it (not MMDetection's)
-BATCH_INVARIANT = {'model.test_cfg.batch_invariant': True}
+#: SMALL_DETR with each image of a batch blind to the padding around it (not MMDetection's), on
+#: a narrow ResNet-50: Bottleneck blocks, 1 x 1 downsampling right after the max-pooling
+BATCH_INVARIANT = {
+    'model.test_cfg.batch_invariant': True,
+    'model.backbone.depth': 50,
+    'model.backbone.base_channels': 8,
+    'model.bbox_head.in_channels': 256,
+}
 
 
 def batch_inputs(img, metas):

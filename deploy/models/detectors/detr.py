@@ -141,6 +141,17 @@ def _clear_padding(
     return (torch.where(inside_images(extents.image_hw, x, stride), x, fill), *args[1:])
 
 
+def _clear_output(
+    extents: _ImageExtents, stride: int, layer: nn.Module, args: tuple, output: Tensor
+) -> Tensor | None:
+    """Forward hook of a max-pooling at output ``stride``: zero outside each image, so the
+    ``-inf`` of its input stops there (a 1 x 1 layer would turn it into ``inf - inf = NaN``,
+    and attention spreads NaN from masked cells too: ``0 * NaN``)."""
+    if extents.image_hw is None:
+        return None
+    return torch.where(inside_images(extents.image_hw, output, stride), output, 0.0)
+
+
 # --------------------------------------------------------------------------------------------
 # the detector
 # --------------------------------------------------------------------------------------------
@@ -291,7 +302,8 @@ class DETR(BaseDetector):
     # -- test_cfg.batch_invariant ------------------------------------------------------------------
     def _make_padding_invisible(self) -> None:
         """Clear the input of every windowed layer of the backbone and neck outside each image
-        (forward pre-hooks, active while ``self._extents`` holds the batch's image sizes).
+        (forward pre-hooks, active while ``self._extents`` holds the batch's image sizes), and
+        the output of max-pooling (whose input is cleared with ``-inf``).
 
         A probe finds each layer's stride from the input and checks the size rule the masks
         rely on: every map at stride ``s`` of an ``H x W`` image is ``ceil(H / s) x ceil(W / s)``
@@ -312,10 +324,8 @@ class DETR(BaseDetector):
                 'test_cfg.batch_invariant=True does not support average pooling in the backbone '
                 '(e.g. ResNet avg_down)'
             )
-        seen: dict[nn.Module, list] = {m: [] for m in layers}
-        probes = [
-            m.register_forward_pre_hook(lambda m, a: seen[m].append(a[0].shape)) for m in layers
-        ]
+        seen: dict[nn.Module, list] = {m: [] for m in layers}  # (input, output) shapes
+        probes = [m.register_forward_hook(self._record_shapes(seen)) for m in layers]
         feats = []
         modes = {m: m.training for m in self.modules()}  # a new model is in training mode
         try:
@@ -328,18 +338,32 @@ class DETR(BaseDetector):
                 probe.remove()
             for module, mode in modes.items():
                 module.training = mode
-        strides = {m: 256 // shapes[0][-2] for m, shapes in seen.items()}
+        # stride of each layer's input and output from the input image, from the 256 x 256 probe
+        strides = {m: (256 // s[0][0][-2], 256 // s[0][1][-2]) for m, s in seen.items()}
         self._feature_stride = 256 // feats[0][-2]
-        expected = [(-(-97 // s), -(-75 // s)) for s in [*strides.values(), self._feature_stride]]
-        found = [tuple(shapes[-1][-2:]) for shapes in seen.values()] + [tuple(feats[1][-2:])]
-        if expected != found:
+        all_strides = [s for pair in strides.values() for s in pair] + [self._feature_stride]
+        # the 97 x 75 probe: every layer's input and output, then the feature map
+        found = [tuple(shape[-2:]) for shapes in seen.values() for shape in shapes[1]]
+        found.append(tuple(feats[1][-2:]))
+        if [(-(-97 // s), -(-75 // s)) for s in all_strides] != found:
             raise ConfigError(
                 'test_cfg.batch_invariant=True needs a backbone whose maps at stride s of an '
                 "H x W image are ceil(H / s) x ceil(W / s) (as ResNet's are)"
             )
-        for layer, stride in strides.items():
-            fill = float('-inf') if isinstance(layer, nn.MaxPool2d) else 0.0
-            layer.register_forward_pre_hook(partial(_clear_padding, self._extents, stride, fill))
+        for layer, (stride, out_stride) in strides.items():
+            if isinstance(layer, nn.MaxPool2d):
+                hook = partial(_clear_padding, self._extents, stride, float('-inf'))
+                layer.register_forward_pre_hook(hook)
+                layer.register_forward_hook(partial(_clear_output, self._extents, out_stride))
+            else:
+                layer.register_forward_pre_hook(partial(_clear_padding, self._extents, stride, 0.0))
+
+    @staticmethod
+    def _record_shapes(seen: dict):
+        def record(layer: nn.Module, args: tuple, output: Tensor) -> None:
+            seen[layer].append((args[0].shape, output.shape))
+
+        return record
 
     # -- checkpoints of other MMDetection versions ------------------------------------------------
     def _load_from_state_dict(
