@@ -26,6 +26,8 @@ def make_detections_likely(
         strong: R-CNN heads get a much wider logit spread: what full-size models (R50, 1024-d
             RoI features, 80 classes) need to detect anything; the small test models do with
             less.
+
+    DETR ignores both: its queries are spread apart instead (:func:`_detr_detections_likely`).
     """
     from .dense_heads import DETRHead, FCOSHead, SSDHead, YOLOV3Head
 
