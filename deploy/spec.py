@@ -297,11 +297,16 @@ class DetrSettings(StageSettings):
 
     Attributes:
         max_per_img: detections kept per image.
+        batch_invariant: not MMDetection's: each image of a padded batch gives exactly its
+            detections alone (MMDetection's batch-1 results), because the backbone never sees
+            the padding and the transformer mask is the image's own feature extent. False:
+            MMDetection's batch semantics, where padding reaches the backbone's border windows.
     """
 
     KIND: ClassVar[str] = 'detr'
 
     max_per_img: int = 100
+    batch_invariant: bool = False
 
 
 SETTINGS_BY_KIND: dict[str, type[StageSettings]] = {

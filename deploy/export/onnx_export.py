@@ -36,6 +36,9 @@ from .options import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, MIN_OPSET  # no
 # The dynamo exporter warns once per export that torchvision's ops cannot be registered; we never
 # use torchvision (our ops are our own), so the warning is noise.
 logging.getLogger('torch.onnx._internal.exporter._registration').setLevel(logging.ERROR)
+# Its optimizer warns for every constant Split it leaves unfolded (attention's packed q/k/v
+# weights); ONNX Runtime folds those at load, so the warning is noise too.
+logging.getLogger('onnxscript.optimizer._constant_folding').setLevel(logging.ERROR)
 
 
 class DeployModule(nn.Module):
@@ -153,8 +156,11 @@ def export_onnx(
     if spec is None:
         spec = getattr(detector, 'spec', None)
     with torch.no_grad():
+        # The wrappers are made in eval mode: the TorchScript exporter puts the module it is given
+        # back into that module's mode afterwards, recursively, and a new module is in training
+        # mode (which would leave e.g. DETR's dropout on in the eager model).
         if skip_postprocess:
-            module, args = RawModule(detector), (img,)
+            module, args = RawModule(detector).eval(), (img,)
             input_names = ['input']
             output_names = list(detector.forward_raw(img).keys())
         elif preprocess_in_graph is not None:

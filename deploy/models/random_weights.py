@@ -27,12 +27,17 @@ def make_detections_likely(
         strong: R-CNN heads get a much wider logit spread: what full-size models (R50, 1024-d
             RoI features, 80 classes) need to detect anything; the small test models do with
             less.
+
+    DETR ignores both: its queries are spread apart instead (:func:`_detr_detections_likely`).
     """
     from .classifiers import ImageClassifier
-    from .dense_heads import FCOSHead, SSDHead, YOLOV3Head
+    from .dense_heads import DETRHead, FCOSHead, SSDHead, YOLOV3Head
 
     if isinstance(model, ImageClassifier):
         _classifier_logits_spread(model)
+        return model
+    if isinstance(getattr(model, 'bbox_head', None), DETRHead):
+        _detr_detections_likely(model)
         return model
     if hasattr(model, 'roi_head'):
         _unit_scale_input(model)
@@ -76,6 +81,50 @@ def _rcnn_detections_likely(heads, strong: bool) -> None:
         head.fc_cls.bias.zero_()
         head.fc_cls.bias[-1] = background
         head.fc_reg.weight.mul_(0.1)
+
+
+def _detr_detections_likely(model: nn.Module) -> None:
+    """Random DETR queries all decode to about the same box and class: their states differ only
+    through cross-attention, which random weights spread over the whole image. So the
+    cross-attention is made sharper (each query weighs the places it looks at more), and the
+    head's linear layers are scaled and shifted on a batch of smooth noise so that boxes spread
+    over the image (centres around the middle, sides about 20% of it) and class scores spread
+    over the queries, the background class ahead on average: a few queries score high, most
+    low. The backbone keeps its initialisation: with all its residual branches switched on, a
+    random ResNet-50 turns float rounding into visible output differences between runtimes."""
+    for layer in model.decoder.layers:
+        in_proj = layer.cross_attn.attn.in_proj_weight  # [3C, C]: query, key, value rows
+        in_proj[: 2 * in_proj.shape[1]].mul_(2.0)  # attention logits x4
+    # smooth noise: closer to normalised photos than white noise
+    img = nn.functional.interpolate(torch.randn(4, 3, 8, 10), size=(128, 160), mode='bilinear')
+    feat = model.extract_feat(img)[-1]
+    mask = feat.new_zeros((feat.shape[0], *feat.shape[-2:]), dtype=torch.bool)
+    hidden = model.forward_transformer(feat, mask)  # [B, Q, C]
+    # The queries of one image differ little and share a large image-dependent part: make the
+    # head blind to the directions of the image means, so that it reads the query differences.
+    image_means = torch.linalg.qr(hidden.mean(1).T).Q  # [C, B], orthonormal
+    head = model.bbox_head
+    for linear in (head.fc_cls, head.reg_ffn.layers[0][0]):
+        linear.weight.sub_(linear.weight @ image_means @ image_means.T)
+    hidden = hidden.flatten(0, 1)  # [B * Q, C]
+    _spread(
+        head.fc_reg,
+        head.activate(head.reg_ffn(hidden)),
+        std=torch.tensor([1.2, 1.2, 0.5, 0.5]),  # logits of (cx, cy, w, h) before the sigmoid
+        mean=torch.tensor([0.0, 0.0, -1.5, -1.5]),
+    )
+    mean = torch.zeros(head.cls_out_channels)
+    if not head.use_sigmoid_cls:
+        mean[-1] = 2.0  # background
+    _spread(head.fc_cls, hidden, std=torch.full_like(mean, 2.5), mean=mean)
+
+
+def _spread(linear: nn.Linear, inputs: torch.Tensor, std: torch.Tensor, mean: torch.Tensor) -> None:
+    """Scale and shift ``linear`` so its outputs over ``inputs [N, in]`` have these per-output
+    standard deviations and means."""
+    out = linear(inputs)
+    linear.weight.mul_((std / out.std(0).clamp(min=1e-6))[:, None])
+    linear.bias.copy_(mean - (inputs @ linear.weight.T).mean(0))
 
 
 #: std of 8-bit natural images' pixels, by which pytorch-style pipelines divide

@@ -33,6 +33,7 @@ MODELS = {
     'cascade_rcnn': 'configs/cascade_rcnn/cascade_rcnn_r50_fpn_1x_coco.py',
     'cascade_mask_rcnn': 'configs/cascade_rcnn/cascade_mask_rcnn_r50_fpn_1x_coco.py',
     'mobilenet_v2': 'configs/mobilenet_v2/mobilenet_v2_b32x8_imagenet.py',
+    'detr': 'configs/detr/detr_r50_8x2_150e_coco.py',
 }
 TWO_STAGE = {'faster_rcnn', 'mask_rcnn', 'cascade_rcnn', 'cascade_mask_rcnn'}
 FIXED_SCALE = {'ssd', 'yolo', 'mobilenet_v2'}  # own sizes (the classifier: resize + crop)

@@ -1,4 +1,5 @@
 from .base import BaseDetector
+from .detr import DETR
 from .point_rend import PointRend
 from .single_stage import FCOS, FSAF, YOLOV3, RetinaNet, SingleStageDetector
 from .two_stage import CascadeRCNN, FasterRCNN, MaskRCNN, TwoStageDetector
@@ -6,6 +7,7 @@ from .two_stage import CascadeRCNN, FasterRCNN, MaskRCNN, TwoStageDetector
 __all__ = [
     'BaseDetector',
     'CascadeRCNN',
+    'DETR',
     'FCOS',
     'FSAF',
     'FasterRCNN',
