@@ -17,6 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 #: ops whose work dominates and that run in FP16 (with everything feeding them)
 COMPUTE_OPS = frozenset(('Conv', 'ConvTranspose', 'Gemm', 'MatMul'))
+#: the convolutions alone: what FP16 ONNX files convert (see deploy/export/fp16.py)
+CONV_OPS = frozenset(('Conv', 'ConvTranspose'))
 #: ops after which the graph is post-processing: kept in FP32 with all their descendants
 POSTPROCESS_OPS = frozenset(('TopK', 'NonMaxSuppression', 'RoiAlign'))
 #: ops whose output type is set by an attribute: never converted, their outputs are cast instead
@@ -92,7 +94,9 @@ def low_precision_nodes(
 # --------------------------------------------------------------------------------------------
 # the conversion of an ONNX model
 # --------------------------------------------------------------------------------------------
-def convert_to_mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+def convert_to_mixed_fp16(
+    model: onnx.ModelProto, compute_ops: frozenset = COMPUTE_OPS
+) -> onnx.ModelProto:
     """A copy of ``model`` whose feature extractor computes in FP16 and whose post-processing
     (decode, top-k, NMS) stays FP32; graph inputs and outputs keep their types.
 
@@ -122,12 +126,12 @@ def convert_to_mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         [n.op_type for n in nodes],
         [list(n.input) for n in nodes],
         [list(n.output) for n in nodes],
-        COMPUTE_OPS,
+        compute_ops,
         POSTPROCESS_OPS,
         follows,
     )
     # A producer joins only if its float outputs can be FP16; drop those that cannot.
-    low = {i for i in low if nodes[i].op_type in COMPUTE_OPS or producer_ok(i)}
+    low = {i for i in low if nodes[i].op_type in compute_ops or producer_ok(i)}
 
     initializers = {init.name: init for init in graph.initializer}
     constants = {
