@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..errors import ExportError
 from ..fileio import commit, discard, staging_path
-from ..ops import multiclass_nms as nms_ops
+from ..ops import onnx_functions
 from ..spec import InputSpec, ModelSpec, write_onnx_spec
 from .options import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, MIN_OPSET  # noqa: F401
 
@@ -145,7 +145,8 @@ def export_onnx(
                     opset_version,
                     verbose,
                 )
-        model = onnx.load(tmp_name)
+        # Ops written as onnxscript functions (Loops) become standard nodes of the graph.
+        model = onnx_functions.inline_local_functions(onnx.load(tmp_name))
         actual = next((o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')), None)
         if actual != opset_version:
             # torch falls back to its native opset when the onnx version converter lacks an
@@ -229,7 +230,7 @@ def _export_dynamo(module, args, path, input_names, output_names, dynamic_axes, 
         input_names=input_names,
         output_names=output_names,
         dynamic_shapes=dynamic_shapes,
-        custom_translation_table=nms_ops.onnx_translation_table(),
+        custom_translation_table=onnx_functions.onnx_translation_table(),
         verbose=verbose,
         optimize=True,
     )
@@ -239,7 +240,7 @@ def _export_dynamo(module, args, path, input_names, output_names, dynamic_axes, 
 def _export_torchscript(
     module, args, path, input_names, output_names, dynamic_axes, opset, verbose
 ):
-    nms_ops.register_legacy_symbolic(opset)
+    onnx_functions.register_legacy_symbolics(opset)
     torch.onnx.export(
         module,
         args,

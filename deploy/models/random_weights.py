@@ -27,10 +27,13 @@ def make_detections_likely(
             RoI features, 80 classes) need to detect anything; the small test models do with
             less.
     """
-    from .dense_heads import FCOSHead, SSDHead, YOLOV3Head
+    from .dense_heads import CornerHead, FCOSHead, SSDHead, YOLOV3Head
 
     if hasattr(model, 'roi_head'):
         _rcnn_detections_likely(model.roi_head.bbox_head, strong)
+        return model
+    if isinstance(model.bbox_head, CornerHead):
+        _corner_detections_likely(model)
         return model
     head = model.bbox_head
     bias = SIGMOID_BIAS.get(type(model).__name__, -1.5) if bias is None else bias
@@ -68,6 +71,32 @@ def _rcnn_detections_likely(heads, strong: bool) -> None:
         head.fc_cls.bias.zero_()
         head.fc_cls.bias[-1] = background
         head.fc_reg.weight.mul_(0.1)
+
+
+def _corner_detections_likely(model: nn.Module) -> None:
+    """CornerNet: random embeddings never pair two corners (distance > 0.5) and one class
+    dominates each random heatmap, so no top-left corner meets a bottom-right one of its class.
+    Zero embeddings pair every two corners; heatmap logits calibrated per class (on one random
+    batch, after the BatchNorm statistics) to mean -3, std 2 mix the classes; small offsets keep
+    corners near their pixels."""
+    head = model.bbox_head
+    img = torch.randn(2, 3, 127, 191, generator=torch.Generator().manual_seed(0))
+    calibrate_batch_norm(model, img)
+    for branch in (*head.tl_emb, *head.br_emb):
+        branch[-1].conv.weight.zero_()
+        branch[-1].conv.bias.zero_()
+    for branch in (*head.tl_off, *head.br_off):
+        branch[-1].conv.weight.mul_(0.1)
+        branch[-1].conv.bias.zero_()
+    feats = model.extract_feat(img)
+    for level, feat in enumerate(feats):
+        tl_heat, br_heat = head.forward_single(feat, level)[:2]
+        for branch, heat in ((head.tl_heat[level], tl_heat), (head.br_heat[level], br_heat)):
+            conv = branch[-1].conv
+            mean = heat.mean(dim=(0, 2, 3))
+            gain = 2.0 / heat.std(dim=(0, 2, 3)).clamp(min=1e-6)
+            conv.weight.mul_(gain[:, None, None, None])
+            conv.bias.copy_(-3.0 - gain * (mean - conv.bias))
 
 
 @torch.no_grad()

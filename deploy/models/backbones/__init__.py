@@ -1,7 +1,8 @@
 """Backbones, registered under MMDetection's type names."""
 
 from .darknet import Darknet
+from .hourglass import HourglassNet
 from .resnet import BasicBlock, Bottleneck, ResLayer, ResNet
 from .ssd_vgg import SSDVGG
 
-__all__ = ['SSDVGG', 'BasicBlock', 'Bottleneck', 'Darknet', 'ResLayer', 'ResNet']
+__all__ = ['SSDVGG', 'BasicBlock', 'Bottleneck', 'Darknet', 'HourglassNet', 'ResLayer', 'ResNet']

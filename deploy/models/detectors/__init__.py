@@ -1,10 +1,12 @@
 from .base import BaseDetector
+from .cornernet import CornerNet
 from .single_stage import FCOS, FSAF, YOLOV3, RetinaNet, SingleStageDetector
 from .two_stage import CascadeRCNN, FasterRCNN, MaskRCNN, TwoStageDetector
 
 __all__ = [
     'BaseDetector',
     'CascadeRCNN',
+    'CornerNet',
     'FCOS',
     'FSAF',
     'FasterRCNN',
