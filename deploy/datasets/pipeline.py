@@ -88,9 +88,13 @@ def center_pad(image: np.ndarray, pad: CenterPad) -> tuple[np.ndarray, tuple[int
     h, w = image.shape[:2]
     canvas_h, canvas_w = pad.canvas_size(h, w)
     top, left = pad.offset(h, w)
+    # MMDetection pastes rows [0, min(h // 2 + canvas_h // 2, h)): an image as tall as an odd
+    # canvas (h = 127, 255, ...) loses its last row there, and likewise for columns.
+    rows = min(h // 2 + canvas_h // 2, h)
+    cols = min(w // 2 + canvas_w // 2, w)
     canvas = np.empty((canvas_h, canvas_w, image.shape[2]), image.dtype)
     canvas[:] = np.asarray(pad.fill, np.float64).astype(image.dtype)
-    canvas[top : top + h, left : left + w] = image
+    canvas[top : top + rows, left : left + cols] = image[:rows, :cols]
     return canvas, (top, left)
 
 
