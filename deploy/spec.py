@@ -168,8 +168,8 @@ class NmsSettings(_Replaceable):
         max_output_boxes_per_class: at most this many kept boxes per class (``<= 0``: no cap
             beyond ``max_per_img``; ONNX ``NonMaxSuppression``'s input of that name).
         method, sigma, min_score: soft-NMS only (MMCV's ``soft_nms``): score decay
-            ``'linear'`` or ``'gaussian'`` (width ``sigma``), and the score under which a box
-            falls out.
+            ``'linear'``, ``'gaussian'`` (width ``sigma``) or ``'naive'`` (to 0 above the IoU
+            threshold), and the score under which a box falls out.
     """
 
     type: str = 'nms'
@@ -181,7 +181,7 @@ class NmsSettings(_Replaceable):
 
     CHOICES: ClassVar[dict[str, tuple]] = {
         'type': ('nms', 'soft_nms'),
-        'method': ('linear', 'gaussian'),
+        'method': ('linear', 'gaussian', 'naive'),
     }
 
 
@@ -317,8 +317,9 @@ class CornerSettings(StageSettings):
         corner_topk: corners kept per type (top-left, bottom-right) before pairing.
         local_maximum_kernel: max-pool kernel of the heatmap's local-maximum test.
         distance_threshold: pairs whose embedding distance exceeds it are rejected.
-        score_thr: pairs scoring at or below it are dropped.
-        nms: usually ``soft_nms`` (gaussian or linear).
+        score_thr: accepted and unused: MMDetection's ``CornerHead`` never applies it (its
+            configs set 0.05 all the same).
+        nms: usually ``soft_nms`` (gaussian, linear or naive).
         max_per_img: detections kept per image.
     """
 

@@ -106,12 +106,14 @@ def export_onnx(
     if spec is None:
         spec = getattr(detector, 'spec', None)
     with torch.no_grad():
+        # Wrappers in eval mode: the TorchScript exporter restores the wrapper's mode after
+        # tracing, and a fresh (training) wrapper would put the detector in training mode.
         if skip_postprocess:
-            module, args = RawModule(detector), (img,)
+            module, args = RawModule(detector).eval(), (img,)
             input_names = ['input']
             output_names = list(detector.forward_raw(img).keys())
         else:
-            module, args = DeployModule(detector), (img, img_shape)
+            module, args = DeployModule(detector).eval(), (img, img_shape)
             input_names = ['input', 'img_shape']
             output_names = list(detector.output_names)
         output_shapes = {n: tuple(t.shape) for n, t in zip(output_names, module(*args))}

@@ -128,10 +128,9 @@ class CornerHead(nn.Module):
         loss_heatmap, loss_embedding, loss_offset, init_cfg: training only; accepted.
     """
 
-    settings_type = CornerSettings
     #: soft-NMS rescales the scores, and ``score_thr`` is never applied (as in MMDetection)
     threshold_on_output_score = False
-    #: names of the raw outputs (``forward_raw``), in :meth:`forward`'s order
+    #: names of one level's outputs (``forward_raw``), in :meth:`forward_single`'s order
     raw_output_prefixes = ('tl_heat', 'br_heat', 'tl_emb', 'br_emb', 'tl_off', 'br_off')
 
     def __init__(
