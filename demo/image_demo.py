@@ -3,22 +3,19 @@
 python demo/image_demo.py demo/demo.jpg CONFIG MODEL [--backend onnxruntime] [--out-file F]
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy.apis.cli import HelpFormatter, add_checkpoint_arguments, run_cli  # noqa: E402
+from deploy.apis.cli import ArgumentParser, add_checkpoint_arguments, run_cli  # noqa: E402
 from deploy.backends import BACKENDS  # noqa: E402
 from deploy.config import add_cfg_options_argument  # noqa: E402
 from deploy.errors import ConfigError  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description='Detect objects in one image and draw them', formatter_class=HelpFormatter
-    )
+    parser = ArgumentParser(description='Detect objects in one image and draw them')
     parser.add_argument('img', help='image file')
     parser.add_argument('config', help='model config')
     parser.add_argument('model', help='checkpoint (.pth), .onnx or .engine')
@@ -37,13 +34,13 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from deploy.apis.checks import check_device, check_input_file, check_output_file
+    from deploy.apis.checks import check_device, check_image_output, check_input_file
 
     if not 0 <= args.score_thr <= 1:
         raise ConfigError(f'--score-thr must be in [0, 1], got {args.score_thr}')
     check_input_file(args.img, 'image')
     check_input_file(args.model, 'model file')
-    check_output_file(args.out_file, '--out-file')
+    check_image_output(args.out_file, '--out-file')
     backend = args.backend or {'.onnx': 'onnxruntime', '.engine': 'tensorrt'}.get(
         Path(args.model).suffix, 'pytorch'
     )

@@ -57,6 +57,7 @@ SPEC_VERSION = 1
 METADATA_KEY = 'deploy'
 
 PRECISIONS = ('fp32', 'fp16', 'int8')
+LAYOUTS = ('normalized', 'bgr_uint8')
 TASKS = ('detection', 'instance-segmentation', 'classification')
 
 
@@ -377,6 +378,8 @@ class TestSettings:
     """The whole ``model.test_cfg``: one stage for one-stage detectors, ``rpn`` + ``rcnn`` for
     two-stage ones."""
 
+    __test__ = False  # not a pytest test class, whatever its name says
+
     head: StageSettings | None = None
     rpn: RpnSettings | None = None
     rcnn: RcnnSettings | None = None
@@ -433,6 +436,9 @@ def test_settings_for_model(
         return TestSettings()
     head_cls = SETTINGS_BY_HEAD_TYPE.get(registry_type_name(head.get('type', '')), DenseSettings)
     return TestSettings(head=parse_settings(head_cls, test_cfg, where))
+
+
+test_settings_for_model.__test__ = False  # not a pytest test, whatever its name says
 
 
 # --------------------------------------------------------------------------------------------
@@ -575,7 +581,11 @@ class InputSpec:
     """How the model is fed.
 
     Attributes:
-        names: graph inputs (``input [B, 3, H, W]`` float32, ``img_shape [B, 2]`` float32).
+        names: graph inputs: ``input [B, 3, H, W]`` float32 and ``img_shape [B, 2]`` float32
+            (layout ``normalized``), or ``image [B, H, W, 3]`` uint8 (layout ``bgr_uint8``).
+        layout: ``normalized``: the test pipeline's output (resized, normalised, padded); outputs
+            in network-input pixels. ``bgr_uint8``: decoded images as OpenCV reads them, the
+            pipeline runs inside the graph (``--preprocess-in-graph``); outputs in image pixels.
         dynamic: batch (and, with ``dynamic_size``, height and width) are dynamic.
         dynamic_size: height and width are dynamic (False for fixed-size models such as SSD).
         static_shape: ``(h, w)`` of the network input when height and width are fixed.
@@ -583,6 +593,7 @@ class InputSpec:
     """
 
     names: tuple[str, ...] = ('input', 'img_shape')
+    layout: str = 'normalized'
     dynamic: bool = False
     dynamic_size: bool = False
     static_shape: tuple[int, int] | None = None

@@ -125,3 +125,19 @@ def test_onnxruntime_box_ap_equals_pytorch(small, exports, exporter, tmp_path_fa
     assert pt.metrics['bbox_mAP'] > 0.2, pt.metrics
     for key in ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75'):
         assert abs(pt.metrics[key] - ort.metrics[key]) <= 0.001, (key, pt.metrics, ort.metrics)
+
+
+def test_preprocessing_in_the_graph_is_refused(small, tmp_path):
+    """The in-graph pipeline has no center padding: refused in one line, never a wrong graph."""
+    from deploy.errors import ExportError
+
+    model, _ = small
+    with pytest.raises(ExportError, match='RandomCenterCropPad: export without'):
+        export_onnx(
+            model,
+            torch.zeros(2, 60, 50, 3, dtype=torch.uint8),
+            torch.zeros(2, 2),
+            tmp_path / 'x.onnx',
+            preprocess_in_graph=model.spec.preprocess,
+            dynamic=True,
+        )

@@ -499,3 +499,105 @@ def test_engine_matches_onnxruntime(small_retinanet, tmp_path, precision):
                 img_shape=np.full((1, 2), 512, np.float32),
             )
         )
+
+
+# --------------------------------------------------------------------------------------------
+# the real .onnx -> engine -> run path, on a fake tensorrt module (no TensorRT, no GPU here)
+# --------------------------------------------------------------------------------------------
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """``tensorrt`` is tests/fake_tensorrt.py, torch sees one CUDA device, and the engine's
+    buffers stay in host memory (the one thing a CPU machine cannot pretend)."""
+    import contextlib
+
+    import fake_tensorrt
+
+    fake_tensorrt.calls.clear()
+    monkeypatch.setattr(fake_tensorrt, 'fail_builder', False)
+    monkeypatch.setitem(sys.modules, 'tensorrt', fake_tensorrt)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    monkeypatch.setattr(torch.cuda, 'current_device', lambda: 0)
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda device=None: 'Fake GPU 80GB')
+    monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda device=None: (9, 0))
+    monkeypatch.setattr(torch.cuda, 'device', lambda device: contextlib.nullcontext())
+    stream = SimpleNamespace(cuda_stream=7, synchronize=lambda: None)
+    monkeypatch.setattr(torch.cuda, 'current_stream', lambda device=None: stream)
+    monkeypatch.setattr(
+        TensorRTBackend,
+        '_to_device',
+        lambda self, array, dtype: torch.from_numpy(np.ascontiguousarray(array)).to(dtype),
+    )
+    monkeypatch.setattr(
+        TensorRTBackend, '_empty', lambda self, shape, dtype: torch.empty(shape, dtype=dtype)
+    )
+    return fake_tensorrt
+
+
+@pytest.fixture(scope='module')
+def small_onnx(small_retinanet, small_retinanet_onnx):
+    from conftest import random_batch
+
+    _, cfg = small_retinanet
+    img, metas = random_batch([(160, 224), (128, 192)])
+    img_shape = torch.tensor([m['img_shape'] for m in metas], dtype=torch.float32)
+    return small_retinanet_onnx('torchscript'), cfg, img, img_shape
+
+
+def test_onnx_to_engine_to_run_path_on_a_fake_tensorrt(fake_gpu, small_onnx, tmp_path):
+    """What ``tools/test.py CFG model.onnx --backend tensorrt`` does: the tools' default device
+    string reaches the engine cache as a torch.device (it used to crash on ``startswith``)."""
+    import shutil
+
+    from deploy.backends import build_backend
+    from deploy.backends.onnxruntime import OnnxRuntimeBackend
+
+    source, cfg, img, img_shape = small_onnx
+    onnx_path = tmp_path / 'small.onnx'
+    shutil.copy(source, onnx_path)
+    backend = build_backend('tensorrt', onnx_path, cfg=cfg, device='cpu', logger=lambda *a: None)
+    assert backend.model_file.suffix == '.engine' and backend.model_file.parent == tmp_path
+    assert backend.spec is not None and backend.spec.model_type == 'RetinaNet'
+    assert backend.sidecar['gpu'] == dict(name='Fake GPU 80GB', compute_capability='9.0')
+    # The timing cache belongs to one TensorRT version and GPU model.
+    caches = sorted(p.name for p in tmp_path.glob('*.timing.cache'))
+    assert caches == ['small.trt10.16.0.1.fake-gpu-80gb.timing.cache']
+    # TF32 stays off for an fp32 engine.
+    [build] = [c for c in fake_gpu.calls if c[0] == 'build']
+    assert fake_gpu.BuilderFlag.TF32 not in build[1]
+
+    inputs = dict(input=img.numpy(), img_shape=img_shape.numpy())
+    expected = OnnxRuntimeBackend(onnx_path)(inputs)
+    actual = backend(inputs)
+    assert (expected['labels'] >= 0).sum() > 0, 'the reference detects something'
+    np.testing.assert_array_equal(actual['labels'], expected['labels'])
+    np.testing.assert_allclose(actual['dets'], expected['dets'], rtol=0, atol=1e-6)
+
+    # A second backend reuses the cached engine instead of building again.
+    again = build_backend('tensorrt', onnx_path, cfg=cfg, device='cuda:0', logger=lambda *a: None)
+    assert again.model_file == backend.model_file
+    assert sum(c[0] == 'build' for c in fake_gpu.calls) == 1
+
+
+def test_tf32_only_when_asked(fake_gpu, small_onnx, tmp_path):
+    import shutil
+
+    source, cfg, *_ = small_onnx
+    onnx_path = tmp_path / 'small.onnx'
+    shutil.copy(source, onnx_path)
+    TensorRTBackend(onnx_path, cfg, 'cuda', precision='tf32', logger=lambda *a: None)
+    [build] = [c for c in fake_gpu.calls if c[0] == 'build']
+    assert fake_gpu.BuilderFlag.TF32 in build[1]
+
+
+def test_builder_creation_failure_is_one_line(fake_gpu, small_onnx, tmp_path, monkeypatch):
+    import shutil
+
+    source, cfg, *_ = small_onnx
+    onnx_path = tmp_path / 'small.onnx'
+    shutil.copy(source, onnx_path)
+    monkeypatch.setattr(fake_gpu, 'fail_builder', True)
+    with pytest.raises(BackendError, match='^TensorRT could not create its builder') as info:
+        TensorRTBackend(onnx_path, cfg, 'cuda', logger=lambda *a: None)
+    assert '\n' not in str(info.value)
+    assert not list(tmp_path.glob('*.engine*'))

@@ -9,13 +9,12 @@ the ONNX exporters.
 See docs/benchmark.md for what is timed and the JSON schema.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy.apis.cli import HelpFormatter, run_cli  # noqa: E402
+from deploy.apis.cli import ArgumentParser, run_cli  # noqa: E402
 from deploy.backends import BACKENDS  # noqa: E402
 from deploy.config import add_cfg_options_argument  # noqa: E402
 
@@ -23,9 +22,7 @@ DEMO_IMAGE = Path(__file__).resolve().parents[1] / 'demo' / 'demo.jpg'
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description='Benchmark detector backends like with like', formatter_class=HelpFormatter
-    )
+    parser = ArgumentParser(description='Benchmark detector backends like with like')
     parser.add_argument('config', help='model config')
     parser.add_argument(
         'models',

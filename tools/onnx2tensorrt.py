@@ -9,20 +9,19 @@ here), plus --opt-shape, --timing-cache, --checkpoint, --device and --cfg-option
 the ONNX metadata (see docs/tensorrt.md). Writes ``model.engine`` and ``model.engine.json``.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy.apis.cli import run_cli  # noqa: E402
+from deploy.apis.cli import ArgumentParser, run_cli  # noqa: E402
 from deploy.config import add_cfg_options_argument  # noqa: E402
 
 DEMO_IMAGE = Path(__file__).resolve().parents[1] / 'demo' / 'demo.jpg'
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Build a TensorRT engine from an ONNX file')
+    parser = ArgumentParser(description='Build a TensorRT engine from an ONNX file')
     parser.add_argument('config', help='model config file (backend_config, test pipeline)')
     parser.add_argument('model', help='ONNX file exported by tools/pytorch2onnx.py')
     parser.add_argument(

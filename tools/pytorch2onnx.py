@@ -13,18 +13,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy.apis.cli import HelpFormatter, add_checkpoint_arguments, run_cli  # noqa: E402
+from deploy.apis.cli import ArgumentParser, add_checkpoint_arguments, run_cli  # noqa: E402
 from deploy.config import add_cfg_options_argument  # noqa: E402
 from deploy.errors import ConfigError  # noqa: E402
-from deploy.export.options import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS  # noqa: E402
+from deploy.export.options import (  # noqa: E402
+    DEFAULT_EXPORTER,
+    DEFAULT_OPSET,
+    DEFAULT_PRECISION,
+    EXPORTERS,
+    PRECISIONS,
+)
 
 DEMO_IMAGE = Path(__file__).resolve().parents[1] / 'demo' / 'demo.jpg'
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split('\n\n')[0], formatter_class=HelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='model config file')
     parser.add_argument(
         'checkpoint', nargs='?', default=None, help='MMDetection-format checkpoint (.pth)'
@@ -68,6 +72,13 @@ def parse_args(argv=None):
     )
     parser.add_argument('--device', default='cpu', help='device for tracing (cpu, cuda:0)')
     parser.add_argument(
+        '--precision',
+        choices=PRECISIONS,
+        default=DEFAULT_PRECISION,
+        help='fp16: feature extractor in FP16, box decoding / NMS / RoI and mask heads in FP32, '
+        'float32 inputs and outputs',
+    )
+    parser.add_argument(
         '--show',
         action='store_true',
         help='verbose export; with --verify also draw PyTorch and ONNX Runtime '
@@ -77,6 +88,12 @@ def parse_args(argv=None):
         '--verify',
         action='store_true',
         help='check the model and compare ONNX Runtime with PyTorch',
+    )
+    parser.add_argument(
+        '--preprocess-in-graph',
+        action='store_true',
+        help='the graph takes decoded images (uint8 BGR [B, H, W, 3], any size), resizes, '
+        'normalises and pads them itself, and returns boxes in image pixels',
     )
     parser.add_argument('--simplify', action='store_true', help='simplify with onnxsim')
     parser.add_argument(
@@ -123,6 +140,8 @@ def main(argv=None) -> int:
         device=args.device,
         strict=not args.allow_key_mismatch,
         show=args.show,
+        precision=args.precision,
+        preprocess_in_graph=args.preprocess_in_graph,
     )
     if args.verify:
         if not result.verified:

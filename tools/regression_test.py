@@ -6,20 +6,19 @@ Writes report.md and report.json into the work dir; exits 1 when a backend falls
 more than its tolerance, PyTorch falls below its floor, or verification fails.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmengine.config import DictAction  # noqa: E402
 
-from deploy.apis.cli import run_cli  # noqa: E402
+from deploy.apis.cli import ArgumentParser, run_cli  # noqa: E402
 from deploy.config import add_cfg_options_argument  # noqa: E402
+from deploy.config.loader import CfgOptionsAction  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Accuracy regression job')
+    parser = ArgumentParser(description='Accuracy regression job')
     parser.add_argument('regression_file', help='YAML file of models, metrics and tolerances')
     parser.add_argument('--work-dir', default='work_dirs/regression')
     parser.add_argument('--exporter', choices=('dynamo', 'torchscript'), default=None)
@@ -33,7 +32,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--export-cfg-options',
         nargs='+',
-        action=DictAction,
+        action=CfgOptionsAction,
         default=None,
         metavar='KEY=VALUE',
         help='overrides for the exported graph only (PyTorch keeps the config), e.g. '

@@ -15,16 +15,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy.apis.cli import HelpFormatter, add_checkpoint_arguments, run_cli  # noqa: E402
+from deploy.apis.cli import ArgumentParser, add_checkpoint_arguments, run_cli  # noqa: E402
 from deploy.backends import BACKENDS  # noqa: E402
 from deploy.config import add_cfg_options_argument  # noqa: E402
 from deploy.errors import ConfigError  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split('\n\n')[0], formatter_class=HelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='model config (its test data set is used)')
     parser.add_argument(
         'model', help='checkpoint (pytorch), .onnx (onnxruntime, tensorrt) or .engine (tensorrt)'

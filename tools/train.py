@@ -10,18 +10,17 @@ from the config's ``optimizer``, ``optimizer_config``, ``lr_config`` and ``runne
 ``deploy/training/optim.py``).
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy.apis.cli import run_cli  # noqa: E402
+from deploy.apis.cli import ArgumentParser, run_cli  # noqa: E402
 from deploy.config import add_cfg_options_argument  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Train a detector from scratch')
+    parser = ArgumentParser(description='Train a detector from scratch')
     parser.add_argument('config', help='model config (its training set is used)')
     parser.add_argument('--work-dir', required=True, help='folder for checkpoints and the log')
     parser.add_argument(

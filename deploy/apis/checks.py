@@ -85,6 +85,20 @@ def check_output_dir(path: str | os.PathLike | None, what: str = 'output folder'
     return path
 
 
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
+
+
+def check_image_output(path: str | os.PathLike | None, what: str) -> Path | None:
+    """An output picture: a writable path with a suffix OpenCV encodes."""
+    path = check_output_file(path, what)
+    if path is not None and path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ConfigError(
+            f'{what} {path}: {path.suffix or "no suffix"} is not an image format '
+            f'({", ".join(IMAGE_SUFFIXES)})'
+        )
+    return path
+
+
 def check_input_file(path: str | os.PathLike | None, what: str) -> Path | None:
     """An input file that exists."""
     if path is None:

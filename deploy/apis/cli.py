@@ -13,6 +13,18 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """``--help`` shows every default, and the description keeps its line breaks."""
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """The tools' parser: defaults in ``--help``, and a bad command line is one ``error:`` line
+    (exit 2) like every other input error, not argparse's usage block."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault('formatter_class', HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f'error: {message} (see {self.prog} --help)\n')
+
+
 def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """``--allow-key-mismatch``: load a checkpoint whose keys do not all match the model."""
     parser.add_argument(
@@ -26,18 +38,32 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> argparse.Argume
     return parser
 
 
+def one_line(err: BaseException) -> str:
+    """The message of ``err`` as one line. An error raised in a data-loading worker reaches the
+    main process re-wrapped with the worker's traceback in its text; only the original message
+    (its last line) is the user's business."""
+    text = str(err)
+    if 'Original Traceback' in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(': ', 1)[1] if ': ' in last else last
+    return ' '.join(text.split())
+
+
 def run_cli(main: Callable[[], int | None]) -> None:
     """Run ``main`` and exit with its code; a :class:`DeployError` becomes ``error: ...`` + exit 2.
 
-    Set ``DEPLOY_DEBUG=1`` to see the full traceback instead.
+    Set ``DEPLOY_DEBUG=1`` to see the full traceback instead. On a busy machine PyTorch's
+    OpenMP threads wait passively (:mod:`deploy.threads`).
     """
+    from ..threads import passive_openmp_when_busy
+
+    passive_openmp_when_busy()
     try:
         code = main()
     except DeployError as err:
         if os.environ.get('DEPLOY_DEBUG'):
             raise
-        message = ' '.join(str(err).split())  # one line, whatever the message holds
-        print(f'error: {message}', file=sys.stderr)
+        print(f'error: {one_line(err)}', file=sys.stderr)
         sys.exit(2)
     except OSError as err:  # a path the checks could not foresee (disk full, permissions)
         if os.environ.get('DEPLOY_DEBUG'):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ..backends.base import Backend
 from ..config import get_preprocess_cfg, spec_from_config
+from ..datasets.pipeline import DecodedImagePipeline, TestPipeline
 from ..errors import ConfigError
 from ..spec import ModelSpec, PreprocessConfig, ResultFilter, reconcile_settings
 
@@ -46,9 +47,21 @@ class RunPlan:
     fixed_shape: tuple[int, int] | None
 
     @property
+    def decoded_images(self) -> bool:
+        """The graph takes decoded uint8 images and pre-processes them itself."""
+        return self.spec.inputs.layout == 'bgr_uint8'
+
+    @property
     def max_batch(self) -> int | None:
-        """1 for graphs exported with a static batch, else None (any)."""
-        return None if self.spec.inputs.dynamic else 1
+        """1 for graphs exported with a static batch and for decoded images (whose sizes differ
+        from image to image), else None (any)."""
+        return None if self.spec.inputs.dynamic and not self.decoded_images else 1
+
+    def pipeline(self):
+        """What turns an image file into the graph's input."""
+        if self.decoded_images:
+            return DecodedImagePipeline()
+        return TestPipeline(self.preprocess, fixed_shape=self.fixed_shape)
 
 
 def plan_run(runner: Backend, cfg, model_file, logger=print) -> RunPlan:

@@ -12,9 +12,18 @@ from ..backends.onnxruntime import OnnxRuntimeBackend
 from ..config import get_preprocess_cfg, load_config
 from ..datasets.pipeline import TestPipeline, collate, load_image
 from ..errors import ExportError
+from ..export.fp16 import convert_file_to_fp16
 from ..export.onnx_export import DEFAULT_EXPORTER, DEFAULT_OPSET, export_onnx
-from ..export.verify import VerifyCase, VerifyRow, format_verify_table, verify_backend
+from ..export.options import DEFAULT_PRECISION, PRECISIONS
+from ..export.verify import (
+    TOLERANCES,
+    VerifyCase,
+    VerifyRow,
+    format_verify_table,
+    verify_backend,
+)
 from ..fileio import commit, discard, staging_path
+from ..progress import Stages
 from .checks import (
     check_device,
     check_input_file,
@@ -23,7 +32,6 @@ from .checks import (
     check_shape,
 )
 from .model import init_detector
-from .progress import Stages
 
 
 def producer_versions() -> dict:
@@ -87,6 +95,8 @@ def export_model(
     device='cpu',
     strict=True,
     show=False,
+    precision=DEFAULT_PRECISION,
+    preprocess_in_graph=False,
     logger=print,
 ) -> ExportResult:
     """Export ``config`` + ``checkpoint`` to ONNX and optionally verify it (see the tool's help).
@@ -94,6 +104,12 @@ def export_model(
     The file is written under a temporary name next to ``output_file``; only a complete (and,
     with ``verify``, verified) export replaces ``output_file``. A failed verification keeps the
     old file and leaves the new one as ``<stem>.failed-verify.onnx`` for inspection.
+
+    ``precision='fp16'`` converts the exported feature extractor to FP16 (post-processing stays
+    FP32, see :mod:`deploy.export.fp16`) and verifies with the FP16 tolerances.
+    ``preprocess_in_graph`` exports a graph that takes decoded images (``image [B, H, W, 3]``
+    uint8 BGR, any size) and returns boxes in image pixels (:mod:`deploy.ops.preprocess`); its
+    verification reports how far the in-graph resize is from OpenCV's.
     """
     # Everything that can be checked in a second is, before a model is built.
     cfg = load_config(config, cfg_options) if isinstance(config, (str, Path)) else config
@@ -104,6 +120,10 @@ def export_model(
     check_input_file(input_img, '--input-img')
     check_input_file(test_img, '--test-img')
     check_input_file(checkpoint, 'checkpoint')
+    if precision not in PRECISIONS:
+        raise ExportError(f'--precision must be one of {", ".join(PRECISIONS)}, got {precision!r}')
+    if preprocess_in_graph and skip_postprocess:
+        raise ExportError('--preprocess-in-graph needs the post-processed graph')
     if verify and skip_postprocess:
         raise ExportError(
             '--verify compares detections: it needs the post-processed graph '
@@ -112,7 +132,8 @@ def export_model(
     image = load_image(input_img)
     other = load_image(test_img) if test_img else second_view(image)
 
-    stages = Stages(total=2 + int(simplify) + int(verify), logger=logger)
+    fp16 = precision == 'fp16'
+    stages = Stages(total=2 + int(simplify) + int(verify) + int(fp16), logger=logger)
     with stages('build the model and load the checkpoint'):
         model, cfg = init_detector(cfg, checkpoint, device=device, strict=strict, logger=logger)
     static_shape = None if dynamic else tuple(shape or default_static_shape(cfg))
@@ -124,10 +145,15 @@ def export_model(
     pipeline = build_pipeline(cfg, None if dynamic else static_shape)
     first = pipeline(image)
     # Dynamic export traces a batch of 2 (torch.export specialises sizes 0 and 1).
-    samples = [first, pipeline(image[:, ::-1].copy())] if dynamic else [first]
+    flipped = image[:, ::-1].copy()
+    samples = [first, pipeline(flipped)] if dynamic else [first]
     img, metas = collate(samples)
     img_shape = torch.tensor([m['img_shape'][:2] for m in metas], dtype=torch.float32)
     img, img_shape = img.to(device), img_shape.to(device)
+    in_graph = model.spec.preprocess if preprocess_in_graph else None
+    if in_graph is not None:  # the example input is the decoded images themselves
+        images = [image, flipped] if dynamic else [image]
+        img = torch.from_numpy(np.stack(images)).to(device)
 
     spec = model.spec.replace(producer=producer_versions())
     export_kwargs = dict(
@@ -138,6 +164,8 @@ def export_model(
         verbose=show,
     )
     shape_text = 'dynamic' if dynamic else f'static {static_shape[0]}x{static_shape[1]}'
+    if in_graph is not None:
+        shape_text = ('dynamic batch, ' if dynamic else 'batch 1, ') + 'decoded images of any size'
     staged = staging_path(output_file)
     try:
         with stages(
@@ -151,6 +179,7 @@ def export_model(
                 staged,
                 skip_postprocess=skip_postprocess,
                 spec=spec,
+                preprocess_in_graph=in_graph,
                 **export_kwargs,
             )
         if simplify:
@@ -158,18 +187,39 @@ def export_model(
 
             with stages('simplify (onnxsim)'):
                 simplify_onnx(staged, dynamic=dynamic, logger=logger)
+        if fp16:
+            with stages('convert to mixed FP16 (feature extractor FP16, post-processing FP32)'):
+                convert_file_to_fp16(staged)
+                _check_runs(staged, device)
         result = ExportResult(output_file)
         if verify:
             with stages('verify against PyTorch (ONNX Runtime)'):
-                cases = [VerifyCase('input-img', *collate([first]))]
                 second = pipeline(other)
-                cases.append(VerifyCase('test-img', *collate([second])))
-                if dynamic:
+                cases = [
+                    VerifyCase('input-img', *collate([first]), images=[image]),
+                    VerifyCase('test-img', *collate([second]), images=[other]),
+                ]
+                if dynamic and in_graph is None:
                     cases.append(VerifyCase('batch of 2', *collate([first, second])))
-                result.verify_rows = _verify(
-                    model.cpu(), staged, cases, img, img_shape, export_kwargs
-                )
+                elif dynamic:  # decoded images of one batch share a size
+                    third = pipeline(flipped)
+                    cases.append(
+                        VerifyCase('batch of 2', *collate([first, third]), images=[image, flipped])
+                    )
+                if in_graph is not None:
+                    result.verify_rows = verify_backend(
+                        model.cpu(),
+                        OnnxRuntimeBackend(staged),
+                        cases,
+                        tolerances=TOLERANCES[precision],
+                    )
+                else:
+                    result.verify_rows = _verify(
+                        model.cpu(), staged, cases, img, img_shape, export_kwargs, precision
+                    )
             logger(format_verify_table(result.verify_rows, 'onnxruntime'))
+            if in_graph is not None:
+                logger(resize_difference(in_graph, [image, other], pipeline))
             if not result.verified:
                 kept = output_file.with_name(f'{output_file.stem}.failed-verify.onnx')
                 commit(staged, kept)
@@ -188,9 +238,11 @@ def export_model(
     return result
 
 
-def _verify(model, onnx_file, cases, img, img_shape, export_kwargs) -> list[VerifyRow]:
+def _verify(
+    model, onnx_file, cases, img, img_shape, export_kwargs, precision='fp32'
+) -> list[VerifyRow]:
     """ONNX checker, then every case on ONNX Runtime against the eager model; raw head outputs
-    through a second, ``--skip-postprocess`` export."""
+    through a second, ``--skip-postprocess`` export in the same precision."""
     import onnx
 
     onnx.checker.check_model(str(onnx_file))
@@ -199,9 +251,61 @@ def _verify(model, onnx_file, cases, img, img_shape, export_kwargs) -> list[Veri
         export_onnx(
             model, img.cpu(), img_shape.cpu(), raw_file, skip_postprocess=True, **export_kwargs
         )
+        if precision == 'fp16':
+            convert_file_to_fp16(raw_file)
         return verify_backend(
-            model, OnnxRuntimeBackend(onnx_file), cases, raw_backend=OnnxRuntimeBackend(raw_file)
+            model,
+            OnnxRuntimeBackend(onnx_file),
+            cases,
+            raw_backend=OnnxRuntimeBackend(raw_file),
+            tolerances=TOLERANCES[precision],
         )
+
+
+def resize_difference(preprocess, images: list[np.ndarray], pipeline: TestPipeline) -> str:
+    """How far the in-graph pre-processing is from the OpenCV pipeline on ``images``: the
+    largest and mean absolute difference in pixel values (0..255) over each real image area."""
+    from ..ops.preprocess import preprocess_image
+
+    worst, total, count = 0.0, 0.0, 0
+    std = torch.tensor(preprocess.std).view(3, 1, 1)
+    for image in images:
+        reference, meta = pipeline(image)
+        in_graph, img_shape, _ = preprocess_image(
+            torch.from_numpy(np.ascontiguousarray(image))[None],
+            preprocess.scale,
+            preprocess.keep_ratio,
+            preprocess.size_divisor,
+            preprocess.pad_value,
+            preprocess.mean,
+            preprocess.std,
+            preprocess.to_rgb,
+        )
+        h, w = meta['img_shape']
+        if tuple(int(v) for v in img_shape[0]) != (h, w):
+            size = tuple(int(v) for v in img_shape[0])
+            return f'in-graph pre-processing resized to {size}, OpenCV to {(h, w)}'
+        diff = ((in_graph[0, :, :h, :w] - reference[:, :h, :w]).abs() * std).flatten()
+        worst = max(worst, float(diff.max()))
+        total, count = total + float(diff.sum()), count + diff.numel()
+    return (
+        f'in-graph pre-processing vs the OpenCV pipeline: network inputs differ by at most '
+        f'{worst:.2g} (mean {total / max(count, 1):.2g}) pixel values, same resized sizes'
+    )
+
+
+def _check_runs(onnx_file: Path, device: str) -> None:
+    """Load a converted file on ``device``'s ONNX Runtime provider: a part that cannot run in
+    the requested precision there is named now, not at deployment."""
+    from ..errors import BackendError
+
+    try:
+        OnnxRuntimeBackend(onnx_file, device=device)
+    except BackendError as err:
+        raise ExportError(
+            f'the FP16 model cannot run on {device} with ONNX Runtime ({err}); export with '
+            '--precision fp32 for this device'
+        ) from None
 
 
 def _save_pictures(

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..backends import build_backend
 from ..config import load_config
-from ..datasets.pipeline import TestPipeline, collate, load_image
+from ..datasets.pipeline import collate, load_image, network_inputs
 from ..postprocess import outputs_to_results
 from ..structures import DetectionResult
 from .contract import plan_run
@@ -28,10 +28,6 @@ def inference_image(
     image = load_image(img_path)  # a bad image is reported before the model is loaded
     runner = build_backend(backend, model_file, cfg=cfg, device=device, strict=strict)
     plan = plan_run(runner, cfg, model_file, logger)
-    pipeline = TestPipeline(plan.preprocess, fixed_shape=plan.fixed_shape)
-    img, metas = collate([pipeline(image)])
-    inputs = dict(
-        input=img.numpy(), img_shape=np.asarray([m['img_shape'][:2] for m in metas], np.float32)
-    )
-    result = outputs_to_results(runner(inputs), metas, plan.result_filter)[0]
+    img, metas = collate([plan.pipeline()(image)])
+    result = outputs_to_results(runner(network_inputs(img, metas)), metas, plan.result_filter)[0]
     return image, result, plan.spec.class_names

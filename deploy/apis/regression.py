@@ -16,7 +16,8 @@ its tolerance below PyTorch, or export verification fails.
 """
 
 import json
-from dataclasses import asdict, dataclass, field
+import os
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -25,6 +26,9 @@ from ..errors import ConfigError, DeployError
 from ..fileio import write_atomic
 from .export import export_model
 from .test import run_test
+
+#: what an entry's ``export`` mapping may set (keyword arguments of ``export_model``)
+EXPORT_OPTIONS = ('exporter', 'precision', 'preprocess_in_graph', 'simplify')
 
 #: metric name in a regression file -> key of evaluate_coco's result
 METRIC_KEYS = {'bbox': 'bbox_mAP', 'segm': 'segm_mAP', 'proposal': 'AR@1000'}
@@ -37,6 +41,8 @@ class BackendRow:
     ap: dict = field(default_factory=dict)  # metric -> AP in percent
     latency_ms: float = 0.0
     failures: list = field(default_factory=list)
+    #: 1-minute load average at the end of the evaluation (None where unknown)
+    load_average: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -59,6 +65,12 @@ def load_regression_file(path: str | Path) -> list[dict]:
         for key in ('name', 'config', 'checkpoint', 'metrics'):
             if key not in entry:
                 raise ConfigError(f'`{key}` missing in an entry of {path}')
+        unknown = sorted(set(entry.get('export') or {}) - set(EXPORT_OPTIONS))
+        if unknown:
+            raise ConfigError(
+                f'unknown `export` keys {unknown} in entry {entry["name"]} of {path} '
+                f'(known: {", ".join(EXPORT_OPTIONS)})'
+            )
     return entries
 
 
@@ -82,6 +94,7 @@ def run_regression(
     """
     work_dir = Path(work_dir)
     rows: list[BackendRow] = []
+    references: dict[str, BackendRow] = {}  # one PyTorch run serves every export of a model
     for entry in entries:
         name, metrics = entry['name'], tuple(entry['metrics'])
         options = dict(entry.get('cfg_options') or {}, **(cfg_options or {}))
@@ -89,6 +102,7 @@ def run_regression(
         onnx_file = work_dir / f'{name}.onnx'
         logger(f'== {name}: export + verify')
         export_kwargs = {'exporter': exporter} if exporter else {}
+        export_kwargs.update(entry.get('export') or {})
         exported = export_model(
             entry['config'],
             entry['checkpoint'],
@@ -100,7 +114,12 @@ def run_regression(
             logger=logger,
             **export_kwargs,
         )
-        reference = _evaluate(entry, 'pytorch', entry['checkpoint'], metrics, options, logger)
+        key = repr((entry['config'], entry['checkpoint'], metrics, sorted(options.items())))
+        if key not in references:
+            references[key] = _evaluate(
+                entry, 'pytorch', entry['checkpoint'], metrics, options, logger
+            )
+        reference = replace(references[key], model=name, failures=[])
         for metric, floor in (entry.get('floor') or {}).items():
             if reference.ap.get(metric, 0.0) < floor:
                 reference.failures.append(
@@ -140,7 +159,22 @@ def _evaluate(entry, backend, model_file, metrics, options, logger) -> BackendRo
         logger(f'error: {err}')
         return BackendRow(entry['name'], backend, {}, 0.0, [f'{backend} cannot run: {err}'])
     ap = {m: 100.0 * float(run.metrics.get(METRIC_KEYS[m], 0.0)) for m in metrics}
-    return BackendRow(entry['name'], backend, ap, run.latency_ms)
+    return BackendRow(entry['name'], backend, ap, run.latency_ms, load_average=_load_average())
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def machine_was_busy(rows: list[BackendRow]) -> float | None:
+    """The highest load average seen when it exceeded the CPU count (latencies then include
+    other people's work), else None."""
+    loads = [r.load_average for r in rows if r.load_average is not None]
+    cpus = os.cpu_count() or 1
+    return max(loads) if loads and max(loads) > cpus else None
 
 
 def format_markdown(rows: list[BackendRow]) -> str:
@@ -158,6 +192,18 @@ def format_markdown(rows: list[BackendRow]) -> str:
             'ok' if r.passed else 'FAIL: ' + '; '.join(r.failures),
         ]
         lines.append('| ' + ' | '.join(cells) + ' |')
+    lines += [
+        '',
+        'AP in percent on the test set of each config. latency: mean wall time of one backend '
+        'call per image, as tools/test.py measures it (data loading, pre-processing and '
+        'evaluation excluded; batch 1).',
+    ]
+    busy = machine_was_busy(rows)
+    if busy is not None:
+        lines.append(
+            f'The machine was busy (load average {busy:.1f} on {os.cpu_count()} CPUs): the '
+            'latencies include other work; take them again on a quiet machine.'
+        )
     return '\n'.join(lines)
 
 

@@ -7,14 +7,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from torch.utils.data import Subset
 from tqdm import tqdm
 
 from ..backends import build_backend
 from ..config import get_test_dataset_cfg, load_config
 from ..datasets.coco import CocoDetectionDataset, build_dataloader
-from ..datasets.pipeline import TestPipeline, load_image
+from ..datasets.pipeline import load_image, network_inputs
 from ..errors import DeployError
 from ..evaluation.class_map import resolve_class_map
 from ..fileio import write_atomic
@@ -101,10 +100,11 @@ def run_test(
     )
     plan = plan_run(runner, cfg, model_file, logger)
     if plan.max_batch is not None and batch_size > plan.max_batch:
-        logger('note: the model has a static input shape: batch size forced to 1')
+        reason = 'takes decoded images' if plan.decoded_images else 'has a static input shape'
+        logger(f'note: the model {reason}: batch size forced to 1')
         batch_size = 1
     data_cfg = get_test_dataset_cfg(cfg)
-    pipeline = TestPipeline(plan.preprocess, fixed_shape=plan.fixed_shape)
+    pipeline = plan.pipeline()
     dataset = CocoDetectionDataset(
         data_cfg['ann_file'], data_cfg['img_prefix'], pipeline, data_cfg['key']
     )
@@ -123,9 +123,7 @@ def run_test(
     infer_seconds = 0.0
     run_start = time.perf_counter()
     for img, metas in _progress(loader, backend, len(indices), progress):
-        inputs = dict(
-            input=img.numpy(), img_shape=np.asarray([m['img_shape'][:2] for m in metas], np.float32)
-        )
+        inputs = network_inputs(img, metas)
         start = time.perf_counter()
         outputs = runner(inputs)
         infer_seconds += time.perf_counter() - start

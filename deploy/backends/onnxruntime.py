@@ -58,7 +58,28 @@ class OnnxRuntimeBackend(Backend):
         self.spec = ModelSpec.from_json(stored) if stored else None
         self.input_names = tuple(i.name for i in self.session.get_inputs())
         self.output_names = tuple(o.name for o in self.session.get_outputs())
+        self._input_rules = {
+            i.name: (i.type, [d if isinstance(d, int) else None for d in i.shape])
+            for i in self.session.get_inputs()
+        }
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed = {name: np.ascontiguousarray(inputs[name]) for name in self.input_names}
+        for name, array in feed.items():
+            self._check_input(name, array)
         return dict(zip(self.output_names, self.session.run(list(self.output_names), feed)))
+
+    def _check_input(self, name: str, array: np.ndarray) -> None:
+        """Rank, fixed dims and element type as one clear line, not ONNX Runtime's message."""
+        onnx_type, dims = self._input_rules[name]
+        expected = {'tensor(uint8)': np.uint8, 'tensor(float)': np.float32}.get(onnx_type)
+        wrong_dims = len(dims) != array.ndim or any(
+            d is not None and d != s for d, s in zip(dims, array.shape)
+        )
+        if wrong_dims or (expected is not None and array.dtype != expected):
+            want = 'x'.join('?' if d is None else str(d) for d in dims)
+            raise BackendError(
+                f'input {name!r} of {self.model_file.name} is {array.dtype} of shape '
+                f'{list(array.shape)}; the model takes {onnx_type[7:-1]} [{want}]'
+                + (' (BGR images have 3 channels)' if name == 'image' else '')
+            )

@@ -97,48 +97,73 @@ def format_export_markdown(report: dict) -> str:
 
 
 def plot_latency(report: dict, path: str | Path) -> Path:
-    """Stacked bars of the mean pre / infer / post milliseconds per backend (means add up to the
-    mean total; medians do not) and a whisker from the total's mean to its p90; written
-    atomically as PNG."""
+    """Two panels, written atomically as PNG: the mean total per backend on a **log** axis (so a
+    107 ms bar next to a 1875 ms one is still a bar), with a whisker to its p90; and where each
+    backend's time goes, pre / infer / post as a share of its mean total (visible whatever the
+    backend's speed)."""
     import matplotlib
 
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     names = list(report['backends'])
-    totals = [report['backends'][n]['latency_ms']['total'] for n in names]
-    fig, ax = plt.subplots(figsize=(7.5, 1.8 + 0.6 * len(names)))
-    left = [0.0] * len(names)
+    latency = {n: report['backends'][n]['latency_ms'] for n in names}
+    totals = [latency[n]['total'] for n in names]
+    fig, (ax_total, ax_share) = plt.subplots(
+        1, 2, figsize=(10, 1.9 + 0.55 * len(names)), sharey=True, width_ratios=(3, 2)
+    )
     colors = {'pre': '#8da0cb', 'infer': '#fc8d62', 'post': '#66c2a5'}
-    for stage in STAGES:
-        widths = [report['backends'][n]['latency_ms'][stage]['mean'] for n in names]
-        ax.barh(names, widths, left=left, color=colors[stage], label=stage)
-        left = [a + b for a, b in zip(left, widths)]
-    ax.errorbar(
+    ax_total.barh(names, [t['mean'] for t in totals], color='#b3b3b3', label='mean total')
+    ax_total.errorbar(
         [t['mean'] for t in totals],
         names,
         xerr=[[0] * len(names), [max(t['p90'] - t['mean'], 0) for t in totals]],
         fmt='none',
         ecolor='black',
         capsize=3,
-        label='p90 of total',
+        label='to p90',
     )
     for name, total in zip(names, totals):
-        ax.annotate(
+        ax_total.annotate(
             f' {total["mean"]:.1f} ms',
             (max(total['p90'], total['mean']), name),
             va='center',
             fontsize='small',
         )
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1.25 * max(max(t['p90'], t['mean']) for t in totals))
-    ax.set_xlabel('ms per batch (mean per stage, stacked)')
-    ax.set_title(
+    ax_total.set_xscale('log')
+    high = max(max(t['p90'], t['mean']) for t in totals)
+    low = min(t['mean'] for t in totals)
+    ax_total.set_xlim(low / 3, high * 4)
+    ax_total.invert_yaxis()
+    ax_total.set_xlabel('ms per batch, end to end (log scale)')
+    left = [0.0] * len(names)
+    for stage in STAGES:
+        shares = [
+            100 * latency[n][stage]['mean'] / max(latency[n]['total']['mean'], 1e-9) for n in names
+        ]
+        bars = ax_share.barh(names, shares, left=left, color=colors[stage], label=stage)
+        for bar, share in zip(bars, shares):
+            if share >= 8:
+                ax_share.annotate(
+                    f'{share:.0f}%',
+                    (bar.get_x() + bar.get_width() / 2, bar.get_y() + bar.get_height() / 2),
+                    ha='center',
+                    va='center',
+                    fontsize='x-small',
+                )
+        left = [a + b for a, b in zip(left, shares)]
+    ax_share.set_xlim(0, 100)
+    ax_share.set_xlabel('share of the mean total (%)')
+    fig.suptitle(
         f'batch {report["batch_size"]}, {report["shape"][0]}x{report["shape"][1]}, '
-        f'{report["threads"]} threads' + (' (busy machine)' if report.get('busy') else '')
+        f'{report["threads"]} threads' + (' (busy machine)' if report.get('busy') else ''),
+        fontsize='medium',
     )
-    ax.legend(
-        loc='upper center', bbox_to_anchor=(0.5, -0.3), ncol=4, fontsize='small', frameon=False
+    ax_share.legend(
+        loc='upper center', bbox_to_anchor=(0.5, -0.35), ncol=3, fontsize='small', frameon=False
+    )
+    ax_total.legend(
+        loc='upper center', bbox_to_anchor=(0.5, -0.35), ncol=2, fontsize='small', frameon=False
     )
     fig.tight_layout()
     path = Path(path)

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import BackendError, ConfigError, DeployError
+from ..progress import Stages
 
 SCHEMA_VERSION = 1
 STAGES = ('pre', 'infer', 'post', 'total')
@@ -270,12 +271,9 @@ def run_benchmark(
         load_average_start=load_average(),
         backends={},
     )
+    stages = Stages(total=len(pairs) + 1 + int(count_flops), logger=logger)
     for backend, model in pairs:
         key = backend if backend not in report['backends'] else f'{backend}:{Path(model).name}'
-        logger(
-            f'[{key}] {model}: {warmup} warm-up + {iters} timed batches of {batch_size} '
-            f'at {shape[0]}x{shape[1]}, {threads} threads ...'
-        )
         spec = dict(
             mode='backend',
             backend=backend,
@@ -292,19 +290,23 @@ def run_benchmark(
             ort_profile=ort_profile,
             profile_iters=profile_iters,
         )
-        report['backends'][key] = run_worker(spec, threads)
+        with stages(
+            f'[{key}] {model}: {warmup} warm-up + {iters} timed batches of {batch_size} '
+            f'at {shape[0]}x{shape[1]}, {threads} threads'
+        ):
+            report['backends'][key] = run_worker(spec, threads)
 
     flops = None
     if count_flops:
         if checkpoint is None:
             checkpoint = next((m for b, m in pairs if b == 'pytorch'), None)
-        logger('counting FLOPs on the PyTorch model ...')
-        flops = model_flops(cfg, checkpoint, image, shape, batch_size, threads)
+        with stages('count FLOPs on the PyTorch model'):
+            flops = model_flops(cfg, checkpoint, image, shape, batch_size, threads)
     report['flops'] = flops
-    logger(f'measuring the FP32 peak ({peak_size}x{peak_size} matmul, {threads} threads) ...')
     from .peak import measure_peak_flops
 
-    report['peak'] = measure_peak_flops(threads, n=peak_size)
+    with stages(f'measure the FP32 peak ({peak_size}x{peak_size} matmul, {threads} threads)'):
+        report['peak'] = measure_peak_flops(threads, n=peak_size)
     for result in report['backends'].values():
         add_efficiency(result, flops, report['peak'])
     report['load_average_end'] = load_average()
@@ -405,9 +407,9 @@ def run_export_timing(
         load_average_start=load_average(),
         exports={},
     )
+    stages = Stages(total=len(exporters), logger=logger)
     with tempfile.TemporaryDirectory(prefix='export_time_') as tmp:
         for exporter in exporters:
-            logger(f'[{exporter}] exporting ...')
             spec = dict(
                 mode='export',
                 exporter=exporter,
@@ -421,7 +423,8 @@ def run_export_timing(
                 threads=threads,
                 output_file=str(Path(tmp) / f'{exporter}.onnx'),
             )
-            report['exports'][exporter] = run_worker(spec, threads)
+            with stages(f'[{exporter}] export'):
+                report['exports'][exporter] = run_worker(spec, threads)
     report['load_average_end'] = load_average()
     report['busy'] = is_busy(report)
     return report

@@ -13,8 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ..fileio import write_atomic
 
 
@@ -53,7 +51,7 @@ def measure_backend(spec: dict) -> dict:
     from ..apis.contract import plan_run
     from ..backends import build_backend
     from ..config import load_config
-    from ..datasets.pipeline import TestPipeline, collate
+    from ..datasets.pipeline import DecodedImagePipeline, TestPipeline, collate, network_inputs
     from ..postprocess import outputs_to_results
 
     cfg = load_config(spec['config'], cfg_options(spec))
@@ -73,13 +71,15 @@ def measure_backend(spec: dict) -> dict:
         threads['ort_providers'] = list(session.get_providers())
     rss_loaded = current_rss_mb()
     plan = plan_run(runner, cfg, spec['model_file'], logger=lambda *a: None)
-    pipeline = TestPipeline(plan.preprocess, fixed_shape=tuple(spec['shape']))
+    if plan.decoded_images:  # the graph resizes, normalises and pads: the image goes in as read
+        pipeline = DecodedImagePipeline()
+    else:
+        pipeline = TestPipeline(plan.preprocess, fixed_shape=tuple(spec['shape']))
     image, batch_size = spec['image'], spec['batch_size']
 
     def preprocess():
         img, metas = collate([pipeline(image) for _ in range(batch_size)])
-        shapes = np.asarray([m['img_shape'][:2] for m in metas], np.float32)
-        return dict(input=img.numpy(), img_shape=shapes), metas
+        return network_inputs(img, metas), metas
 
     times = {stage: [] for stage in ('pre', 'infer', 'post', 'total')}
     detections = 0
@@ -212,7 +212,7 @@ def main(argv=None) -> int:
     try:
         result = MODES[spec['mode']](spec)
     except DeployError as err:  # reported by the parent as one clean line
-        result, code = dict(error=f'{type(err).__name__}: {err}'), 2
+        result, code = dict(error=str(err)), 2
     else:
         code = 0
     write_atomic(out_file, json.dumps(result))

@@ -35,6 +35,17 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
+class CfgOptionsAction(DictAction):
+    """mmengine's ``DictAction``, with a malformed item reported as a command-line error."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for item in values or ():
+            key = item.split('=', 1)[0]
+            if '=' not in item or not key:
+                parser.error(f'{option_string} expects key=value, got {item!r}')
+        super().__call__(parser, namespace, values, option_string)
+
+
 def add_cfg_options_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add MMDetection's ``--cfg-options key=value ...`` argument to a command-line parser.
 
@@ -45,7 +56,7 @@ def add_cfg_options_argument(parser: argparse.ArgumentParser) -> argparse.Argume
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
+        action=CfgOptionsAction,
         default=None,
         metavar='KEY=VALUE',
         help='override config settings, e.g. model.test_cfg.score_thr=0.3; nested keys use dots, '

@@ -81,6 +81,7 @@ def spec_from_config(cfg: Config, class_names: tuple[str, ...] | None = None) ->
     from .loader import get_class_names
 
     model = get_model_cfg(cfg)
+    test_cfg = get_test_settings(cfg)
     task = _task(model)
     names = class_names if class_names is not None else get_class_names(cfg)
     outputs = {
@@ -94,6 +95,6 @@ def spec_from_config(cfg: Config, class_names: tuple[str, ...] | None = None) ->
         class_names=tuple(names) if names else None,
         num_classes=model_num_classes(model),
         preprocess=get_preprocess_cfg(cfg),
-        test_cfg=get_test_settings(cfg),
+        test_cfg=test_cfg,
         outputs=outputs,
     )

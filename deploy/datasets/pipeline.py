@@ -178,14 +178,60 @@ class TestPipeline:
         return tensor, meta
 
 
+class DecodedImagePipeline:
+    """Image (path or array) -> ``(tensor [H, W, 3] uint8 BGR, meta)`` unchanged: the input of
+    models with the pre-processing in the graph (``--preprocess-in-graph``), whose outputs are
+    already in image pixels (``scale_factor`` 1)."""
+
+    def __call__(self, image, img_id: int | None = None) -> tuple[torch.Tensor, dict]:
+        filename = None
+        if not isinstance(image, np.ndarray):
+            filename = str(image)
+            image = load_image(image)
+        elif image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ImageError(
+                f'expected an HxWx3 uint8 BGR image, got {image.dtype} of shape {image.shape}'
+            )
+        h, w = image.shape[:2]
+        meta = dict(
+            ori_shape=(h, w),
+            img_shape=(h, w),
+            pad_shape=(h, w),
+            batch_input_shape=(h, w),
+            scale_factor=np.ones(4, np.float32),
+            img_id=img_id,
+            filename=filename,
+        )
+        return torch.from_numpy(np.ascontiguousarray(image)), meta
+
+
+def network_inputs(img: torch.Tensor, metas: list[dict]) -> dict[str, np.ndarray]:
+    """The named graph inputs of a collated batch: ``input`` + ``img_shape`` for the test
+    pipeline's tensors, ``image`` for decoded uint8 images."""
+    if img.dtype == torch.uint8:
+        return dict(image=img.numpy())
+    shapes = np.asarray([m['img_shape'][:2] for m in metas], np.float32)
+    return dict(input=img.numpy(), img_shape=shapes)
+
+
 def collate(
     samples: list[tuple[torch.Tensor, dict]], pad_value: float = 0.0
 ) -> tuple[torch.Tensor, list[dict]]:
     """Stack ``(tensor [3, H, W], meta)`` samples into ``([B, 3, Hmax, Wmax], metas)``.
 
     Every image is padded bottom/right with ``pad_value`` to the largest padded size in the
-    batch, and each meta gets ``batch_input_shape = (Hmax, Wmax)``.
+    batch, and each meta gets ``batch_input_shape = (Hmax, Wmax)``. Decoded uint8 images
+    (``[H, W, 3]``, :class:`DecodedImagePipeline`) are stacked as they are: they must have one
+    size.
     """
+    if samples[0][0].dtype == torch.uint8:
+        sizes = {tuple(t.shape) for t, _ in samples}
+        if len(sizes) > 1:
+            raise ImageError(
+                f'a batch of decoded images must have one size, got {sorted(sizes)}: use batch '
+                'size 1 for images of different sizes'
+            )
+        return torch.stack([t for t, _ in samples]), [dict(m) for _, m in samples]
     height = max(t.shape[1] for t, _ in samples)
     width = max(t.shape[2] for t, _ in samples)
     batch = torch.full((len(samples), 3, height, width), pad_value, dtype=torch.float32)

@@ -143,3 +143,56 @@ def match_result_lists(
     for ref, test in zip(refs, tests, strict=True):
         total = total.merge(match_detections(ref, test, iou_thr))
     return total
+
+
+def parity_ap(refs: list[DetectionResult], tests: list[DetectionResult]) -> float | None:
+    """COCO box AP@[.5:.95] of ``tests`` scored against ``refs`` taken as ground truth: 1.0 for
+    the same detections, lower for every box, score order or label a backend gets wrong (the AP
+    a user would lose). ``None`` when the reference has no detections."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    images, objects, dets = [], [], []
+    labels = sorted({int(c) for r in (*refs, *tests) for c in r.labels})
+    for img_id, (ref, test) in enumerate(zip(refs, tests, strict=True), start=1):
+        images.append(dict(id=img_id))
+        for box, label in zip(ref.boxes.astype(float), ref.labels):
+            w, h = box[2] - box[0], box[3] - box[1]
+            objects.append(
+                dict(
+                    id=len(objects) + 1,
+                    image_id=img_id,
+                    category_id=int(label),
+                    bbox=[box[0], box[1], w, h],
+                    area=max(w * h, 0.0),
+                    iscrowd=0,
+                )
+            )
+        for box, label, score in zip(test.boxes.astype(float), test.labels, test.scores):
+            dets.append(
+                dict(
+                    image_id=img_id,
+                    category_id=int(label),
+                    bbox=[box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                    score=float(score),
+                )
+            )
+    if not objects:
+        return None
+    if not dets:
+        return 0.0
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = dict(
+            images=images, annotations=objects, categories=[dict(id=c) for c in labels]
+        )
+        gt.createIndex()
+        dt = gt.loadRes(dets)
+        evaluator = COCOeval(gt, dt, 'bbox')
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return max(float(evaluator.stats[0]), 0.0)

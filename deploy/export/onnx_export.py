@@ -27,7 +27,8 @@ from torch import Tensor, nn
 from ..errors import ExportError
 from ..fileio import commit, discard, staging_path
 from ..ops import onnx_functions
-from ..spec import InputSpec, ModelSpec, write_onnx_spec
+from ..ops.preprocess import preprocess_image
+from ..spec import InputSpec, ModelSpec, PreprocessConfig, write_onnx_spec
 from .options import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, MIN_OPSET  # noqa: F401
 
 # The dynamo exporter warns once per export that torchvision's ops cannot be registered; we never
@@ -44,6 +45,49 @@ class DeployModule(nn.Module):
 
     def forward(self, input: Tensor, img_shape: Tensor) -> tuple[Tensor, ...]:  # noqa: A002
         return tuple(self.detector.forward_deploy(input, img_shape))
+
+
+class ImageModule(nn.Module):
+    """``image [B, H, W, 3] uint8 BGR -> outputs`` with boxes in image pixels: the test
+    pipeline's resize / normalise / pad in the graph (``--preprocess-in-graph``)."""
+
+    def __init__(self, detector: nn.Module, preprocess: PreprocessConfig):
+        super().__init__()
+        unsupported = [
+            name
+            for name, used in (
+                ('resize by a scale factor', preprocess.resize_factor is not None),
+                ('to_float32 loading', preprocess.to_float32),
+                ('RandomCenterCropPad', preprocess.center_pad is not None),
+            )
+            if used
+        ]
+        if unsupported:
+            raise ExportError(
+                f'--preprocess-in-graph does resize to a scale, normalise and pad; this '
+                f'pipeline also has {", ".join(unsupported)}: export without '
+                '--preprocess-in-graph'
+            )
+        self.detector = detector
+        self.preprocess = preprocess
+
+    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
+        cfg = self.preprocess
+        inputs, img_shape, scale = preprocess_image(
+            image,
+            cfg.scale,
+            cfg.keep_ratio,
+            cfg.size_divisor,
+            cfg.pad_value,
+            cfg.mean,
+            cfg.std,
+            cfg.to_rgb,
+        )
+        dets, *rest = self.detector.forward_deploy(inputs, img_shape)
+        # Network-input pixels -> image pixels (padding rows are zero and stay zero).
+        factors = torch.cat([scale, scale], dim=1).unsqueeze(1)  # [B, 1, 4] (w, h, w, h)
+        dets = torch.cat([dets[..., :4] / factors, dets[..., 4:]], dim=-1)
+        return (dets, *rest)
 
 
 class RawModule(nn.Module):
@@ -69,6 +113,7 @@ def export_onnx(
     dynamic_size: bool = True,
     skip_postprocess: bool = False,
     spec: ModelSpec | None = None,
+    preprocess_in_graph: PreprocessConfig | None = None,
     verbose: bool = False,
 ) -> dict:
     """Export ``detector`` to ``output_file``.
@@ -85,6 +130,9 @@ def export_onnx(
             test pipeline resizes every image to one size (SSD) keep ``H, W`` static: their
             backbones only work at that size, and nothing is gained by pretending otherwise.
         skip_postprocess: export raw head outputs only (input ``input`` only).
+        preprocess_in_graph: take ``image [B, H, W, 3]`` uint8 BGR (``img`` is then that example
+            batch and ``img_shape`` is ignored) and run this pre-processing in the graph; boxes
+            come out in image pixels.
         spec: the model's contract, stored in the file (:func:`deploy.spec.write_onnx_spec`);
             input/output names, shape rules, opset and exporter are filled in here. Default:
             the detector's own ``spec`` (set by ``init_detector``).
@@ -112,6 +160,10 @@ def export_onnx(
             module, args = RawModule(detector).eval(), (img,)
             input_names = ['input']
             output_names = list(detector.forward_raw(img).keys())
+        elif preprocess_in_graph is not None:
+            module, args = ImageModule(detector, preprocess_in_graph), (img,)
+            input_names = ['image']
+            output_names = list(detector.output_names)
         else:
             module, args = DeployModule(detector).eval(), (img, img_shape)
             input_names = ['input', 'img_shape']
@@ -120,6 +172,16 @@ def export_onnx(
     dynamic_axes = (
         _dynamic_axes(input_names, output_names, skip_postprocess, dynamic_size) if dynamic else {}
     )
+    if preprocess_in_graph is not None:
+        # Any image size, always: resizing to the network input is the graph's job.
+        dynamic_axes['image'] = (
+            {0: 'batch', 1: 'height', 2: 'width'}
+            if dynamic
+            else {
+                1: 'height',
+                2: 'width',
+            }
+        )
 
     output_file = Path(output_file)
     tmp_name = str(staging_path(output_file))
@@ -166,9 +228,14 @@ def export_onnx(
                 spec.replace(
                     inputs=InputSpec(
                         names=tuple(input_names),
+                        layout='normalized' if preprocess_in_graph is None else 'bgr_uint8',
                         dynamic=dynamic,
                         dynamic_size=dynamic and dynamic_size,
-                        static_shape=(None if dynamic and dynamic_size else tuple(img.shape[2:])),
+                        static_shape=(
+                            None
+                            if (dynamic and dynamic_size) or preprocess_in_graph is not None
+                            else tuple(img.shape[2:])
+                        ),
                         size_divisor=spec.preprocess.size_divisor,
                     ),
                     outputs=tuple(output_names),
@@ -218,7 +285,8 @@ def _export_dynamo(module, args, path, input_names, output_names, dynamic_axes, 
         def dim(name):
             return dims.setdefault(name, torch.export.Dim(name, min=1, max=16384))
 
-        spec = {'input': {a: dim(n) for a, n in dynamic_axes['input'].items()}}
+        first = input_names[0]  # 'input', or 'image' with the pre-processing in the graph
+        spec = {first: {a: dim(n) for a, n in dynamic_axes[first].items()}}
         if 'img_shape' in input_names:
             spec['img_shape'] = {0: dim('batch')}
         dynamic_shapes = spec

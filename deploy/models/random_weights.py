@@ -31,7 +31,10 @@ def make_detections_likely(
     from .dense_heads import CornerHead, FCOSHead, SSDHead, YOLOV3Head
 
     if hasattr(model, 'roi_head'):
+        _unit_scale_input(model)
         _rcnn_detections_likely(model.roi_head.bbox_head, strong)
+        if hasattr(model.roi_head, 'point_head'):
+            _point_rend_masks_likely(model.roi_head, strong)
         return model
     if isinstance(model.bbox_head, CornerHead):
         _corner_detections_likely(model)
@@ -122,6 +125,35 @@ def _photo_like_canvas(stride: int) -> torch.Tensor:
     img[:, :, : height // 12] = img[:, :, -height // 12 :] = 0
     img[:, :, :, : width // 10] = 0
     return img
+
+
+#: std of 8-bit natural images' pixels, by which pytorch-style pipelines divide
+PIXEL_STD = 57.6
+
+
+def _unit_scale_input(model: nn.Module) -> None:
+    """Caffe-style pipelines (std 1) subtract the mean but leave the pixels' spread (~58): a
+    random network then sees inputs ~58x larger than a pytorch-style one and every R-CNN score
+    saturates to 0 or 1. Scaling the stem conv (no bias, then a frozen BN at its identity) by
+    ``std / PIXEL_STD`` gives the rest of the network unit-scale inputs again."""
+    spec = getattr(model, 'spec', None)
+    std = max(spec.preprocess.std) if spec is not None else PIXEL_STD
+    if std < PIXEL_STD / 4:
+        stem = next(m for m in model.backbone.modules() if isinstance(m, nn.Conv2d))
+        stem.weight.mul_(std / PIXEL_STD)
+
+
+def _point_rend_masks_likely(roi_head, strong: bool) -> None:
+    """Random PointRend mask heads predict logits of about +-0.1, so every probability is near
+    0.5 and both the uncertain points and the 0.5 threshold hinge on rounding. Spread the coarse
+    logits, and let the point head predict its class's coarse logit at the point plus its random
+    part, as a trained one roughly does (a random one drifts every refined mask to one side)."""
+    roi_head.mask_head.fc_logits.weight.mul_(25.0 if strong else 10.0)
+    head = roi_head.point_head
+    if head.coarse_pred_each_layer:  # the coarse logits are the last num_classes inputs
+        num_classes = head.num_classes
+        head.fc_logits.weight[:, -num_classes:, 0] += torch.eye(num_classes)
+        head.fc_logits.bias.zero_()
 
 
 @torch.no_grad()

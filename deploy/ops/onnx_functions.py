@@ -17,9 +17,10 @@ FUNCTION_DOMAIN = 'deploy.onnx_functions'
 
 def onnx_translation_table() -> dict:
     """``custom_translation_table`` of ``torch.onnx.export(..., dynamo=True)`` for every op."""
-    from . import corner_pool, multiclass_nms, soft_nms
+    from . import corner_pool, multiclass_nms, preprocess, soft_nms
 
     table = dict(multiclass_nms.onnx_translation_table())
+    table.update(preprocess.onnx_translation_table())
     table.update(corner_pool.onnx_translation())
     table.update(soft_nms.onnx_translation())
     return table
@@ -27,9 +28,10 @@ def onnx_translation_table() -> dict:
 
 def register_legacy_symbolics(opset_version: int) -> None:
     """Register the TorchScript exporter's symbolic functions of every op."""
-    from . import corner_pool, multiclass_nms, soft_nms
+    from . import corner_pool, multiclass_nms, preprocess, soft_nms
 
     multiclass_nms.register_legacy_symbolic(opset_version)
+    preprocess.register_legacy_symbolic(opset_version)
     corner_pool.register_legacy_symbolic(opset_version)
     soft_nms.register_legacy_symbolic(opset_version)
 

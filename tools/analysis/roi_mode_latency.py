@@ -10,7 +10,6 @@ memory, outputs back in numpy), the same for both modes. The two modes must agre
 reports how many detections match.
 """
 
-import argparse
 import json
 import statistics
 import sys
@@ -19,6 +18,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from deploy.apis.cli import ArgumentParser  # noqa: E402
 
 DEFAULT_CONFIG = (
     Path(__file__).resolve().parents[2]
@@ -30,7 +31,7 @@ MODES = ('masked', 'nonzero')
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='ORT latency of masked vs nonzero RoI modes')
+    parser = ArgumentParser(description='ORT latency of masked vs nonzero RoI modes')
     parser.add_argument(
         'config',
         nargs='?',

@@ -11,7 +11,6 @@ test scale of the R50 models to save time (SSD, YOLOv3 and CornerNet keep their 
 ``summary.md`` / ``summary.json`` and exits 1 when any run fails.
 """
 
-import argparse
 import json
 import subprocess
 import sys
@@ -19,6 +18,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from deploy.apis.cli import ArgumentParser  # noqa: E402
+
 MODELS = {
     'retinanet': 'configs/retinanet/retinanet_r50_fpn_1x_coco.py',
     'fcos': 'configs/fcos/fcos_r50_caffe_fpn_gn-head_4x4_1x_coco.py',
@@ -36,7 +39,7 @@ FIXED_SCALE = {'ssd', 'yolo', 'cornernet'}  # CornerNet tests images at their ow
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Export + verify every shipped model')
+    parser = ArgumentParser(description='Export + verify every shipped model')
     parser.add_argument('--work-dir', default='work_dirs/verify_zoo')
     parser.add_argument('--models', nargs='+', choices=tuple(MODELS), default=tuple(MODELS))
     parser.add_argument(

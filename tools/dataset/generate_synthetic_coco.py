@@ -5,18 +5,17 @@ Usage (these are the defaults):
     python tools/dataset/generate_synthetic_coco.py --out-dir data/synthetic_coco --seed 0
 """
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from deploy.apis.cli import run_cli  # noqa: E402
+from deploy.apis.cli import ArgumentParser, run_cli  # noqa: E402
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out-dir', default='data/synthetic_coco', help='data set root')
     parser.add_argument('--num-train', type=int, default=400, help='training images')
     parser.add_argument('--num-val', type=int, default=50, help='validation images')

@@ -14,19 +14,18 @@ score, label or mask it gets wrong:
         --cfg-options data.test.ann_file=work_dirs/pseudo.json
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from deploy.apis.cli import run_cli  # noqa: E402
+from deploy.apis.cli import ArgumentParser, run_cli  # noqa: E402
 from deploy.errors import DeployError  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Pseudo ground truth from reference detections')
+    parser = ArgumentParser(description='Pseudo ground truth from reference detections')
     parser.add_argument('results', help='COCO-format results json (tools/test.py --format-only)')
     parser.add_argument('ann_file', help='the data set annotation file the results are for')
     parser.add_argument('out', help='annotation file to write')

@@ -10,18 +10,17 @@ The classifier biases are set so scores fall around the config's ``score_thr``
 (:mod:`deploy.models.random_weights`); the AP of such a model is meaningless.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from deploy.apis.cli import run_cli  # noqa: E402
+from deploy.apis.cli import ArgumentParser, run_cli  # noqa: E402
 from deploy.config import add_cfg_options_argument  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Random-weight checkpoint that detects something')
+    parser = ArgumentParser(description='Random-weight checkpoint that detects something')
     parser.add_argument('config', help='model config')
     parser.add_argument('out', help='checkpoint (.pth) to write')
     parser.add_argument('--seed', type=int, default=0, help='seed of the random weights')

@@ -91,7 +91,8 @@ def check_tensorrt_compat(
         elif bound >= TOPK_MAX_K:
             problems.append(
                 f'TopK {_name(node)}: k can reach {bound}, TensorRT allows at most '
-                f'{TOPK_MAX_K - 1}; lower the pre-NMS top-k (nms_pre / max_per_img)'
+                f'{TOPK_MAX_K - 1}; lower the top-k setting behind it (nms_pre / max_per_img, '
+                'PointRend: subdivision_num_points)'
             )
     problems += _check_loops(graph, consts)
     inferred = _infer(model)

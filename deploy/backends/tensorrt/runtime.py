@@ -227,8 +227,7 @@ class TensorRTBackend(Backend):
             stream = torch.cuda.current_stream(self.device)
             keep = []
             for name in self.input_names:
-                tensor = torch.from_numpy(np.ascontiguousarray(inputs[name]))
-                tensor = tensor.to(self.device, self._dtypes[name]).contiguous()
+                tensor = self._to_device(inputs[name], self._dtypes[name])
                 keep.append(tensor)
                 if not context.set_input_shape(name, tuple(tensor.shape)):
                     raise BackendError(
@@ -242,7 +241,7 @@ class TensorRTBackend(Backend):
                     dynamic.append(name)
                     context.set_output_allocator(name, self._output_allocator())
                     continue
-                outputs[name] = torch.empty(shape, dtype=self._dtypes[name], device=self.device)
+                outputs[name] = self._empty(shape, self._dtypes[name])
                 context.set_tensor_address(name, outputs[name].data_ptr())
             if not context.execute_async_v3(stream.cuda_stream):
                 raise BackendError(f'TensorRT execution of {self.model_file.name} failed')
@@ -258,6 +257,18 @@ class TensorRTBackend(Backend):
                 array = array.astype(np.int64)
             result[name] = array
         return result
+
+    # Device memory goes through these two, so that a test can keep it in host memory.
+    def _to_device(self, array: np.ndarray, dtype):
+        import torch
+
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        return tensor.to(self.device, dtype).contiguous()
+
+    def _empty(self, shape: tuple, dtype):
+        import torch
+
+        return torch.empty(shape, dtype=dtype, device=self.device)
 
     def _output_allocator(self):
         if self._allocator is None:

@@ -1,5 +1,6 @@
 from .base import BaseDetector
 from .cornernet import CornerNet
+from .point_rend import PointRend
 from .single_stage import FCOS, FSAF, YOLOV3, RetinaNet, SingleStageDetector
 from .two_stage import CascadeRCNN, FasterRCNN, MaskRCNN, TwoStageDetector
 
@@ -11,6 +12,7 @@ __all__ = [
     'FSAF',
     'FasterRCNN',
     'MaskRCNN',
+    'PointRend',
     'RetinaNet',
     'SingleStageDetector',
     'TwoStageDetector',

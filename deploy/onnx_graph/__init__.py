@@ -1,0 +1,1 @@
+"""ONNX graph transformations shared by the export and the backends (below both)."""
