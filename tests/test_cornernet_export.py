@@ -141,3 +141,20 @@ def test_preprocessing_in_the_graph_is_refused(small, tmp_path):
             preprocess_in_graph=model.spec.preprocess,
             dynamic=True,
         )
+
+
+def test_opset_below_18_is_refused(small, tmp_path):
+    """The Loop bodies are opset-18 functions: a lower opset is one clear error."""
+    from deploy.errors import ExportError
+
+    model, cfg = small
+    inputs, _ = batch(cfg, TRACE_SHAPES)
+    with pytest.raises(ExportError, match='needs ONNX opset >= 18'):
+        export_onnx(
+            model,
+            torch.from_numpy(inputs['input']),
+            torch.from_numpy(inputs['img_shape']),
+            tmp_path / 'x.onnx',
+            exporter='torchscript',
+            opset_version=17,
+        )

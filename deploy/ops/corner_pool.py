@@ -113,9 +113,12 @@ def register_legacy_symbolic(opset_version: int) -> None:
     """Register the TorchScript exporter's symbolic of ``deploy::corner_pool`` (same function)."""
     from torch.onnx import symbolic_helper as sym
 
+    from .onnx_functions import check_function_opset
+
     functions = _onnx_functions()
 
     def symbolic(g, x, dim, reverse):
+        check_function_opset(g.opset, 'corner pooling')
         dim = sym._get_const(dim, 'i', 'dim')
         reverse = bool(sym._get_const(reverse, 'b', 'reverse'))
         kernel, pads = maxpool_attributes(dim, reverse)

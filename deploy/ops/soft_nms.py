@@ -272,11 +272,13 @@ def register_legacy_symbolic(opset_version: int) -> None:
     """Register the TorchScript exporter's symbolic of ``deploy::soft_nms`` (the same function)."""
     from torch.onnx import symbolic_helper as sym
 
+    from .onnx_functions import check_function_opset
     from .onnx_loops import soft_nms_loop as loop
 
     def symbolic(
         g, boxes, scores, labels, valid, iou_threshold, sigma, min_score, method, max_per_img
     ):
+        check_function_opset(g.opset, 'soft-NMS')
         values = (
             sym._get_const(iou_threshold, 'f', 'iou_threshold'),
             sym._get_const(sigma, 'f', 'sigma'),

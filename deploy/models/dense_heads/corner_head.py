@@ -19,6 +19,9 @@ Decoding (MMDetection's ``decode_heatmap``, per image, batched here):
 5. the best ``num_dets = 1000`` pairs; the ones not rejected (score > -0.1) are the candidates of
    soft-NMS (:mod:`deploy.ops.soft_nms`), which keeps ``max_per_img``.
 
+Both top-k steps rank equal scores by index (lower first, as ONNX ``TopK`` does in the graph);
+MMDetection's ``torch.topk`` leaves that order unspecified.
+
 MMDetection's ``CornerHead`` ignores ``test_cfg.score_thr``; so does this one. The eager path
 (:meth:`CornerHead.predict_by_feat`) and the exported one
 (:meth:`CornerHead.predict_by_feat_deploy`) share steps 1-5; then the eager one runs soft-NMS per
