@@ -17,11 +17,14 @@ image) and the head's 128 channels.
 """
 
 import argparse
+import contextlib
+import io
 import json
 import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -42,6 +45,13 @@ def parse_args(argv=None):
 
 
 def _export(module, args, names, path, exporter):
+    """Export quietly (the exporters print progress on stdout, where the JSON goes)."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        _export_loud(module, args, names, path, exporter)
+
+
+def _export_loud(module, args, names, path, exporter):
     import onnx
     import torch
 
