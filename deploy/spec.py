@@ -120,6 +120,15 @@ class PreprocessConfig:
         keep_ratio: keep the aspect ratio when resizing.
         size_divisor: pad bottom/right so both sides are multiples of this (``None``: no pad).
         pad_value: value of padded pixels, after normalisation (MMDetection pads with 0).
+        resize_edge: classifiers (MMPretrain's ``ResizeEdge``, MMClassification 0.x's
+            ``Resize(size=(s, -1))``): resize so that this edge (``'short'``, ``'long'``,
+            ``'width'`` or ``'height'``) is ``scale[0]`` pixels and the other keeps the aspect
+            ratio (truncated to an int); ``scale`` is then ``(s, s)``. ``None``: the rule above.
+        crop_size: ``(h, w)`` of a centre crop after the resize (classifiers), or ``None``.
+        resize_backend: ``'cv2'`` (OpenCV) or ``'pillow'`` (Pillow's ``Image.resize``, which
+            antialiases when shrinking: MMPretrain's ImageNet configs use it).
+        interpolation: ``'bilinear'``, ``'nearest'``, ``'bicubic'``, ``'area'`` (cv2),
+            ``'lanczos'``, ``'box'`` / ``'hamming'`` (pillow).
         resize_factor: resize by this factor instead of to ``scale`` (``MultiScaleFlipAug(
             scale_factor=...)`` or ``Resize(scale_factor=...)``); 1.0 keeps every image's size.
         to_float32: ``LoadImageFromFile(to_float32=True)``: the image is float32 before it is
@@ -135,6 +144,10 @@ class PreprocessConfig:
     keep_ratio: bool = True
     size_divisor: int | None = 32
     pad_value: float = 0.0
+    resize_edge: str | None = None
+    crop_size: tuple[int, int] | None = None
+    resize_backend: str = 'cv2'
+    interpolation: str = 'bilinear'
     resize_factor: float | None = None
     to_float32: bool = False
     center_pad: CenterPad | None = None
@@ -344,11 +357,16 @@ class DetrSettings(StageSettings):
 
     Attributes:
         max_per_img: detections kept per image.
+        batch_invariant: not MMDetection's: each image of a padded batch gives exactly its
+            detections alone (MMDetection's batch-1 results), because the backbone never sees
+            the padding and the transformer mask is the image's own feature extent. False:
+            MMDetection's batch semantics, where padding reaches the backbone's border windows.
     """
 
     KIND: ClassVar[str] = 'detr'
 
     max_per_img: int = 100
+    batch_invariant: bool = False
 
 
 SETTINGS_BY_KIND: dict[str, type[StageSettings]] = {

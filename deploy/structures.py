@@ -40,3 +40,24 @@ class DetectionResult:
     @classmethod
     def empty(cls) -> 'DetectionResult':
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+
+@dataclass
+class ClassificationResult:
+    """The class probabilities of one image, from any backend.
+
+    Attributes:
+        scores: ``[C]`` float32, the model's ``scores`` output row (softmax probabilities).
+    """
+
+    scores: np.ndarray
+
+    @property
+    def label(self) -> int:
+        """The top-1 class (the lower index among equal scores)."""
+        return int(self.topk(1)[0])
+
+    def topk(self, k: int) -> np.ndarray:
+        """``[k]`` int64 class indices by decreasing score, ties by increasing index."""
+        order = np.lexsort((np.arange(self.scores.size), -self.scores))
+        return order[:k].astype(np.int64)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ..backends.base import Backend
 from ..config import get_preprocess_cfg, spec_from_config
+from ..datasets.classification import ClassificationPipeline
 from ..datasets.pipeline import DecodedImagePipeline, TestPipeline
 from ..errors import ConfigError
 from ..spec import ModelSpec, PreprocessConfig, ResultFilter, reconcile_settings
@@ -61,6 +62,8 @@ class RunPlan:
         """What turns an image file into the graph's input."""
         if self.decoded_images:
             return DecodedImagePipeline()
+        if self.spec.task == 'classification':
+            return ClassificationPipeline(self.preprocess, fixed_shape=self.fixed_shape)
         return TestPipeline(self.preprocess, fixed_shape=self.fixed_shape)
 
 

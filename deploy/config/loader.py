@@ -341,8 +341,13 @@ def get_preprocess_cfg(cfg: Config) -> PreprocessConfig:
     * 2.x: ``Normalize``, ``Resize`` and ``Pad`` in ``data.test.pipeline`` or ``test_pipeline``,
       flat or inside ``MultiScaleFlipAug(img_scale=..., transforms=[...])``.
 
-    Exactly one normalisation (data preprocessor or ``Normalize``) must be present.
+    Exactly one normalisation (data preprocessor or ``Normalize``) must be present. Classifier
+    configs (``ImageClassifier``) are read by :mod:`deploy.config.classification`.
     """
+    from .classification import get_classifier_preprocess_cfg, is_classifier_cfg
+
+    if is_classifier_cfg(cfg):
+        return get_classifier_preprocess_cfg(cfg)
     file = _cfg_file(cfg)
     found = _test_pipeline(cfg)
     where, pipeline = found if found else ('test pipeline', [])

@@ -8,9 +8,10 @@ Two exporters are supported because each has failure modes the other lacks:
 * ``torchscript``: the legacy tracer (``dynamo=False``), deprecated but still shipped, with
   ``dynamic_axes`` and a symbolic function for the custom op.
 
-Both produce the same graph contract: inputs ``input [B, 3, H, W]`` and ``img_shape [B, 2]``,
-outputs named by the detector (``dets``, ``labels``, ...). Files are written to a temporary name and
-renamed when complete, so a failed export never leaves a partial file behind.
+Both produce the same graph contract: inputs ``input [B, 3, H, W]`` and ``img_shape [B, 2]``
+(classifiers: ``input`` alone), outputs named by the model (``dets``, ``labels``, ...;
+classifiers ``scores``). Files are written to a temporary name and renamed when complete, so a
+failed export never leaves a partial file behind.
 """
 
 import contextlib
@@ -34,6 +35,9 @@ from .options import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, MIN_OPSET  # no
 # The dynamo exporter warns once per export that torchvision's ops cannot be registered; we never
 # use torchvision (our ops are our own), so the warning is noise.
 logging.getLogger('torch.onnx._internal.exporter._registration').setLevel(logging.ERROR)
+# Its optimizer warns for every constant Split it leaves unfolded (attention's packed q/k/v
+# weights); ONNX Runtime folds those at load, so the warning is noise too.
+logging.getLogger('onnxscript.optimizer._constant_folding').setLevel(logging.ERROR)
 
 
 class DeployModule(nn.Module):
@@ -88,6 +92,18 @@ class ImageModule(nn.Module):
         factors = torch.cat([scale, scale], dim=1).unsqueeze(1)  # [B, 1, 4] (w, h, w, h)
         dets = torch.cat([dets[..., :4] / factors, dets[..., 4:]], dim=-1)
         return (dets, *rest)
+
+
+class InputOnlyModule(nn.Module):
+    """``input -> outputs``: the post-processed graph of a model that needs no image shape
+    (classifiers, whose ``input_names`` are ``('input',)``)."""
+
+    def __init__(self, detector: nn.Module):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, input: Tensor) -> tuple[Tensor, ...]:  # noqa: A002
+        return tuple(self.detector.forward_deploy(input))
 
 
 class RawModule(nn.Module):
@@ -154,8 +170,9 @@ def export_onnx(
     if spec is None:
         spec = getattr(detector, 'spec', None)
     with torch.no_grad():
-        # Wrappers in eval mode: the TorchScript exporter restores the wrapper's mode after
-        # tracing, and a fresh (training) wrapper would put the detector in training mode.
+        # The wrappers are made in eval mode: the TorchScript exporter puts the module it is given
+        # back into that module's mode afterwards, recursively, and a new module is in training
+        # mode (which would leave e.g. DETR's dropout on in the eager model).
         if skip_postprocess:
             module, args = RawModule(detector).eval(), (img,)
             input_names = ['input']
@@ -165,9 +182,16 @@ def export_onnx(
             input_names = ['image']
             output_names = list(detector.output_names)
         else:
-            module, args = DeployModule(detector).eval(), (img, img_shape)
-            input_names = ['input', 'img_shape']
+            input_names = list(getattr(detector, 'input_names', ('input', 'img_shape')))
+            if input_names == ['input']:
+                module, args = InputOnlyModule(detector), (img,)
+            else:
+                module, args = DeployModule(detector), (img, img_shape)
             output_names = list(detector.output_names)
+        # A new wrapper is in training mode, and the TorchScript exporter restores the mode it
+        # found after tracing, recursively: the detector would be left training (BatchNorm on
+        # batch statistics) for everything that runs after the export.
+        module.eval()
         output_shapes = {n: tuple(t.shape) for n, t in zip(output_names, module(*args))}
     dynamic_axes = (
         _dynamic_axes(input_names, output_names, skip_postprocess, dynamic_size) if dynamic else {}
@@ -268,6 +292,11 @@ def _dynamic_axes(input_names, output_names, skip_postprocess: bool, dynamic_siz
     axes = {'input': {0: 'batch', 2: 'height', 3: 'width'} if dynamic_size else {0: 'batch'}}
     if skip_postprocess:
         # Raw head maps: batch plus their own spatial sizes.
+        for name in output_names:
+            axes[name] = {0: 'batch'}
+        return axes
+    if input_names == ['input']:
+        # A model fed the normalised image alone (a classifier) outputs one row per image.
         for name in output_names:
             axes[name] = {0: 'batch'}
         return axes

@@ -1,4 +1,5 @@
-"""Random-weight detectors that detect something: for parity tests and export smoke checks.
+"""Random-weight detectors that detect something (and classifiers whose scores differ): for parity
+tests and export smoke checks.
 
 Randomly initialised heads score every class about equally (sigmoid(0) = 0.5, or 1/81 after a
 softmax), so a random model either detects everything or nothing, and a parity check on it says
@@ -27,9 +28,19 @@ def make_detections_likely(
         strong: R-CNN heads get a much wider logit spread: what full-size models (R50, 1024-d
             RoI features, 80 classes) need to detect anything; the small test models do with
             less.
-    """
-    from .dense_heads import CornerHead, FCOSHead, SSDHead, YOLOV3Head
 
+    DETR ignores both: its queries are spread apart instead (:func:`_detr_detections_likely`);
+    CornerNet's heatmaps are calibrated instead (:func:`_corner_detections_likely`).
+    """
+    from .classifiers import ImageClassifier
+    from .dense_heads import CornerHead, DETRHead, FCOSHead, SSDHead, YOLOV3Head
+
+    if isinstance(model, ImageClassifier):
+        _classifier_logits_spread(model)
+        return model
+    if isinstance(getattr(model, 'bbox_head', None), DETRHead):
+        _detr_detections_likely(model)
+        return model
     if hasattr(model, 'roi_head'):
         _unit_scale_input(model)
         _rcnn_detections_likely(model.roi_head.bbox_head, strong)
@@ -127,6 +138,50 @@ def _photo_like_canvas(stride: int) -> torch.Tensor:
     return img
 
 
+def _detr_detections_likely(model: nn.Module) -> None:
+    """Random DETR queries all decode to about the same box and class: their states differ only
+    through cross-attention, which random weights spread over the whole image. So the
+    cross-attention is made sharper (each query weighs the places it looks at more), and the
+    head's linear layers are scaled and shifted on a batch of smooth noise so that boxes spread
+    over the image (centres around the middle, sides about 20% of it) and class scores spread
+    over the queries, the background class ahead on average: a few queries score high, most
+    low. The backbone keeps its initialisation: with all its residual branches switched on, a
+    random ResNet-50 turns float rounding into visible output differences between runtimes."""
+    for layer in model.decoder.layers:
+        in_proj = layer.cross_attn.attn.in_proj_weight  # [3C, C]: query, key, value rows
+        in_proj[: 2 * in_proj.shape[1]].mul_(2.0)  # attention logits x4
+    # smooth noise: closer to normalised photos than white noise
+    img = nn.functional.interpolate(torch.randn(4, 3, 8, 10), size=(128, 160), mode='bilinear')
+    feat = model.extract_feat(img)[-1]
+    mask = feat.new_zeros((feat.shape[0], *feat.shape[-2:]), dtype=torch.bool)
+    hidden = model.forward_transformer(feat, mask)  # [B, Q, C]
+    # The queries of one image differ little and share a large image-dependent part: make the
+    # head blind to the directions of the image means, so that it reads the query differences.
+    image_means = torch.linalg.qr(hidden.mean(1).T).Q  # [C, B], orthonormal
+    head = model.bbox_head
+    for linear in (head.fc_cls, head.reg_ffn.layers[0][0]):
+        linear.weight.sub_(linear.weight @ image_means @ image_means.T)
+    hidden = hidden.flatten(0, 1)  # [B * Q, C]
+    _spread(
+        head.fc_reg,
+        head.activate(head.reg_ffn(hidden)),
+        std=torch.tensor([1.2, 1.2, 0.5, 0.5]),  # logits of (cx, cy, w, h) before the sigmoid
+        mean=torch.tensor([0.0, 0.0, -1.5, -1.5]),
+    )
+    mean = torch.zeros(head.cls_out_channels)
+    if not head.use_sigmoid_cls:
+        mean[-1] = 2.0  # background
+    _spread(head.fc_cls, hidden, std=torch.full_like(mean, 2.5), mean=mean)
+
+
+def _spread(linear: nn.Linear, inputs: torch.Tensor, std: torch.Tensor, mean: torch.Tensor) -> None:
+    """Scale and shift ``linear`` so its outputs over ``inputs [N, in]`` have these per-output
+    standard deviations and means."""
+    out = linear(inputs)
+    linear.weight.mul_((std / out.std(0).clamp(min=1e-6))[:, None])
+    linear.bias.copy_(mean - (inputs @ linear.weight.T).mean(0))
+
+
 #: std of 8-bit natural images' pixels, by which pytorch-style pipelines divide
 PIXEL_STD = 57.6
 
@@ -154,6 +209,19 @@ def _point_rend_masks_likely(roi_head, strong: bool) -> None:
         num_classes = head.num_classes
         head.fc_logits.weight[:, -num_classes:, 0] += torch.eye(num_classes)
         head.fc_logits.bias.zero_()
+
+
+@torch.no_grad()
+def _classifier_logits_spread(model: nn.Module, logit_std: float = 3.0) -> None:
+    """A random classifier's activations shrink or blow up through its blocks and its logits
+    nearly tie (so top-k order is decided by rounding): normalise every BatchNorm on a batch and
+    scale the classifier so the logits spread with ``logit_std``."""
+    img = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    calibrate_batch_norm(model, img)
+    fc = model.head.fc
+    logits = fc(model.head.pre_logits(model.extract_feat(img)))
+    fc.weight.mul_(logit_std / max(float(logits.std()), 1e-6))
+    fc.bias.zero_()
 
 
 @torch.no_grad()

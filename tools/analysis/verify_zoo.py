@@ -32,10 +32,13 @@ MODELS = {
     'mask_rcnn': 'configs/mask_rcnn/mask_rcnn_r50_fpn_1x_coco.py',
     'cascade_rcnn': 'configs/cascade_rcnn/cascade_rcnn_r50_fpn_1x_coco.py',
     'cascade_mask_rcnn': 'configs/cascade_rcnn/cascade_mask_rcnn_r50_fpn_1x_coco.py',
+    'mobilenet_v2': 'configs/mobilenet_v2/mobilenet_v2_b32x8_imagenet.py',
+    'detr': 'configs/detr/detr_r50_8x2_150e_coco.py',
     'cornernet': 'configs/cornernet/cornernet_hourglass104_mstest_10x5_210e_coco.py',
 }
 TWO_STAGE = {'faster_rcnn', 'mask_rcnn', 'cascade_rcnn', 'cascade_mask_rcnn'}
-FIXED_SCALE = {'ssd', 'yolo', 'cornernet'}  # CornerNet tests images at their own size
+# own sizes (the classifier: resize + crop; CornerNet: each image at its own size)
+FIXED_SCALE = {'ssd', 'yolo', 'mobilenet_v2', 'cornernet'}
 
 
 def parse_args(argv=None):

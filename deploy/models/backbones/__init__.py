@@ -2,7 +2,17 @@
 
 from .darknet import Darknet
 from .hourglass import HourglassNet
+from .mobilenet_v2 import MobileNetV2
 from .resnet import BasicBlock, Bottleneck, ResLayer, ResNet
 from .ssd_vgg import SSDVGG
 
-__all__ = ['SSDVGG', 'BasicBlock', 'Bottleneck', 'Darknet', 'HourglassNet', 'ResLayer', 'ResNet']
+__all__ = [
+    'SSDVGG',
+    'BasicBlock',
+    'Bottleneck',
+    'Darknet',
+    'HourglassNet',
+    'MobileNetV2',
+    'ResLayer',
+    'ResNet',
+]

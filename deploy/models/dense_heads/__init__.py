@@ -2,6 +2,7 @@ from .anchor_free_head import AnchorFreeHead
 from .anchor_head import AnchorHead
 from .base_dense_head import BaseDenseHead
 from .corner_head import CornerHead
+from .detr_head import DETRHead
 from .fcos_head import FCOSHead
 from .fsaf_head import FSAFHead
 from .retina_head import RetinaHead
@@ -14,6 +15,7 @@ __all__ = [
     'AnchorHead',
     'BaseDenseHead',
     'CornerHead',
+    'DETRHead',
     'FCOSHead',
     'FSAFHead',
     'RPNHead',
