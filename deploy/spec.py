@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 from .errors import ConfigError
 
 __all__ = [
+    'CenterPad',
     'CornerSettings',
     'DenseSettings',
     'DetrSettings',
@@ -66,8 +67,50 @@ TASKS = ('detection', 'instance-segmentation', 'classification')
 
 
 @dataclass(frozen=True)
+class CenterPad:
+    """MMDetection's ``RandomCenterCropPad(test_mode=True)``: the image is pasted into the middle
+    of a larger canvas (CornerNet's test pipeline).
+
+    The canvas of an ``h x w`` image is ``(h | value) + add_pix`` high (``mode='logical_or'``) or
+    ``ceil(h / value) * value`` (``mode='size_divisor'``), and as wide by the same rule; the
+    image's top-left corner lands at ``(canvas_h // 2 - h // 2, canvas_w // 2 - w // 2)``, the
+    *offset* of the image inside the network input. :meth:`canvas_size` and :meth:`offset` take
+    Python ints or float tensors (the graph derives the offset from ``img_shape``).
+
+    Attributes:
+        mode: ``'logical_or'`` or ``'size_divisor'`` (``test_pad_mode[0]``).
+        value: ``test_pad_mode[1]``; for ``logical_or``, ``value + 1`` must be a power of two
+            (127: canvases of 128k - 1 pixels).
+        add_pix: ``test_pad_add_pix`` (CenterNet's 1).
+        fill: canvas pixel value per channel, in the image's BGR order, before normalisation
+            (MMDetection fills with the transform's mean, so the padding normalises to about 0).
+    """
+
+    mode: str = 'logical_or'
+    value: int = 127
+    add_pix: int = 0
+    fill: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    CHOICES: ClassVar[dict[str, tuple]] = {'mode': ('logical_or', 'size_divisor')}
+
+    def canvas_size(self, h, w):
+        """``(canvas_h, canvas_w)`` of an ``h x w`` image (ints, or float tensors holding ints)."""
+        if self.mode == 'logical_or':
+            block = self.value + 1  # x | (2^k - 1) == (x // 2^k) * 2^k + 2^k - 1
+            return tuple((x // block) * block + self.value + self.add_pix for x in (h, w))
+        return tuple(-(-x // self.value) * self.value for x in (h, w))
+
+    def offset(self, h, w):
+        """``(top, left)`` of an ``h x w`` image inside its canvas (ints or float tensors)."""
+        canvas_h, canvas_w = self.canvas_size(h, w)
+        return canvas_h // 2 - h // 2, canvas_w // 2 - w // 2
+
+
+@dataclass(frozen=True)
 class PreprocessConfig:
     """Test-time pre-processing of one model.
+
+    Load (OpenCV, BGR) -> resize -> [center pad] -> normalise -> pad bottom/right.
 
     Attributes:
         mean, std: per-channel normalisation, in channel order *after* the optional BGR->RGB swap.
@@ -86,6 +129,12 @@ class PreprocessConfig:
             antialiases when shrinking: MMPretrain's ImageNet configs use it).
         interpolation: ``'bilinear'``, ``'nearest'``, ``'bicubic'``, ``'area'`` (cv2),
             ``'lanczos'``, ``'box'`` / ``'hamming'`` (pillow).
+        resize_factor: resize by this factor instead of to ``scale`` (``MultiScaleFlipAug(
+            scale_factor=...)`` or ``Resize(scale_factor=...)``); 1.0 keeps every image's size.
+        to_float32: ``LoadImageFromFile(to_float32=True)``: the image is float32 before it is
+            resized (no rounding to uint8 there) and center-padded.
+        center_pad: paste the image into the middle of a canvas (:class:`CenterPad`) instead of
+            at the top-left corner of the network input; boxes come out relative to the image.
     """
 
     mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
@@ -99,6 +148,16 @@ class PreprocessConfig:
     crop_size: tuple[int, int] | None = None
     resize_backend: str = 'cv2'
     interpolation: str = 'bilinear'
+    resize_factor: float | None = None
+    to_float32: bool = False
+    center_pad: CenterPad | None = None
+
+    def image_offset(self, h, w):
+        """``(top, left)`` of an ``h x w`` (resized) image inside the network input: ``(0, 0)``
+        unless :attr:`center_pad` (ints, or float tensors of the same shape)."""
+        if self.center_pad is None:
+            return h * 0, w * 0
+        return self.center_pad.offset(h, w)
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,8 +182,8 @@ class NmsSettings(_Replaceable):
         max_output_boxes_per_class: at most this many kept boxes per class (``<= 0``: no cap
             beyond ``max_per_img``; ONNX ``NonMaxSuppression``'s input of that name).
         method, sigma, min_score: soft-NMS only (MMCV's ``soft_nms``): score decay
-            ``'linear'`` or ``'gaussian'`` (width ``sigma``), and the score under which a box
-            falls out.
+            ``'linear'``, ``'gaussian'`` (width ``sigma``) or ``'naive'`` (to 0 above the IoU
+            threshold), and the score under which a box falls out.
     """
 
     type: str = 'nms'
@@ -136,7 +195,7 @@ class NmsSettings(_Replaceable):
 
     CHOICES: ClassVar[dict[str, tuple]] = {
         'type': ('nms', 'soft_nms'),
-        'method': ('linear', 'gaussian'),
+        'method': ('linear', 'gaussian', 'naive'),
     }
 
 
@@ -272,8 +331,9 @@ class CornerSettings(StageSettings):
         corner_topk: corners kept per type (top-left, bottom-right) before pairing.
         local_maximum_kernel: max-pool kernel of the heatmap's local-maximum test.
         distance_threshold: pairs whose embedding distance exceeds it are rejected.
-        score_thr: pairs scoring at or below it are dropped.
-        nms: usually ``soft_nms`` (gaussian or linear).
+        score_thr: accepted and unused: MMDetection's ``CornerHead`` never applies it (its
+            configs set 0.05 all the same).
+        nms: usually ``soft_nms`` (gaussian, linear or naive).
         max_per_img: detections kept per image.
     """
 

@@ -4,6 +4,9 @@ Image meta convention (one ``dict`` per image, produced by the test pipeline):
     ``ori_shape``    (h, w) of the decoded image file
     ``img_shape``    (h, w) after resize, before padding: the real image inside the network input
     ``pad_shape``    (h, w) after padding to ``size_divisor``
+    ``img_offset``   (top, left) of the image inside the network input: (0, 0) unless the
+                     pipeline center-pads (``PreprocessConfig.center_pad``); detections are
+                     relative to the image's own top-left corner either way
     ``batch_input_shape`` (h, w) of the batched tensor (images padded to a common size)
     ``scale_factor`` float32 array ``[w_scale, h_scale, w_scale, h_scale]``: input = original*scale
     ``img_id``       COCO image id (int), ``filename`` the path

@@ -21,6 +21,7 @@ SHIPPED = [
     'configs/mask_rcnn/mask_rcnn_r50_fpn_1x_coco.py',
     'configs/cascade_rcnn/cascade_rcnn_r50_fpn_1x_coco.py',
     'configs/cascade_rcnn/cascade_mask_rcnn_r50_fpn_1x_coco.py',
+    'configs/cornernet/cornernet_hourglass104_mstest_10x5_210e_coco.py',
     'configs/detr/detr_r50_8x2_150e_coco.py',
     'configs/point_rend/point_rend_r50_caffe_fpn_mstrain_1x_coco.py',
 ]

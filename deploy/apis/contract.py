@@ -19,7 +19,16 @@ from ..spec import ModelSpec, PreprocessConfig, ResultFilter, reconcile_settings
 
 #: pre-processing fields that must equal the exported ones (the scale may differ: it is a
 #: pipeline choice, and a dynamic graph takes any size)
-_FIXED_PREPROCESS = ('mean', 'std', 'to_rgb', 'keep_ratio', 'size_divisor', 'pad_value')
+_FIXED_PREPROCESS = (
+    'mean',
+    'std',
+    'to_rgb',
+    'keep_ratio',
+    'size_divisor',
+    'pad_value',
+    'to_float32',
+    'center_pad',  # the graph derives each image's offset inside the input from it
+)
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,7 @@ from torch import Tensor, nn
 
 from ..errors import ExportError
 from ..fileio import commit, discard, staging_path
-from ..ops import multiclass_nms as nms_ops
-from ..ops import preprocess as preprocess_ops
+from ..ops import onnx_functions
 from ..ops.preprocess import preprocess_image
 from ..spec import InputSpec, ModelSpec, PreprocessConfig, write_onnx_spec
 from .options import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, MIN_OPSET  # noqa: F401
@@ -58,6 +57,21 @@ class ImageModule(nn.Module):
 
     def __init__(self, detector: nn.Module, preprocess: PreprocessConfig):
         super().__init__()
+        unsupported = [
+            name
+            for name, used in (
+                ('resize by a scale factor', preprocess.resize_factor is not None),
+                ('to_float32 loading', preprocess.to_float32),
+                ('RandomCenterCropPad', preprocess.center_pad is not None),
+            )
+            if used
+        ]
+        if unsupported:
+            raise ExportError(
+                f'--preprocess-in-graph does resize to a scale, normalise and pad; this '
+                f'pipeline also has {", ".join(unsupported)}: export without '
+                '--preprocess-in-graph'
+            )
         self.detector = detector
         self.preprocess = preprocess
 
@@ -219,7 +233,8 @@ def export_onnx(
                     opset_version,
                     verbose,
                 )
-        model = onnx.load(tmp_name)
+        # Ops written as onnxscript functions (Loops) become standard nodes of the graph.
+        model = onnx_functions.inline_local_functions(onnx.load(tmp_name))
         actual = next((o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')), None)
         if actual != opset_version:
             # torch falls back to its native opset when the onnx version converter lacks an
@@ -314,10 +329,7 @@ def _export_dynamo(module, args, path, input_names, output_names, dynamic_axes, 
         input_names=input_names,
         output_names=output_names,
         dynamic_shapes=dynamic_shapes,
-        custom_translation_table={
-            **nms_ops.onnx_translation_table(),
-            **preprocess_ops.onnx_translation_table(),
-        },
+        custom_translation_table=onnx_functions.onnx_translation_table(),
         verbose=verbose,
         optimize=True,
     )
@@ -327,8 +339,7 @@ def _export_dynamo(module, args, path, input_names, output_names, dynamic_axes, 
 def _export_torchscript(
     module, args, path, input_names, output_names, dynamic_axes, opset, verbose
 ):
-    nms_ops.register_legacy_symbolic(opset)
-    preprocess_ops.register_legacy_symbolic(opset)
+    onnx_functions.register_legacy_symbolics(opset)
     torch.onnx.export(
         module,
         args,
