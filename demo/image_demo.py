@@ -72,6 +72,15 @@ def main(argv=None) -> int:
         strict=not args.allow_key_mismatch,
         precision=args.precision,
     )
+    from deploy.structures import ClassificationResult
+
+    if isinstance(result, ClassificationResult):  # a classifier: its best classes on the image
+        from deploy.apis.classification import draw_classification
+
+        save_image(args.out_file, draw_classification(image, result, class_names))
+        name = class_names[result.label] if class_names else str(result.label)
+        print(f'top-1 {name} ({result.scores[result.label]:.2f}) drawn to {args.out_file}')
+        return 0
     save_image(args.out_file, draw_detections(image, result, class_names, args.score_thr))
     shown = int((result.scores > args.score_thr).sum())
     print(f'{len(result)} detections ({shown} above {args.score_thr}) drawn to {args.out_file}')

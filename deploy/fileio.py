@@ -71,6 +71,18 @@ def discard(tmp: str | Path) -> None:
 
 
 @contextlib.contextmanager
+def staged(path: str | Path) -> Iterator[Path]:
+    """A temporary path for a writer that wants a file name (``onnx.save``, ``savefig``):
+    renamed to ``path`` when the block completes, removed if it fails."""
+    tmp = staging_path(path)
+    try:
+        yield tmp
+        commit(tmp, path)
+    finally:
+        discard(tmp)
+
+
+@contextlib.contextmanager
 def atomic_output(path: str | Path) -> Iterator[BinaryIO]:
     """A binary file to write ``path`` through: a temporary file in the same folder, renamed to
     ``path`` when the block completes and removed if it fails. Parent folders are created."""

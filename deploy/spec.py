@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 from .errors import ConfigError
 
 __all__ = [
+    'CenterPad',
     'CornerSettings',
     'DenseSettings',
     'DetrSettings',
@@ -66,8 +67,50 @@ TASKS = ('detection', 'instance-segmentation', 'classification')
 
 
 @dataclass(frozen=True)
+class CenterPad:
+    """MMDetection's ``RandomCenterCropPad(test_mode=True)``: the image is pasted into the middle
+    of a larger canvas (CornerNet's test pipeline).
+
+    The canvas of an ``h x w`` image is ``(h | value) + add_pix`` high (``mode='logical_or'``) or
+    ``ceil(h / value) * value`` (``mode='size_divisor'``), and as wide by the same rule; the
+    image's top-left corner lands at ``(canvas_h // 2 - h // 2, canvas_w // 2 - w // 2)``, the
+    *offset* of the image inside the network input. :meth:`canvas_size` and :meth:`offset` take
+    Python ints or float tensors (the graph derives the offset from ``img_shape``).
+
+    Attributes:
+        mode: ``'logical_or'`` or ``'size_divisor'`` (``test_pad_mode[0]``).
+        value: ``test_pad_mode[1]``; for ``logical_or``, ``value + 1`` must be a power of two
+            (127: canvases of 128k - 1 pixels).
+        add_pix: ``test_pad_add_pix`` (CenterNet's 1).
+        fill: canvas pixel value per channel, in the image's BGR order, before normalisation
+            (MMDetection fills with the transform's mean, so the padding normalises to about 0).
+    """
+
+    mode: str = 'logical_or'
+    value: int = 127
+    add_pix: int = 0
+    fill: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    CHOICES: ClassVar[dict[str, tuple]] = {'mode': ('logical_or', 'size_divisor')}
+
+    def canvas_size(self, h, w):
+        """``(canvas_h, canvas_w)`` of an ``h x w`` image (ints, or float tensors holding ints)."""
+        if self.mode == 'logical_or':
+            block = self.value + 1  # x | (2^k - 1) == (x // 2^k) * 2^k + 2^k - 1
+            return tuple((x // block) * block + self.value + self.add_pix for x in (h, w))
+        return tuple(-(-x // self.value) * self.value for x in (h, w))
+
+    def offset(self, h, w):
+        """``(top, left)`` of an ``h x w`` image inside its canvas (ints or float tensors)."""
+        canvas_h, canvas_w = self.canvas_size(h, w)
+        return canvas_h // 2 - h // 2, canvas_w // 2 - w // 2
+
+
+@dataclass(frozen=True)
 class PreprocessConfig:
     """Test-time pre-processing of one model.
+
+    Load (OpenCV, BGR) -> resize -> [center pad] -> normalise -> pad bottom/right.
 
     Attributes:
         mean, std: per-channel normalisation, in channel order *after* the optional BGR->RGB swap.
@@ -77,6 +120,21 @@ class PreprocessConfig:
         keep_ratio: keep the aspect ratio when resizing.
         size_divisor: pad bottom/right so both sides are multiples of this (``None``: no pad).
         pad_value: value of padded pixels, after normalisation (MMDetection pads with 0).
+        resize_edge: classifiers (MMPretrain's ``ResizeEdge``, MMClassification 0.x's
+            ``Resize(size=(s, -1))``): resize so that this edge (``'short'``, ``'long'``,
+            ``'width'`` or ``'height'``) is ``scale[0]`` pixels and the other keeps the aspect
+            ratio (truncated to an int); ``scale`` is then ``(s, s)``. ``None``: the rule above.
+        crop_size: ``(h, w)`` of a centre crop after the resize (classifiers), or ``None``.
+        resize_backend: ``'cv2'`` (OpenCV) or ``'pillow'`` (Pillow's ``Image.resize``, which
+            antialiases when shrinking: MMPretrain's ImageNet configs use it).
+        interpolation: ``'bilinear'``, ``'nearest'``, ``'bicubic'``, ``'area'`` (cv2),
+            ``'lanczos'``, ``'box'`` / ``'hamming'`` (pillow).
+        resize_factor: resize by this factor instead of to ``scale`` (``MultiScaleFlipAug(
+            scale_factor=...)`` or ``Resize(scale_factor=...)``); 1.0 keeps every image's size.
+        to_float32: ``LoadImageFromFile(to_float32=True)``: the image is float32 before it is
+            resized (no rounding to uint8 there) and center-padded.
+        center_pad: paste the image into the middle of a canvas (:class:`CenterPad`) instead of
+            at the top-left corner of the network input; boxes come out relative to the image.
     """
 
     mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
@@ -86,6 +144,20 @@ class PreprocessConfig:
     keep_ratio: bool = True
     size_divisor: int | None = 32
     pad_value: float = 0.0
+    resize_edge: str | None = None
+    crop_size: tuple[int, int] | None = None
+    resize_backend: str = 'cv2'
+    interpolation: str = 'bilinear'
+    resize_factor: float | None = None
+    to_float32: bool = False
+    center_pad: CenterPad | None = None
+
+    def image_offset(self, h, w):
+        """``(top, left)`` of an ``h x w`` (resized) image inside the network input: ``(0, 0)``
+        unless :attr:`center_pad` (ints, or float tensors of the same shape)."""
+        if self.center_pad is None:
+            return h * 0, w * 0
+        return self.center_pad.offset(h, w)
 
 
 # --------------------------------------------------------------------------------------------
@@ -110,8 +182,8 @@ class NmsSettings(_Replaceable):
         max_output_boxes_per_class: at most this many kept boxes per class (``<= 0``: no cap
             beyond ``max_per_img``; ONNX ``NonMaxSuppression``'s input of that name).
         method, sigma, min_score: soft-NMS only (MMCV's ``soft_nms``): score decay
-            ``'linear'`` or ``'gaussian'`` (width ``sigma``), and the score under which a box
-            falls out.
+            ``'linear'``, ``'gaussian'`` (width ``sigma``) or ``'naive'`` (to 0 above the IoU
+            threshold), and the score under which a box falls out.
     """
 
     type: str = 'nms'
@@ -123,7 +195,7 @@ class NmsSettings(_Replaceable):
 
     CHOICES: ClassVar[dict[str, tuple]] = {
         'type': ('nms', 'soft_nms'),
-        'method': ('linear', 'gaussian'),
+        'method': ('linear', 'gaussian', 'naive'),
     }
 
 
@@ -259,8 +331,9 @@ class CornerSettings(StageSettings):
         corner_topk: corners kept per type (top-left, bottom-right) before pairing.
         local_maximum_kernel: max-pool kernel of the heatmap's local-maximum test.
         distance_threshold: pairs whose embedding distance exceeds it are rejected.
-        score_thr: pairs scoring at or below it are dropped.
-        nms: usually ``soft_nms`` (gaussian or linear).
+        score_thr: accepted and unused: MMDetection's ``CornerHead`` never applies it (its
+            configs set 0.05 all the same).
+        nms: usually ``soft_nms`` (gaussian, linear or naive).
         max_per_img: detections kept per image.
     """
 
@@ -284,11 +357,16 @@ class DetrSettings(StageSettings):
 
     Attributes:
         max_per_img: detections kept per image.
+        batch_invariant: not MMDetection's: each image of a padded batch gives exactly its
+            detections alone (MMDetection's batch-1 results), because the backbone never sees
+            the padding and the transformer mask is the image's own feature extent. False:
+            MMDetection's batch semantics, where padding reaches the backbone's border windows.
     """
 
     KIND: ClassVar[str] = 'detr'
 
     max_per_img: int = 100
+    batch_invariant: bool = False
 
 
 SETTINGS_BY_KIND: dict[str, type[StageSettings]] = {

@@ -1,7 +1,13 @@
-"""Shared fixtures: small models built from the shipped configs, and the generated data set."""
+"""Shared fixtures: small models built from the shipped configs, exports shared by every test
+that needs the same file, and the tools run in-process (as the command line runs them, without
+paying a new interpreter per call)."""
 
+import contextlib
+import importlib.util
+import io
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +73,69 @@ def write_pseudo_ground_truth(run, ann_file, out_file, per_image: int = 20) -> P
     cat_ids = sorted(c['id'] for c in json.loads(Path(ann_file).read_text())['categories'])
     coco_results = results_to_coco_json(run.results, run.img_ids, cat_ids)
     return write(coco_results, ann_file, out_file, per_image=per_image)
+
+
+@pytest.fixture(scope='session')
+def small_retinanet_onnx(small_retinanet, tmp_path_factory):
+    """``get(exporter)``: the small RetinaNet exported once per session with dynamic batch, height
+    and width (what every test that only needs "a dynamic RetinaNet graph" shares)."""
+    from deploy.export.onnx_export import export_onnx
+
+    model, _ = small_retinanet
+    root = tmp_path_factory.mktemp('shared_exports')
+    cache: dict[str, Path] = {}
+
+    def get(exporter: str) -> Path:
+        if exporter not in cache:
+            img, metas = random_batch([(160, 224), (128, 192)])
+            img_shape = torch.tensor([m['img_shape'] for m in metas], dtype=torch.float32)
+            path = root / f'retinanet_{exporter}.onnx'
+            export_onnx(model, img, img_shape, path, exporter=exporter, dynamic=True)
+            cache[exporter] = path
+        return cache[exporter]
+
+    return get
+
+
+# --------------------------------------------------------------------------------------------
+# the command-line tools, run in-process
+# --------------------------------------------------------------------------------------------
+_TOOLS: dict[str, object] = {}
+
+
+@dataclass
+class Outcome:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def _tool_module(name: str):
+    """The module of ``tools/**/<name>`` (or ``demo/<name>``), imported once."""
+    if name not in _TOOLS:
+        [path] = [*(ROOT / 'tools').rglob(name), *(ROOT / 'demo').glob(name)]
+        spec = importlib.util.spec_from_file_location(f'tool_{path.stem}', path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _TOOLS[name] = module
+    return _TOOLS[name]
+
+
+def call_tool(tool: str, *args, cwd: Path) -> Outcome:
+    """Run ``tool``'s ``main(args)`` the way its command line does (through ``run_cli``): exit
+    code, stdout and stderr."""
+    from deploy.apis.cli import run_cli
+
+    module = _tool_module(tool)
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with (
+        contextlib.chdir(cwd),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        try:
+            run_cli(lambda: module.main([str(a) for a in args]))
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
+    return Outcome(code, out.getvalue(), err.getvalue())

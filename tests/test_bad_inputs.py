@@ -9,8 +9,6 @@ verification, stale temporaries and file permissions.
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -23,10 +21,8 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, Outcome, call_tool
 from onnx import TensorProto, helper
-
-from deploy.apis.cli import run_cli
 
 BUNDLED = ROOT / 'configs' / 'bundled'
 RETINA_CFG = BUNDLED / 'retinanet_r18_tiny_synthetic.py'
@@ -36,45 +32,8 @@ R50_CFG = ROOT / 'configs' / 'retinanet' / 'retinanet_r50_fpn_1x_coco.py'
 FIXTURES = ROOT / 'tests' / 'data' / 'configs'
 
 
-# --------------------------------------------------------------------------------------------
-# running a tool in-process
-# --------------------------------------------------------------------------------------------
-_MODULES: dict[str, object] = {}
-
-
-def _tool(name: str):
-    """The module of ``tools/<name>`` (or ``demo/image_demo.py``), imported once."""
-    if name not in _MODULES:
-        [path] = [*(ROOT / 'tools').rglob(name), *(ROOT / 'demo').glob(name)]
-        spec = importlib.util.spec_from_file_location(f'tool_{path.stem}', path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _MODULES[name] = module
-    return _MODULES[name]
-
-
-@dataclass
-class Outcome:
-    code: int
-    stdout: str
-    stderr: str
-
-
 def call(tool: str, *args, cwd: Path) -> Outcome:
-    """Run ``tool``'s ``main(args)`` as the command line would: exit code, stdout, stderr."""
-    module = _tool(tool)
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with (
-        contextlib.chdir(cwd),
-        contextlib.redirect_stdout(out),
-        contextlib.redirect_stderr(err),
-    ):
-        try:
-            run_cli(lambda: module.main([str(a) for a in args]))
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
-    return Outcome(code, out.getvalue(), err.getvalue())
+    return call_tool(tool, *args, cwd=cwd)
 
 
 def assert_one_line_error(outcome: Outcome, *needles: str, code: int = 2) -> str:

@@ -45,18 +45,11 @@ def test_deploy_path_equals_eager(small_retinanet):
 
 
 @pytest.mark.parametrize('exporter', ['dynamo', 'torchscript'])
-def test_dynamic_export_matches_eager(small_retinanet, tmp_path, exporter):
+def test_dynamic_export_matches_eager(small_retinanet, small_retinanet_onnx, exporter):
+    """The session's shared export (traced at 160x224 and 128x192) on other sizes and batches."""
     model, _ = small_retinanet
     img, metas = random_batch([(300, 400), (256, 380)])
-    path = tmp_path / 'model.onnx'
-    export_onnx(
-        model,
-        img,
-        torch.tensor([m['img_shape'] for m in metas], dtype=torch.float32),
-        path,
-        exporter=exporter,
-        dynamic=True,
-    )
+    path = small_retinanet_onnx(exporter)
     graph = onnx.load(str(path))
     onnx.checker.check_model(graph)
     assert {o.domain for o in graph.opset_import} <= {'', 'ai.onnx'}, 'no custom op domains'

@@ -535,17 +535,13 @@ def fake_gpu(monkeypatch):
 
 
 @pytest.fixture(scope='module')
-def small_onnx(small_retinanet, tmp_path_factory):
+def small_onnx(small_retinanet, small_retinanet_onnx):
     from conftest import random_batch
 
-    from deploy.export.onnx_export import export_onnx
-
-    model, cfg = small_retinanet
+    _, cfg = small_retinanet
     img, metas = random_batch([(160, 224), (128, 192)])
     img_shape = torch.tensor([m['img_shape'] for m in metas], dtype=torch.float32)
-    path = tmp_path_factory.mktemp('trt') / 'small.onnx'
-    export_onnx(model, img, img_shape, path, exporter='torchscript', dynamic=True)
-    return path, cfg, img, img_shape
+    return small_retinanet_onnx('torchscript'), cfg, img, img_shape
 
 
 def test_onnx_to_engine_to_run_path_on_a_fake_tensorrt(fake_gpu, small_onnx, tmp_path):

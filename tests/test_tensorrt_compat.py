@@ -8,7 +8,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 from conftest import random_batch
 from onnx import TensorProto, helper
 
@@ -138,17 +137,9 @@ def test_unsupported_op_forms_fail():
 # the shipped model: RetinaNet, exported once (dynamic, dynamo) with the export-time check on
 # --------------------------------------------------------------------------------------------
 @pytest.fixture(scope='module')
-def retinanet_onnx(small_retinanet, tmp_path_factory):
-    from deploy.export.onnx_export import export_onnx
-
-    model, _ = small_retinanet
-    img, metas = random_batch([(160, 224), (128, 192)])
-    img_shape = torch.tensor([m['img_shape'] for m in metas], dtype=torch.float32)
-    path = tmp_path_factory.mktemp('trt') / 'retinanet.onnx'
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv('DEPLOY_CHECK_TENSORRT_COMPAT', '1')
-        export_onnx(model, img, img_shape, path, dynamic=True)
-    return path
+def retinanet_onnx(small_retinanet_onnx):
+    # Exported with the export-time check on (the suite sets DEPLOY_CHECK_TENSORRT_COMPAT).
+    return small_retinanet_onnx('dynamo')
 
 
 def test_retinanet_export_is_tensorrt_compatible(retinanet_onnx):

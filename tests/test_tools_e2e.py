@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, SMALL_RETINANET, make_detections_likely
+from conftest import ROOT, SMALL_RETINANET, call_tool, make_detections_likely
 
 from deploy.apis.model import init_detector
 from deploy.apis.test import run_test
@@ -45,14 +45,8 @@ def workspace(tmp_path_factory):
 
 
 def run(tool, *args, cwd):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / 'tools' / tool), *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=900,
-    )
-    return proc.returncode, proc.stdout + proc.stderr
+    outcome = call_tool(tool, *args, cwd=cwd)
+    return outcome.code, outcome.stdout + outcome.stderr
 
 
 def test_export_verify_then_evaluate_matches_pytorch(workspace):

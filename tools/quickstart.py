@@ -1,7 +1,7 @@
 """The one-command tour: generate the data set, then export + verify + evaluate the bundled
 models on PyTorch, ONNX Runtime and OpenVINO (FP32, BF16, and the INT8 file from
-tools/quantize.py on both engines), and print the model x backend x {box AP, mask AP, latency}
-table (one row per engine and precision). About 8 minutes on a quiet 2-core machine.
+tools/quantize.py on both engines), and print the model x backend x {box AP, mask AP, top-1,
+latency} table (one row per engine and precision). About 8 minutes on a quiet 2-core machine.
 
     python tools/quickstart.py
 """
@@ -27,6 +27,11 @@ def main(argv=None) -> int:
         '--data-root', default=str(ROOT / 'data/synthetic_coco'), help='generated data set'
     )
     parser.add_argument(
+        '--cls-data-root',
+        default=str(ROOT / 'data/synthetic_cls'),
+        help='generated classification data set',
+    )
+    parser.add_argument(
         '--work-dir',
         default=str(ROOT / 'work_dirs/quickstart'),
         help='exports (*.onnx) and the reports (report.md, report.json)',
@@ -42,6 +47,7 @@ def main(argv=None) -> int:
         write_reports,
     )
     from deploy.datasets.synthetic import generate_synthetic_coco
+    from deploy.datasets.synthetic_classification import generate_synthetic_classification
 
     start = time.perf_counter()
     entries = load_regression_file(args.regression_file)
@@ -49,6 +55,10 @@ def main(argv=None) -> int:
     if not (data_root / 'annotations' / 'instances_val2017.json').is_file():
         print(f'generating the synthetic COCO data set in {data_root} ...')
         generate_synthetic_coco(data_root)
+    cls_root = Path(args.cls_data_root)
+    if not (cls_root / 'meta' / 'val.txt').is_file():
+        print(f'generating the synthetic classification data set in {cls_root} ...')
+        generate_synthetic_classification(cls_root)
     import os
 
     os.chdir(ROOT)  # configs name the data set and checkpoints relative to the repository

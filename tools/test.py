@@ -1,7 +1,8 @@
-"""Evaluate a detector on the config's test set with any backend.
+"""Evaluate a detector (or a classifier) on the config's test set with any backend.
 
     python tools/test.py CONFIG model.onnx --backend onnxruntime --eval bbox
     python tools/test.py CONFIG checkpoint.pth --backend pytorch --eval bbox
+    python tools/test.py CLASSIFIER_CONFIG model.onnx --backend onnxruntime --eval accuracy
 
 Flags follow MMDetection 2.x's tools/deployment/test.py, plus --backend pytorch, --device,
 --batch-size, --workers, --threads, --num-images, --class-map, --eval-backend and --launcher
@@ -46,7 +47,10 @@ def parse_args(argv=None):
         help='only write COCO-format results (results.bbox.json without a name)',
     )
     parser.add_argument(
-        '--eval', nargs='+', choices=('bbox', 'segm', 'proposal'), help='COCO metrics to compute'
+        '--eval',
+        nargs='+',
+        choices=('bbox', 'segm', 'proposal', 'accuracy'),
+        help='COCO metrics to compute (detectors), or top-k accuracy (classifiers)',
     )
     parser.add_argument(
         '--eval-backend',

@@ -1,4 +1,4 @@
-"""Train a detector from scratch on its config's COCO-format training set.
+"""Train a detector (or an image classifier) from scratch on its config's training set.
 
     python tools/train.py CONFIG --work-dir DIR [--epochs N] [--resume CKPT] [--seed S]
                           [--out CKPT] [--cfg-options k=v ...]
@@ -20,7 +20,7 @@ from deploy.config import add_cfg_options_argument  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = ArgumentParser(description='Train a detector from scratch')
+    parser = ArgumentParser(description='Train a detector or classifier from scratch')
     parser.add_argument('config', help='model config (its training set is used)')
     parser.add_argument('--work-dir', required=True, help='folder for checkpoints and the log')
     parser.add_argument(

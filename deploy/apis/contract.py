@@ -12,13 +12,23 @@ from dataclasses import dataclass
 
 from ..backends.base import Backend
 from ..config import get_preprocess_cfg, spec_from_config
+from ..datasets.classification import ClassificationPipeline
 from ..datasets.pipeline import DecodedImagePipeline, TestPipeline
 from ..errors import ConfigError
 from ..spec import ModelSpec, PreprocessConfig, ResultFilter, reconcile_settings
 
 #: pre-processing fields that must equal the exported ones (the scale may differ: it is a
 #: pipeline choice, and a dynamic graph takes any size)
-_FIXED_PREPROCESS = ('mean', 'std', 'to_rgb', 'keep_ratio', 'size_divisor', 'pad_value')
+_FIXED_PREPROCESS = (
+    'mean',
+    'std',
+    'to_rgb',
+    'keep_ratio',
+    'size_divisor',
+    'pad_value',
+    'to_float32',
+    'center_pad',  # the graph derives each image's offset inside the input from it
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,8 @@ class RunPlan:
         """What turns an image file into the graph's input."""
         if self.decoded_images:
             return DecodedImagePipeline()
+        if self.spec.task == 'classification':
+            return ClassificationPipeline(self.preprocess, fixed_shape=self.fixed_shape)
         return TestPipeline(self.preprocess, fixed_shape=self.fixed_shape)
 
 

@@ -11,6 +11,8 @@ import torch
 from ..backends import build_backend
 from ..backends.onnxruntime import OnnxRuntimeBackend
 from ..config import get_preprocess_cfg, load_config
+from ..config.classification import is_classifier_cfg
+from ..datasets.classification import ClassificationPipeline
 from ..datasets.pipeline import TestPipeline, collate, load_image
 from ..errors import ExportError
 from ..export.fp16 import convert_file_to_fp16
@@ -23,6 +25,7 @@ from ..export.verify import (
     format_verify_table,
     verify_backend,
 )
+from ..export.verify_classifier import format_classifier_verify_table
 from ..fileio import commit, discard, staging_path
 from ..progress import Stages
 from .checks import (
@@ -74,15 +77,20 @@ def parse_verify_backend(name: str) -> tuple[str, str | None]:
     return backend, precision or None
 
 
-def build_pipeline(cfg, input_shape: tuple[int, int] | None = None) -> TestPipeline:
+def build_pipeline(cfg, input_shape: tuple[int, int] | None = None):
     """The test pipeline of ``cfg``; with a static ``input_shape (h, w)`` images are fitted into it
-    (keep ratio) and padded to exactly that shape."""
+    (keep ratio) and padded to exactly that shape. Classifiers get theirs (resize, centre crop)."""
+    if is_classifier_cfg(cfg):
+        return ClassificationPipeline(get_preprocess_cfg(cfg), fixed_shape=input_shape)
     return TestPipeline(get_preprocess_cfg(cfg), fixed_shape=input_shape)
 
 
 def default_static_shape(cfg) -> tuple[int, int]:
-    """``(h, w)`` holding any landscape image of the test resize: short side x padded long side."""
+    """``(h, w)`` holding any landscape image of the test resize: short side x padded long side
+    (a classifier's centre crop when it has one)."""
     pre = get_preprocess_cfg(cfg)
+    if pre.crop_size is not None:
+        return tuple(pre.crop_size)
     div = pre.size_divisor or 1
     if not pre.keep_ratio:  # every image is resized to exactly scale = (w, h)
         return (-(-pre.scale[1] // div) * div, -(-pre.scale[0] // div) * div)
@@ -163,6 +171,14 @@ def export_model(
     stages = Stages(total=2 + int(simplify) + int(verify) + int(fp16), logger=logger)
     with stages('build the model and load the checkpoint'):
         model, cfg = init_detector(cfg, checkpoint, device=device, strict=strict, logger=logger)
+    classifier = model.spec.task == 'classification'
+    if classifier and (fp16 or preprocess_in_graph):
+        flag = '--precision fp16' if fp16 else '--preprocess-in-graph'
+        raise ExportError(f'{flag} is not supported for classifiers yet: export without it')
+    if classifier and extra_backends:
+        raise ExportError(
+            '--verify-backends: classifiers are verified on ONNX Runtime only (drop the others)'
+        )
     static_shape = None if dynamic else tuple(shape or default_static_shape(cfg))
     # A pipeline that resizes every image to one size (keep_ratio=False, e.g. SSD300) gives a
     # graph with a dynamic batch and that fixed size.
@@ -236,12 +252,16 @@ def export_model(
                     cases.append(
                         VerifyCase('batch of 2', *collate([first, third]), images=[image, flipped])
                     )
-                if in_graph is not None:
+                if classifier:
+                    result.verify_rows = _verify_classifier(
+                        model.cpu(), staged, cases, img, img_shape, export_kwargs
+                    )
+                elif in_graph is not None:
                     result.verify_rows = verify_backend(
                         model.cpu(),
                         OnnxRuntimeBackend(staged),
                         cases,
-                        tolerances=TOLERANCES['preprocess-in-graph'],
+                        tolerances=TOLERANCES[precision],
                     )
                 else:
                     result.verify_rows = _verify(
@@ -255,7 +275,10 @@ def export_model(
                         cases,
                         tolerances=TOLERANCES[engine_precision or precision],
                     )
-            logger(format_verify_table(result.verify_rows, 'onnxruntime'))
+            if classifier:
+                logger(format_classifier_verify_table(result.verify_rows, 'onnxruntime'))
+            else:
+                logger(format_verify_table(result.verify_rows, 'onnxruntime'))
             for label, rows in result.backend_rows.items():
                 logger(format_verify_table(rows, label))
             if in_graph is not None:
@@ -302,6 +325,28 @@ def _verify(
         )
 
 
+def _verify_classifier(model, onnx_file, cases, img, img_shape, export_kwargs):
+    """:func:`_verify` for classifiers: logits, scores and top-k labels (see
+    :mod:`deploy.export.verify_classifier`)."""
+    import onnx
+
+    from ..export.verify_classifier import verify_classifier
+
+    onnx.checker.check_model(str(onnx_file))
+    with tempfile.TemporaryDirectory() as tmp:
+        raw_file = Path(tmp) / 'raw.onnx'
+        export_onnx(
+            model, img.cpu(), img_shape.cpu(), raw_file, skip_postprocess=True, **export_kwargs
+        )
+        return verify_classifier(
+            model,
+            OnnxRuntimeBackend(onnx_file),
+            cases,
+            raw_backend=OnnxRuntimeBackend(raw_file),
+            k=max(model.head.topk),
+        )
+
+
 def resize_difference(preprocess, images: list[np.ndarray], pipeline: TestPipeline) -> str:
     """How far the in-graph pre-processing is from the OpenCV pipeline on ``images``: the
     largest and mean absolute difference in pixel values (0..255) over each real image area."""
@@ -329,8 +374,8 @@ def resize_difference(preprocess, images: list[np.ndarray], pipeline: TestPipeli
         worst = max(worst, float(diff.max()))
         total, count = total + float(diff.sum()), count + diff.numel()
     return (
-        f'in-graph resize vs OpenCV (cv2.INTER_LINEAR): pixel values differ by at most '
-        f'{worst:.1f} (mean {total / max(count, 1):.3f}) on a 0..255 scale, same resized sizes'
+        f'in-graph pre-processing vs the OpenCV pipeline: network inputs differ by at most '
+        f'{worst:.2g} (mean {total / max(count, 1):.2g}) pixel values, same resized sizes'
     )
 
 
@@ -352,6 +397,11 @@ def _save_pictures(
     model, backend, case: VerifyCase, image: np.ndarray, output_file: Path, logger
 ) -> None:
     """Draw the PyTorch and the backend detections of one case side by side on disk."""
+    if model.spec.task == 'classification':
+        from .classification import save_classification_pictures
+
+        save_classification_pictures(model, backend, case, image, output_file, logger)
+        return
     from ..backends.pytorch import PyTorchBackend
     from ..postprocess import outputs_to_results
     from ..visualization import draw_detections, save_image

@@ -8,7 +8,7 @@ from ..backends import build_backend
 from ..config import load_config
 from ..datasets.pipeline import collate, load_image, network_inputs
 from ..postprocess import outputs_to_results
-from ..structures import DetectionResult
+from ..structures import ClassificationResult, DetectionResult
 from .contract import plan_run
 
 
@@ -23,14 +23,18 @@ def inference_image(
     strict: bool = True,
     precision: str | None = None,
     logger=print,
-) -> tuple[np.ndarray, DetectionResult, tuple | None]:
-    """Run one image; returns ``(BGR image, result in image coordinates, class names)``.
-    ``precision``: for backends that choose it at load (``openvino``); ``None``: the file's."""
+) -> tuple[np.ndarray, DetectionResult | ClassificationResult, tuple | None]:
+    """Run one image; returns ``(BGR image, result in image coordinates, class names)`` (a
+    classifier's result: its class scores). ``precision``: for backends that choose it at load
+    (``openvino``); ``None``: the file's."""
     cfg = load_config(config, cfg_options) if isinstance(config, (str, Path)) else config
     image = load_image(img_path)  # a bad image is reported before the model is loaded
     extra = {} if precision is None else dict(precision=precision)
     runner = build_backend(backend, model_file, cfg=cfg, device=device, strict=strict, **extra)
     plan = plan_run(runner, cfg, model_file, logger)
     img, metas = collate([plan.pipeline()(image)])
-    result = outputs_to_results(runner(network_inputs(img, metas)), metas, plan.result_filter)[0]
+    outputs = runner(network_inputs(img, metas))
+    if plan.spec.task == 'classification':
+        return image, ClassificationResult(outputs['scores'][0]), plan.spec.class_names
+    result = outputs_to_results(outputs, metas, plan.result_filter)[0]
     return image, result, plan.spec.class_names

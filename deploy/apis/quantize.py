@@ -138,6 +138,11 @@ def quantize_model(
     if Path(onnx_file).resolve() == Path(output_file).resolve():
         raise ConfigError('--output-file must differ from the FP32 input file')
     spec = read_onnx_spec(onnx_file)
+    if spec is not None and spec.task == 'classification':
+        raise ExportError(
+            f'{onnx_file} is a classifier: tools/quantize.py quantises detectors (its accuracy '
+            'check compares detections)'
+        )
     if spec is not None and spec.precision != 'fp32':
         raise ExportError(
             f'{onnx_file} is {spec.precision}: quantise the FP32 export (tools/pytorch2onnx.py '

@@ -1,7 +1,8 @@
 """Accuracy regression job: export each model, evaluate it on every backend, compare with PyTorch.
 
 A regression file (YAML) lists models with their metrics, a PyTorch AP floor and, per backend, the
-largest AP drop tolerated below PyTorch (AP in percent points, as in MMDetection's tables):
+largest AP drop tolerated below PyTorch (AP in percent points, as in MMDetection's tables;
+classifiers list ``accuracy``, their top-1 accuracy in percent):
 
     models:
       - name: retinanet_tiny
@@ -46,8 +47,16 @@ QUANTIZE_OPTIONS = (
     'min_parity_ap',
 )
 
-#: metric name in a regression file -> key of evaluate_coco's result
-METRIC_KEYS = {'bbox': 'bbox_mAP', 'segm': 'segm_mAP', 'proposal': 'AR@1000'}
+#: metric name in a regression file -> key of the test run's metrics (evaluate_coco's, or the
+#: classifier's top-1 accuracy)
+METRIC_KEYS = {
+    'bbox': 'bbox_mAP',
+    'segm': 'segm_mAP',
+    'proposal': 'AR@1000',
+    'accuracy': 'accuracy/top1',
+}
+#: metrics that runs already report in percent (COCO metrics are fractions)
+PERCENT_METRICS = frozenset({'accuracy'})
 
 
 @dataclass
@@ -229,7 +238,10 @@ def _evaluate(entry, backend, model_file, metrics, options, logger) -> BackendRo
     except DeployError as err:
         logger(f'error: {err}')
         return BackendRow(entry['name'], backend, {}, 0.0, [f'{backend} cannot run: {err}'])
-    ap = {m: 100.0 * float(run.metrics.get(METRIC_KEYS[m], 0.0)) for m in metrics}
+    ap = {
+        m: (1.0 if m in PERCENT_METRICS else 100.0) * float(run.metrics.get(METRIC_KEYS[m], 0.0))
+        for m in metrics
+    }
     return BackendRow(entry['name'], backend, ap, run.latency_ms, load_average=_load_average())
 
 
@@ -251,7 +263,7 @@ def machine_was_busy(rows: list[BackendRow]) -> float | None:
 def format_markdown(rows: list[BackendRow]) -> str:
     """The model x backend x {AP per metric, latency} table, in Markdown."""
     metrics = sorted({m for r in rows for m in r.ap}, key=list(METRIC_KEYS).index)
-    names = {'bbox': 'box AP', 'segm': 'mask AP', 'proposal': 'AR@1000'}
+    names = {'bbox': 'box AP', 'segm': 'mask AP', 'proposal': 'AR@1000', 'accuracy': 'top-1 acc'}
     header = ['model', 'backend', *(names[m] for m in metrics), 'latency (ms/img)', 'status']
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for r in rows:

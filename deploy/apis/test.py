@@ -14,7 +14,7 @@ from ..backends import build_backend
 from ..config import get_test_dataset_cfg, load_config
 from ..datasets.coco import CocoDetectionDataset, build_dataloader
 from ..datasets.pipeline import load_image, network_inputs
-from ..errors import DeployError
+from ..errors import ConfigError, DeployError
 from ..evaluation.class_map import resolve_class_map
 from ..fileio import write_atomic
 from ..postprocess import outputs_to_results
@@ -77,7 +77,8 @@ def run_test(
         model_file: checkpoint (``pytorch``), ``.onnx`` (``onnxruntime``), engine (``tensorrt``).
         num_images: only the first this many images of the test set (by id).
         metrics: any of ``bbox``, ``segm`` (mask models: masks are pasted with the config's
-            ``mask_thr_binary`` and stream as COCO RLE), ``proposal``.
+            ``mask_thr_binary`` and stream as COCO RLE), ``proposal``; ``accuracy`` for
+            classifiers (their run is :func:`deploy.apis.classification.run_classification_test`).
         class_map: how model labels become data-set categories
             (:func:`deploy.evaluation.class_map.resolve_class_map`; default: names must match).
         strict: checkpoint keys must match the model (``pytorch`` backend).
@@ -113,6 +114,33 @@ def run_test(
         reason = 'takes decoded images' if plan.decoded_images else 'has a static input shape'
         logger(f'note: the model {reason}: batch size forced to 1')
         batch_size = 1
+    if plan.spec.task == 'classification':
+        from .classification import run_classification_test
+
+        return run_classification_test(
+            runner,
+            plan,
+            cfg,
+            model_file,
+            backend,
+            rank=rank,
+            world_size=world_size,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            num_images=num_images,
+            metrics=metrics,
+            format_only=format_only,
+            out=out,
+            work_dir=work_dir,
+            show_dir=show_dir,
+            progress=progress,
+            logger=logger,
+        )
+    if 'accuracy' in metrics:
+        raise ConfigError(
+            f'--eval accuracy is for classifiers; {model_file} is a {plan.spec.model_type}: '
+            'use bbox, segm or proposal'
+        )
     data_cfg = get_test_dataset_cfg(cfg)
     pipeline = plan.pipeline()
     dataset = CocoDetectionDataset(

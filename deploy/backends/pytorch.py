@@ -45,6 +45,12 @@ class PyTorchBackend(Backend):
     @torch.no_grad()
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         img = torch.as_tensor(inputs['input'], device=self.device)
+        if getattr(self.spec, 'task', None) == 'classification':  # the image alone -> scores
+            if self.mode == 'deploy':
+                (scores,) = self.model.forward_deploy(img)
+            else:
+                scores = self.model.predict(img)
+            return {'scores': scores.cpu().numpy()}
         img_shape = torch.as_tensor(inputs['img_shape'], device=self.device)
         if self.mode == 'deploy':
             outputs = self.model.forward_deploy(img, img_shape)

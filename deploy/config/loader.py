@@ -17,7 +17,7 @@ from typing import Any
 from mmengine.config import Config, ConfigDict, DictAction
 
 from ..errors import ConfigError
-from ..spec import PreprocessConfig
+from ..spec import CenterPad, PreprocessConfig
 
 __all__ = [
     'add_cfg_options_argument',
@@ -341,8 +341,13 @@ def get_preprocess_cfg(cfg: Config) -> PreprocessConfig:
     * 2.x: ``Normalize``, ``Resize`` and ``Pad`` in ``data.test.pipeline`` or ``test_pipeline``,
       flat or inside ``MultiScaleFlipAug(img_scale=..., transforms=[...])``.
 
-    Exactly one normalisation (data preprocessor or ``Normalize``) must be present.
+    Exactly one normalisation (data preprocessor or ``Normalize``) must be present. Classifier
+    configs (``ImageClassifier``) are read by :mod:`deploy.config.classification`.
     """
+    from .classification import get_classifier_preprocess_cfg, is_classifier_cfg
+
+    if is_classifier_cfg(cfg):
+        return get_classifier_preprocess_cfg(cfg)
     file = _cfg_file(cfg)
     found = _test_pipeline(cfg)
     where, pipeline = found if found else ('test pipeline', [])
@@ -367,11 +372,17 @@ def get_preprocess_cfg(cfg: Config) -> PreprocessConfig:
             size_divisor = int(divisor)
         pad_value = _pad_value(preprocessor.get('pad_value', 0))
 
-    resizes: list[tuple[tuple[int, int], bool]] = []
+    resizes: list[tuple[tuple[int, int], bool, float | None]] = []
+    to_float32 = False
+    center_pad = None
     for transform, wrapper in _walk_transforms(pipeline):
         _refuse_test_time_augmentation(pipeline, wrapper, where, file)
         name = _type_name(transform)
-        if name == 'Normalize':
+        if name == 'LoadImageFromFile':
+            to_float32 = bool(transform.get('to_float32', False))
+        elif name == 'RandomCenterCropPad':
+            center_pad = _read_center_pad(transform, where, file)
+        elif name == 'Normalize':
             normalisations.append(
                 (
                     f'Normalize in {where}',
@@ -407,7 +418,7 @@ def get_preprocess_cfg(cfg: Config) -> PreprocessConfig:
         raise ConfigError(f'ambiguous Resize in {where} of {file}: {resizes}')
 
     _, mean, std, to_rgb = normalisations[0]
-    scale, keep_ratio = resizes[0]
+    scale, keep_ratio, resize_factor = resizes[0]
     return PreprocessConfig(
         mean=mean,
         std=std,
@@ -416,6 +427,42 @@ def get_preprocess_cfg(cfg: Config) -> PreprocessConfig:
         keep_ratio=keep_ratio,
         size_divisor=size_divisor,
         pad_value=pad_value,
+        resize_factor=resize_factor,
+        to_float32=to_float32,
+        center_pad=center_pad,
+    )
+
+
+def _read_center_pad(transform: Mapping, where: str, file: str) -> CenterPad:
+    """:class:`CenterPad` of a ``RandomCenterCropPad`` (test mode only)."""
+    if not transform.get('test_mode'):
+        raise ConfigError(
+            f'RandomCenterCropPad in `{where}` of {file} is in training mode (random crops); the '
+            'test pipeline needs test_mode=True'
+        )
+    pad_mode = transform.get('test_pad_mode')
+    if (
+        not isinstance(pad_mode, (list, tuple))
+        or len(pad_mode) != 2
+        or pad_mode[0] not in CenterPad.CHOICES['mode']
+        or not isinstance(pad_mode[1], int)
+        or pad_mode[1] < 1
+    ):
+        raise ConfigError(
+            f"RandomCenterCropPad.test_pad_mode in `{where}` of {file} must be ['logical_or', n] "
+            f"or ['size_divisor', n], got {pad_mode!r}"
+        )
+    mode, value = pad_mode
+    if mode == 'logical_or' and value & (value + 1):
+        raise ConfigError(
+            f"RandomCenterCropPad.test_pad_mode ['logical_or', {value}] in `{where}` of {file}: "
+            'only values one below a power of two (such as 127) are supported'
+        )
+    mean = _triple(transform.get('mean'), f'RandomCenterCropPad.mean in {where}', file)
+    # MMDetection fills the canvas with the mean in the image's channel order (BGR).
+    fill = mean[::-1] if transform.get('to_rgb', True) else mean
+    return CenterPad(
+        mode=mode, value=value, add_pix=int(transform.get('test_pad_add_pix', 0)), fill=fill
     )
 
 
@@ -436,19 +483,31 @@ def _refuse_test_time_augmentation(
 
 def _read_resize(
     transform: Mapping, wrapper: Mapping | None, where: str, file: str
-) -> tuple[tuple[int, int], bool]:
-    """``(scale, keep_ratio)`` of one Resize, taking the scale from its MultiScaleFlipAug."""
+) -> tuple[tuple[int, int], bool, float | None]:
+    """``(scale, keep_ratio, resize_factor)`` of one Resize, taking the scale (or the scale
+    factor) from its MultiScaleFlipAug; ``resize_factor`` is None unless the resize is by a
+    factor (then ``scale`` is the default, unused)."""
     for key in ('scale', 'img_scale'):
         if transform.get(key) is not None:
             scale = _as_scale(transform[key], f'Resize.{key} in {where}', file)
             # 2.x Resize(img_scale) defaults to keep_ratio=True, 3.x Resize(scale) to False.
             keep_ratio = bool(transform.get('keep_ratio', key == 'img_scale'))
-            return scale, keep_ratio
+            return scale, keep_ratio, None
     if wrapper is not None:
         for key in ('img_scale', 'scale'):
             if wrapper.get(key) is not None:
                 scale = _as_scale(wrapper[key], f'{_type_name(wrapper)}.{key} in {where}', file)
-                return scale, bool(transform.get('keep_ratio', True))
+                return scale, bool(transform.get('keep_ratio', True)), None
+    for owner, name in ((transform, 'Resize'), (wrapper or {}, _type_name(wrapper or {}))):
+        factor = owner.get('scale_factor')
+        if factor is None:
+            continue
+        if not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 0:
+            raise ConfigError(
+                f'{name}.scale_factor in {where} of {file} must be one positive number '
+                f'(multi-scale testing is not supported), got {factor!r}'
+            )
+        return PreprocessConfig.scale, True, float(factor)
     raise missing_key_error(f'Resize.scale in {where}', file)
 
 

@@ -8,12 +8,10 @@ from mmengine.config import Config
 
 from ..errors import ConfigError
 from ..spec import ModelSpec, TestSettings, registry_type_name, test_settings_for_model
+from .classification import CLASSIFIER_TYPES
 from .loader import _cfg_file, get_model_cfg, get_preprocess_cfg, missing_key_error
 
 __all__ = ['get_test_settings', 'model_num_classes', 'spec_from_config']
-
-#: model types without detection settings
-CLASSIFIER_TYPES = ('ImageClassifier',)
 
 
 def get_test_settings(cfg: Config) -> TestSettings:

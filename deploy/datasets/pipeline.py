@@ -1,4 +1,5 @@
-"""The test pipeline: load (OpenCV, BGR) -> keep-ratio resize -> normalise -> pad, MMCV semantics.
+"""The test pipeline: load (OpenCV, BGR) -> resize -> [center pad] -> normalise -> pad, MMCV
+semantics.
 
 Every backend sees exactly the same network input, built here, so accuracy differences between
 backends can only come from the models themselves.
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import ImageError
-from ..spec import PreprocessConfig
+from ..spec import CenterPad, PreprocessConfig
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -77,13 +78,44 @@ def pad_to(image: np.ndarray, height: int, width: int, value: float = 0.0) -> np
     return out
 
 
+def center_pad(image: np.ndarray, pad: CenterPad) -> tuple[np.ndarray, tuple[int, int]]:
+    """MMDetection's ``RandomCenterCropPad`` in test mode: ``image`` (``HxWx3``) pasted into the
+    middle of a canvas filled with ``pad.fill`` (see :class:`~deploy.spec.CenterPad`).
+
+    Returns:
+        The canvas (the image's dtype) and the image's ``(top, left)`` inside it.
+    """
+    h, w = image.shape[:2]
+    canvas_h, canvas_w = pad.canvas_size(h, w)
+    top, left = pad.offset(h, w)
+    # MMDetection pastes rows [0, min(h // 2 + canvas_h // 2, h)): an image as tall as an odd
+    # canvas (h = 127, 255, ...) loses its last row there, and likewise for columns.
+    rows = min(h // 2 + canvas_h // 2, h)
+    cols = min(w // 2 + canvas_w // 2, w)
+    canvas = np.empty((canvas_h, canvas_w, image.shape[2]), image.dtype)
+    canvas[:] = np.asarray(pad.fill, np.float64).astype(image.dtype)
+    canvas[top : top + rows, left : left + cols] = image[:rows, :cols]
+    return canvas, (top, left)
+
+
+def _fit_center_padded(w: int, h: int, shape: tuple[int, int], pad: CenterPad) -> tuple[int, int]:
+    """Keep-ratio size of a ``w x h`` image whose center-pad canvas fits in ``shape (h, w)``."""
+    box_h, box_w = shape
+    while box_h > 1 and pad.canvas_size(box_h, 1)[0] > shape[0]:
+        box_h -= 1
+    while box_w > 1 and pad.canvas_size(1, box_w)[1] > shape[1]:
+        box_w -= 1
+    return fit_size(w, h, (box_h, box_w))
+
+
 class TestPipeline:
     """Image (path or ``HxWx3`` uint8 BGR array) -> ``(tensor [3, H, W] float32, meta)``.
 
-    Load (OpenCV, BGR) -> resize (keep-ratio ``rescale_size`` or exactly ``scale``, bilinear) ->
-    normalise -> pad bottom/right to ``size_divisor``. ``meta`` has the keys of
-    :mod:`deploy.structures`; ``batch_input_shape`` is the padded shape until :func:`collate`
-    sets the batch's.
+    Load (OpenCV, BGR; float32 with ``to_float32``) -> resize (keep-ratio ``rescale_size``, by
+    ``resize_factor``, or exactly ``scale``; bilinear) -> with ``center_pad``, paste into the
+    middle of a canvas -> normalise -> pad bottom/right to ``size_divisor``. ``meta`` has the
+    keys of :mod:`deploy.structures` (``img_offset``: the image's ``(top, left)`` inside the
+    input); ``batch_input_shape`` is the padded shape until :func:`collate` sets the batch's.
 
     Args:
         cfg: the model's pre-processing.
@@ -106,8 +138,16 @@ class TestPipeline:
             raise ImageError(f'expected an HxWx3 BGR image, got an array of shape {image.shape}')
         ori_h, ori_w = image.shape[:2]
         cfg = self.cfg
+        if cfg.to_float32:
+            image = image.astype(np.float32)
         if self.fixed_shape is not None:
-            new_w, new_h = fit_size(ori_w, ori_h, self.fixed_shape)
+            if cfg.center_pad is not None:
+                new_w, new_h = _fit_center_padded(ori_w, ori_h, self.fixed_shape, cfg.center_pad)
+            else:
+                new_w, new_h = fit_size(ori_w, ori_h, self.fixed_shape)
+        elif cfg.resize_factor is not None:  # mmcv.imrescale by a factor
+            new_w = int(ori_w * cfg.resize_factor + 0.5)
+            new_h = int(ori_h * cfg.resize_factor + 0.5)
         elif cfg.keep_ratio:
             (new_w, new_h), _ = rescale_size(ori_w, ori_h, cfg.scale)
         else:
@@ -115,11 +155,14 @@ class TestPipeline:
         if (new_w, new_h) != (ori_w, ori_h):
             image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
         scale_factor = np.array([new_w / ori_w, new_h / ori_h] * 2, dtype=np.float32)
+        offset = (0, 0)
+        if cfg.center_pad is not None:
+            image, offset = center_pad(image, cfg.center_pad)
         image = normalize(image, cfg.mean, cfg.std, cfg.to_rgb)
         if self.fixed_shape is not None:
             pad_h, pad_w = self.fixed_shape
         else:
-            pad_h, pad_w = pad_size(new_h, new_w, cfg.size_divisor)
+            pad_h, pad_w = pad_size(*image.shape[:2], cfg.size_divisor)
         image = pad_to(image, pad_h, pad_w, cfg.pad_value)
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         meta = dict(
@@ -127,6 +170,7 @@ class TestPipeline:
             img_shape=(new_h, new_w),
             pad_shape=(pad_h, pad_w),
             batch_input_shape=(pad_h, pad_w),
+            img_offset=offset,
             scale_factor=scale_factor,
             img_id=img_id,
             filename=filename,

@@ -1,7 +1,7 @@
 """FP16 ONNX files: an exported FP32 file converted in place to mixed precision.
 
 The conversion is :func:`deploy.onnx_graph.mixed_precision.convert_to_mixed_fp16`, the one the
-TensorRT 11 path uses too: convolutions, matrix products and what feeds them run in FP16; box
+TensorRT 11 path uses too: convolutions and what feeds them run in FP16; box
 decoding, top-k, NMS, RoIAlign and the RoI / mask heads after it stay FP32, and the graph's inputs
 and outputs stay float32. The model spec inside the file records ``precision='fp16'``.
 """
@@ -11,8 +11,8 @@ from pathlib import Path
 import onnx
 
 from ..errors import ExportError
-from ..fileio import commit, discard, staging_path
-from ..onnx_graph.mixed_precision import convert_to_mixed_fp16
+from ..fileio import staged
+from ..onnx_graph.mixed_precision import CONV_OPS, convert_to_mixed_fp16
 from ..spec import read_onnx_spec, write_onnx_spec
 
 
@@ -21,18 +21,17 @@ def convert_file_to_fp16(path: str | Path) -> dict:
     path = Path(path)
     model = onnx.load(str(path))
     spec = read_onnx_spec(model)
-    half = convert_to_mixed_fp16(model)
+    # Convolutions (and what feeds them) only: attention MatMuls in FP16 crash ONNX Runtime
+    # 1.32's CPU optimiser (a segmentation fault at session creation, found on DETR), and on a
+    # GPU the convolutions are where FP16 pays. TensorRT engines convert MatMuls too.
+    half = convert_to_mixed_fp16(model, compute_ops=CONV_OPS)
     if not any(init.data_type == onnx.TensorProto.FLOAT16 for init in half.graph.initializer):
         raise ExportError(
             f'--precision fp16: {path.name} has no convolution or matrix product to run in FP16'
         )
     if spec is not None:
         write_onnx_spec(half, spec.replace(precision='fp16'))
-    tmp = staging_path(path)
-    try:
+    with staged(path) as tmp:
         onnx.save(half, str(tmp))
-        commit(tmp, path)
-    finally:
-        discard(tmp)
     casts = sum(n.op_type == 'Cast' for n in half.graph.node)
     return dict(nodes=len(half.graph.node), casts=casts)

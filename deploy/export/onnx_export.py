@@ -8,9 +8,10 @@ Two exporters are supported because each has failure modes the other lacks:
 * ``torchscript``: the legacy tracer (``dynamo=False``), deprecated but still shipped, with
   ``dynamic_axes`` and a symbolic function for the custom op.
 
-Both produce the same graph contract: inputs ``input [B, 3, H, W]`` and ``img_shape [B, 2]``,
-outputs named by the detector (``dets``, ``labels``, ...). Files are written to a temporary name and
-renamed when complete, so a failed export never leaves a partial file behind.
+Both produce the same graph contract: inputs ``input [B, 3, H, W]`` and ``img_shape [B, 2]``
+(classifiers: ``input`` alone), outputs named by the model (``dets``, ``labels``, ...;
+classifiers ``scores``). Files are written to a temporary name and renamed when complete, so a
+failed export never leaves a partial file behind.
 """
 
 import contextlib
@@ -26,8 +27,7 @@ from torch import Tensor, nn
 
 from ..errors import ExportError
 from ..fileio import commit, discard, staging_path
-from ..ops import multiclass_nms as nms_ops
-from ..ops import preprocess as preprocess_ops
+from ..ops import onnx_functions
 from ..ops.preprocess import preprocess_image
 from ..spec import InputSpec, ModelSpec, PreprocessConfig, write_onnx_spec
 from .options import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, MIN_OPSET  # noqa: F401
@@ -35,6 +35,9 @@ from .options import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, MIN_OPSET  # no
 # The dynamo exporter warns once per export that torchvision's ops cannot be registered; we never
 # use torchvision (our ops are our own), so the warning is noise.
 logging.getLogger('torch.onnx._internal.exporter._registration').setLevel(logging.ERROR)
+# Its optimizer warns for every constant Split it leaves unfolded (attention's packed q/k/v
+# weights); ONNX Runtime folds those at load, so the warning is noise too.
+logging.getLogger('onnxscript.optimizer._constant_folding').setLevel(logging.ERROR)
 
 
 class DeployModule(nn.Module):
@@ -54,6 +57,21 @@ class ImageModule(nn.Module):
 
     def __init__(self, detector: nn.Module, preprocess: PreprocessConfig):
         super().__init__()
+        unsupported = [
+            name
+            for name, used in (
+                ('resize by a scale factor', preprocess.resize_factor is not None),
+                ('to_float32 loading', preprocess.to_float32),
+                ('RandomCenterCropPad', preprocess.center_pad is not None),
+            )
+            if used
+        ]
+        if unsupported:
+            raise ExportError(
+                f'--preprocess-in-graph does resize to a scale, normalise and pad; this '
+                f'pipeline also has {", ".join(unsupported)}: export without '
+                '--preprocess-in-graph'
+            )
         self.detector = detector
         self.preprocess = preprocess
 
@@ -74,6 +92,18 @@ class ImageModule(nn.Module):
         factors = torch.cat([scale, scale], dim=1).unsqueeze(1)  # [B, 1, 4] (w, h, w, h)
         dets = torch.cat([dets[..., :4] / factors, dets[..., 4:]], dim=-1)
         return (dets, *rest)
+
+
+class InputOnlyModule(nn.Module):
+    """``input -> outputs``: the post-processed graph of a model that needs no image shape
+    (classifiers, whose ``input_names`` are ``('input',)``)."""
+
+    def __init__(self, detector: nn.Module):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, input: Tensor) -> tuple[Tensor, ...]:  # noqa: A002
+        return tuple(self.detector.forward_deploy(input))
 
 
 class RawModule(nn.Module):
@@ -140,8 +170,11 @@ def export_onnx(
     if spec is None:
         spec = getattr(detector, 'spec', None)
     with torch.no_grad():
+        # The wrappers are made in eval mode: the TorchScript exporter puts the module it is given
+        # back into that module's mode afterwards, recursively, and a new module is in training
+        # mode (which would leave e.g. DETR's dropout on in the eager model).
         if skip_postprocess:
-            module, args = RawModule(detector), (img,)
+            module, args = RawModule(detector).eval(), (img,)
             input_names = ['input']
             output_names = list(detector.forward_raw(img).keys())
         elif preprocess_in_graph is not None:
@@ -149,9 +182,16 @@ def export_onnx(
             input_names = ['image']
             output_names = list(detector.output_names)
         else:
-            module, args = DeployModule(detector), (img, img_shape)
-            input_names = ['input', 'img_shape']
+            input_names = list(getattr(detector, 'input_names', ('input', 'img_shape')))
+            if input_names == ['input']:
+                module, args = InputOnlyModule(detector), (img,)
+            else:
+                module, args = DeployModule(detector), (img, img_shape)
             output_names = list(detector.output_names)
+        # A new wrapper is in training mode, and the TorchScript exporter restores the mode it
+        # found after tracing, recursively: the detector would be left training (BatchNorm on
+        # batch statistics) for everything that runs after the export.
+        module.eval()
         output_shapes = _output_shapes(module, args, output_names, shape_free=dynamic_size)
     dynamic_axes = (
         _dynamic_axes(input_names, output_names, skip_postprocess, dynamic_size) if dynamic else {}
@@ -193,7 +233,8 @@ def export_onnx(
                     opset_version,
                     verbose,
                 )
-        model = onnx.load(tmp_name)
+        # Ops written as onnxscript functions (Loops) become standard nodes of the graph.
+        model = onnx_functions.inline_local_functions(onnx.load(tmp_name))
         actual = next((o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')), None)
         if actual != opset_version:
             # torch falls back to its native opset when the onnx version converter lacks an
@@ -277,6 +318,11 @@ def _dynamic_axes(input_names, output_names, skip_postprocess: bool, dynamic_siz
         for name in output_names:
             axes[name] = {0: 'batch'}
         return axes
+    if input_names == ['input']:
+        # A model fed the normalised image alone (a classifier) outputs one row per image.
+        for name in output_names:
+            axes[name] = {0: 'batch'}
+        return axes
     axes['img_shape'] = {0: 'batch'}
     for name in output_names:
         axes[name] = {0: 'batch', 1: 'num_dets'}
@@ -306,10 +352,7 @@ def _export_dynamo(module, args, path, input_names, output_names, dynamic_axes, 
         input_names=input_names,
         output_names=output_names,
         dynamic_shapes=dynamic_shapes,
-        custom_translation_table={
-            **nms_ops.onnx_translation_table(),
-            **preprocess_ops.onnx_translation_table(),
-        },
+        custom_translation_table=onnx_functions.onnx_translation_table(),
         verbose=verbose,
         optimize=True,
     )
@@ -319,8 +362,7 @@ def _export_dynamo(module, args, path, input_names, output_names, dynamic_axes, 
 def _export_torchscript(
     module, args, path, input_names, output_names, dynamic_axes, opset, verbose
 ):
-    nms_ops.register_legacy_symbolic(opset)
-    preprocess_ops.register_legacy_symbolic(opset)
+    onnx_functions.register_legacy_symbolics(opset)
     torch.onnx.export(
         module,
         args,

@@ -5,7 +5,7 @@ from pathlib import Path
 import onnx
 
 from ..errors import ExportError
-from ..fileio import commit, discard, staging_path
+from ..fileio import staged
 
 
 def simplify_onnx(path: str | Path, dynamic: bool = False, logger=print) -> None:
@@ -33,10 +33,6 @@ def simplify_onnx(path: str | Path, dynamic: bool = False, logger=print) -> None
                 )
     del simplified.metadata_props[:]
     simplified.metadata_props.extend(metadata)
-    tmp = staging_path(path)
-    try:
+    with staged(path) as tmp:
         onnx.save(simplified, str(tmp))
-        commit(tmp, path)
-    finally:
-        discard(tmp)
     logger(f'simplified: {before} -> {len(simplified.graph.node)} nodes')

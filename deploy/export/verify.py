@@ -72,17 +72,6 @@ TOLERANCES = {
     'fp32': Tolerances(
         1e-3, 1e-4, min_matched=0.99, min_exact=0.95, box_atol=1.0, min_mask_iou=0.9
     ),
-    # Pre-processing in the graph: the same network, fed an image resized by ONNX Resize instead
-    # of OpenCV (a few pixel values differ), so detections are close, not identical.
-    'preprocess-in-graph': Tolerances(
-        1e-3,
-        1e-4,
-        min_matched=0.9,
-        min_exact=0.0,
-        box_atol=2.0,
-        min_mask_iou=0.8,
-        min_parity_ap=0.9,
-    ),
     'fp16': Tolerances(
         5e-2,
         5e-2,

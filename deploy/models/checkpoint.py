@@ -10,8 +10,9 @@ Layout (``shared/mmdet_models.md`` section 2.14)::
 Loading first tries ``torch.load(weights_only=True)``. Real checkpoints often fail that (numpy
 scalars in ``meta``, mmengine ``HistoryBuffer``/``ConfigDict`` objects in 3.x training
 checkpoints), so the fallback unpickles with :class:`RestrictedUnpickler`, which resolves only an
-allow-list of globals, turns ``mmengine.*``/``mmcv.*``/``mmdet.*`` objects into inert placeholders
-and refuses everything else, so a checkpoint can never run code on load.
+allow-list of globals, turns ``mmengine.*``/``mmcv.*``/``mmdet.*`` (and ``mmcls.*`` /
+``mmpretrain.*``) objects into inert placeholders and refuses everything else, so a checkpoint
+can never run code on load.
 
 Per-module ``_version`` upgrades need no code here: ``Module.load_state_dict`` hands every
 module's ``_load_from_state_dict`` its entry of ``state_dict._metadata``; we only keep that
@@ -50,7 +51,7 @@ __all__ = [
 
 # Globals of MMDetection-era libraries that only appear in ``meta`` (message hub, history
 # buffers, configs, ...); they load as placeholders, never as the real classes.
-_PLACEHOLDER_ROOTS = ('mmengine', 'mmcv', 'mmdet')
+_PLACEHOLDER_ROOTS = ('mmengine', 'mmcv', 'mmdet', 'mmcls', 'mmpretrain')
 
 _NUMPY_FUNCTIONS = ('_reconstruct', 'scalar')
 
@@ -230,7 +231,7 @@ def _torch_load(path: str) -> Any:
             raise CheckpointError(
                 f'{path}: refusing to load: the pickle references `{e.global_name}`, which is not '
                 'allowed in a checkpoint (only tensors, containers, numpy values and inert '
-                'mmengine/mmcv/mmdet objects are)'
+                'mmengine/mmcv/mmdet/mmcls/mmpretrain objects are)'
             ) from None
         except Exception as e:
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

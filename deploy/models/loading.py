@@ -55,6 +55,7 @@ def init_detector(
     model.spec = spec.replace(
         # The eager model takes any batch and (where the pipeline keeps the ratio) any size.
         inputs=InputSpec(
+            names=tuple(getattr(model, 'input_names', InputSpec.names)),
             dynamic=True,
             dynamic_size=spec.preprocess.keep_ratio,
             size_divisor=spec.preprocess.size_divisor,

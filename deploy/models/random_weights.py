@@ -1,4 +1,5 @@
-"""Random-weight detectors that detect something: for parity tests and export smoke checks.
+"""Random-weight detectors that detect something (and classifiers whose scores differ): for parity
+tests and export smoke checks.
 
 Randomly initialised heads score every class about equally (sigmoid(0) = 0.5, or 1/81 after a
 softmax), so a random model either detects everything or nothing, and a parity check on it says
@@ -8,6 +9,7 @@ model nobody has trained. Never use this on a trained model.
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 #: class-logit bias of sigmoid heads, per detector type (RetinaNet's is also the default)
@@ -26,11 +28,27 @@ def make_detections_likely(
         strong: R-CNN heads get a much wider logit spread: what full-size models (R50, 1024-d
             RoI features, 80 classes) need to detect anything; the small test models do with
             less.
-    """
-    from .dense_heads import FCOSHead, SSDHead, YOLOV3Head
 
+    DETR ignores both: its queries are spread apart instead (:func:`_detr_detections_likely`);
+    CornerNet's heatmaps are calibrated instead (:func:`_corner_detections_likely`).
+    """
+    from .classifiers import ImageClassifier
+    from .dense_heads import CornerHead, DETRHead, FCOSHead, SSDHead, YOLOV3Head
+
+    if isinstance(model, ImageClassifier):
+        _classifier_logits_spread(model)
+        return model
+    if isinstance(getattr(model, 'bbox_head', None), DETRHead):
+        _detr_detections_likely(model)
+        return model
     if hasattr(model, 'roi_head'):
+        _unit_scale_input(model)
         _rcnn_detections_likely(model.roi_head.bbox_head, strong)
+        if hasattr(model.roi_head, 'point_head'):
+            _point_rend_masks_likely(model.roi_head, strong)
+        return model
+    if isinstance(model.bbox_head, CornerHead):
+        _corner_detections_likely(model)
         return model
     head = model.bbox_head
     bias = SIGMOID_BIAS.get(type(model).__name__, -1.5) if bias is None else bias
@@ -68,6 +86,142 @@ def _rcnn_detections_likely(heads, strong: bool) -> None:
         head.fc_cls.bias.zero_()
         head.fc_cls.bias[-1] = background
         head.fc_reg.weight.mul_(0.1)
+
+
+def _corner_detections_likely(model: nn.Module) -> None:
+    """CornerNet: random embeddings never pair two corners (distance > 0.5) and one class
+    dominates each random heatmap, so no top-left corner meets a bottom-right one of its class.
+    Zero embeddings pair every two corners; heatmap logits calibrated per class (on a
+    photo-like batch, after the BatchNorm statistics) to mean -3, std 0.5 mix the classes; small
+    offsets keep corners near their pixels. The head's outputs stay small (std <= 0.5): the
+    float32 drift between runtimes after 100 random layers is ~1.5e-4 of an output's spread,
+    and ``--verify`` compares raw outputs to 1e-4 absolute near zero."""
+    head = model.bbox_head
+    img = _photo_like_canvas(4 * 2 ** model.backbone.hourglass_modules[0].depth)
+    calibrate_batch_norm(model, img)
+    for norm in model.modules():
+        if isinstance(norm, nn.BatchNorm2d):  # channels a ReLU kept at 0 in this batch
+            norm.running_var.clamp_(min=1e-2)
+    for branch in (*head.tl_emb, *head.br_emb):
+        branch[-1].conv.weight.zero_()
+        branch[-1].conv.bias.zero_()
+    for branch in (*head.tl_off, *head.br_off):
+        branch[-1].conv.weight.mul_(0.01)
+        branch[-1].conv.bias.zero_()
+    feats = model.extract_feat(img)
+    for level, feat in enumerate(feats):
+        tl_heat, br_heat = head.forward_single(feat, level)[:2]
+        for branch, heat in ((head.tl_heat[level], tl_heat), (head.br_heat[level], br_heat)):
+            conv = branch[-1].conv
+            mean = heat.mean(dim=(0, 2, 3))
+            gain = 0.5 / heat.std(dim=(0, 2, 3)).clamp(min=1e-6)
+            conv.weight.mul_(gain[:, None, None, None])
+            conv.bias.copy_(-3.0 - gain * (mean - conv.bias))
+
+
+def _photo_like_canvas(stride: int) -> torch.Tensor:
+    """Two ``(4 stride - 1) x (5 stride - 1)`` inputs like CornerNet's: noise with a photo's
+    1/f spectrum (octaves of upsampled noise), normalised, inside a zero border (the canvas
+    padding). BatchNorm statistics measured on white noise, or on maps too small to have a
+    spatial variance, are far off those of photos, and 100 layers multiply the error."""
+    gen = torch.Generator().manual_seed(0)
+    height, width = 4 * stride - 1, 5 * stride - 1
+    img = torch.zeros(2, 3, height, width)
+    scale = 2
+    while scale <= stride:
+        coarse = torch.randn(2, 3, height // scale + 1, width // scale + 1, generator=gen)
+        img += F.interpolate(coarse, size=(height, width), mode='bilinear') * scale**0.5
+        scale *= 2
+    img /= img.std()
+    img[:, :, : height // 12] = img[:, :, -height // 12 :] = 0
+    img[:, :, :, : width // 10] = 0
+    return img
+
+
+def _detr_detections_likely(model: nn.Module) -> None:
+    """Random DETR queries all decode to about the same box and class: their states differ only
+    through cross-attention, which random weights spread over the whole image. So the
+    cross-attention is made sharper (each query weighs the places it looks at more), and the
+    head's linear layers are scaled and shifted on a batch of smooth noise so that boxes spread
+    over the image (centres around the middle, sides about 20% of it) and class scores spread
+    over the queries, the background class ahead on average: a few queries score high, most
+    low. The backbone keeps its initialisation: with all its residual branches switched on, a
+    random ResNet-50 turns float rounding into visible output differences between runtimes."""
+    for layer in model.decoder.layers:
+        in_proj = layer.cross_attn.attn.in_proj_weight  # [3C, C]: query, key, value rows
+        in_proj[: 2 * in_proj.shape[1]].mul_(2.0)  # attention logits x4
+    # smooth noise: closer to normalised photos than white noise
+    img = nn.functional.interpolate(torch.randn(4, 3, 8, 10), size=(128, 160), mode='bilinear')
+    feat = model.extract_feat(img)[-1]
+    mask = feat.new_zeros((feat.shape[0], *feat.shape[-2:]), dtype=torch.bool)
+    hidden = model.forward_transformer(feat, mask)  # [B, Q, C]
+    # The queries of one image differ little and share a large image-dependent part: make the
+    # head blind to the directions of the image means, so that it reads the query differences.
+    image_means = torch.linalg.qr(hidden.mean(1).T).Q  # [C, B], orthonormal
+    head = model.bbox_head
+    for linear in (head.fc_cls, head.reg_ffn.layers[0][0]):
+        linear.weight.sub_(linear.weight @ image_means @ image_means.T)
+    hidden = hidden.flatten(0, 1)  # [B * Q, C]
+    _spread(
+        head.fc_reg,
+        head.activate(head.reg_ffn(hidden)),
+        std=torch.tensor([1.2, 1.2, 0.5, 0.5]),  # logits of (cx, cy, w, h) before the sigmoid
+        mean=torch.tensor([0.0, 0.0, -1.5, -1.5]),
+    )
+    mean = torch.zeros(head.cls_out_channels)
+    if not head.use_sigmoid_cls:
+        mean[-1] = 2.0  # background
+    _spread(head.fc_cls, hidden, std=torch.full_like(mean, 2.5), mean=mean)
+
+
+def _spread(linear: nn.Linear, inputs: torch.Tensor, std: torch.Tensor, mean: torch.Tensor) -> None:
+    """Scale and shift ``linear`` so its outputs over ``inputs [N, in]`` have these per-output
+    standard deviations and means."""
+    out = linear(inputs)
+    linear.weight.mul_((std / out.std(0).clamp(min=1e-6))[:, None])
+    linear.bias.copy_(mean - (inputs @ linear.weight.T).mean(0))
+
+
+#: std of 8-bit natural images' pixels, by which pytorch-style pipelines divide
+PIXEL_STD = 57.6
+
+
+def _unit_scale_input(model: nn.Module) -> None:
+    """Caffe-style pipelines (std 1) subtract the mean but leave the pixels' spread (~58): a
+    random network then sees inputs ~58x larger than a pytorch-style one and every R-CNN score
+    saturates to 0 or 1. Scaling the stem conv (no bias, then a frozen BN at its identity) by
+    ``std / PIXEL_STD`` gives the rest of the network unit-scale inputs again."""
+    spec = getattr(model, 'spec', None)
+    std = max(spec.preprocess.std) if spec is not None else PIXEL_STD
+    if std < PIXEL_STD / 4:
+        stem = next(m for m in model.backbone.modules() if isinstance(m, nn.Conv2d))
+        stem.weight.mul_(std / PIXEL_STD)
+
+
+def _point_rend_masks_likely(roi_head, strong: bool) -> None:
+    """Random PointRend mask heads predict logits of about +-0.1, so every probability is near
+    0.5 and both the uncertain points and the 0.5 threshold hinge on rounding. Spread the coarse
+    logits, and let the point head predict its class's coarse logit at the point plus its random
+    part, as a trained one roughly does (a random one drifts every refined mask to one side)."""
+    roi_head.mask_head.fc_logits.weight.mul_(25.0 if strong else 10.0)
+    head = roi_head.point_head
+    if head.coarse_pred_each_layer:  # the coarse logits are the last num_classes inputs
+        num_classes = head.num_classes
+        head.fc_logits.weight[:, -num_classes:, 0] += torch.eye(num_classes)
+        head.fc_logits.bias.zero_()
+
+
+@torch.no_grad()
+def _classifier_logits_spread(model: nn.Module, logit_std: float = 3.0) -> None:
+    """A random classifier's activations shrink or blow up through its blocks and its logits
+    nearly tie (so top-k order is decided by rounding): normalise every BatchNorm on a batch and
+    scale the classifier so the logits spread with ``logit_std``."""
+    img = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    calibrate_batch_norm(model, img)
+    fc = model.head.fc
+    logits = fc(model.head.pre_logits(model.extract_feat(img)))
+    fc.weight.mul_(logit_std / max(float(logits.std()), 1e-6))
+    fc.bias.zero_()
 
 
 @torch.no_grad()

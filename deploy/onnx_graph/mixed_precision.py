@@ -17,6 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 #: ops whose work dominates and that run in FP16 (with everything feeding them)
 COMPUTE_OPS = frozenset(('Conv', 'ConvTranspose', 'Gemm', 'MatMul'))
+#: the convolutions alone: what FP16 ONNX files convert (see deploy/export/fp16.py)
+CONV_OPS = frozenset(('Conv', 'ConvTranspose'))
 #: ops after which the graph is post-processing: kept in FP32 with all their descendants
 POSTPROCESS_OPS = frozenset(('TopK', 'NonMaxSuppression', 'RoiAlign'))
 #: ops whose output type is set by an attribute: never converted, their outputs are cast instead
@@ -92,7 +94,9 @@ def low_precision_nodes(
 # --------------------------------------------------------------------------------------------
 # the conversion of an ONNX model
 # --------------------------------------------------------------------------------------------
-def convert_to_mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+def convert_to_mixed_fp16(
+    model: onnx.ModelProto, compute_ops: frozenset = COMPUTE_OPS
+) -> onnx.ModelProto:
     """A copy of ``model`` whose feature extractor computes in FP16 and whose post-processing
     (decode, top-k, NMS) stays FP32; graph inputs and outputs keep their types.
 
@@ -112,22 +116,37 @@ def convert_to_mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     def is_float(name: str) -> bool:
         return types.get(name) == TensorProto.FLOAT
 
+    # Control flow (Loop / If bodies: corner pooling, soft-NMS) stays FP32 as a whole: its body
+    # is typed for float32 and reads outer tensors by name, beyond the node's inputs.
+    implicit = {i: _outer_references(n) for i, n in enumerate(nodes) if _has_subgraph(n)}
+    referenced = set().union(*implicit.values()) if implicit else set()
+
     def follows(i: int, pos: int, name: str) -> bool:
-        return pos in slots[i][0] and is_float(name) and nodes[i].op_type not in _ATTRIBUTE_TYPED
+        return (
+            pos in slots[i][0]
+            and is_float(name)
+            and nodes[i].op_type not in _ATTRIBUTE_TYPED
+            and i not in implicit
+        )
 
     def producer_ok(j: int) -> bool:
-        return nodes[j].op_type not in _ATTRIBUTE_TYPED and bool(slots[j][1])
+        return (
+            nodes[j].op_type not in _ATTRIBUTE_TYPED
+            and bool(slots[j][1])
+            and j not in implicit
+            and not referenced.intersection(nodes[j].output)
+        )
 
     low = low_precision_nodes(
         [n.op_type for n in nodes],
         [list(n.input) for n in nodes],
         [list(n.output) for n in nodes],
-        COMPUTE_OPS,
+        compute_ops,
         POSTPROCESS_OPS,
         follows,
     )
     # A producer joins only if its float outputs can be FP16; drop those that cannot.
-    low = {i for i in low if nodes[i].op_type in COMPUTE_OPS or producer_ok(i)}
+    low = {i for i in low if nodes[i].op_type in compute_ops or producer_ok(i)}
 
     initializers = {init.name: init for init in graph.initializer}
     constants = {
@@ -200,6 +219,7 @@ def convert_to_mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     # Drop Constant nodes whose only consumers now read an FP16 copy; then order topologically
     # (a Cast must come after its input's producer).
     used = {name for n in rewritten for name in n.input} | {o.name for o in graph.output}
+    used |= referenced
     rewritten = [n for n in rewritten if n.op_type != 'Constant' or n.output[0] in used]
     del graph.node[:]
     graph.node.extend(_toposort(rewritten))
@@ -258,20 +278,44 @@ def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
     return types
 
 
+def _has_subgraph(node: onnx.NodeProto) -> bool:
+    return any(
+        a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute
+    )
+
+
+def _outer_references(node: onnx.NodeProto) -> set[str]:
+    """Names the subgraphs of ``node`` read from enclosing scopes (not produced, nor inputs or
+    initializers, inside them), recursively."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for graph in graphs:
+            local = {v.name for v in graph.input} | {i.name for i in graph.initializer}
+            local |= {name for n in graph.node for name in n.output}
+            for inner in graph.node:
+                used = set(inner.input) | _outer_references(inner)
+                names |= {name for name in used if name and name not in local}
+            names |= {o.name for o in graph.output if o.name not in local}
+    return names
+
+
 def _toposort(nodes: list) -> list:
-    """Order ``nodes`` so every tensor is produced before it is consumed (names no node
-    produces -- graph inputs, initializers, outer scopes -- are always available)."""
+    """Order ``nodes`` so every tensor is produced before it is consumed, including the outer
+    tensors a Loop or If body reads (names no node produces -- graph inputs, initializers,
+    outer scopes -- are always available)."""
     produced = {name for n in nodes for name in n.output}
+    needs = [list(n.input) + sorted(_outer_references(n)) for n in nodes]
     done: set[str] = set()
-    ordered, pending = [], list(nodes)
+    ordered, pending = [], list(zip(nodes, needs))
     while pending:
         waiting = []
-        for node in pending:
-            if all(name not in produced or name in done for name in node.input if name):
+        for node, inputs in pending:
+            if all(name not in produced or name in done for name in inputs if name):
                 ordered.append(node)
                 done.update(node.output)
             else:
-                waiting.append(node)
+                waiting.append((node, inputs))
         if len(waiting) == len(pending):
             raise RuntimeError('FP16 conversion produced a cyclic graph (this is a bug)')
         pending = waiting

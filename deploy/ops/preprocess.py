@@ -1,19 +1,25 @@
 """The test pipeline's resize / normalise / pad as one op, for graphs that take decoded images.
 
 ``deploy::preprocess_image`` turns ``image [B, H, W, 3]`` uint8 BGR (as OpenCV decodes a file)
-into the network input the rest of a detector expects, with MMCV's rules:
+into the network input the rest of a detector expects, with MMCV's rules, **bit for bit**:
 
-* keep-ratio resize: ``factor = min(long / max(H, W), short / min(H, W))``, new size
-  ``floor(side * factor + 0.5)`` (or exactly ``scale`` without keep-ratio); bilinear with
-  half-pixel centres, rounded and clipped to 0..255 as OpenCV's uint8 resize returns;
+* keep-ratio size: ``factor = min(long / max(H, W), short / min(H, W))``, new side
+  ``floor(side * factor + 0.5)``, computed with exact integer arithmetic (MMCV's float64 agrees
+  but in a few sizes in 100 000 where it rounds an exact .5 the other way); without keep-ratio
+  exactly ``scale``;
+* bilinear resize exactly as OpenCV's ``cv2.resize(..., INTER_LINEAR)`` computes it for uint8:
+  source coordinates ``(d + 0.5) * S / D - 0.5`` rounded to float32, weights quantised to
+  1/2048, an integer horizontal pass, and OpenCV's fixed-point vertical pass
+  ``((((h0 >> 4) * b0) >> 16) + (((h1 >> 4) * b1) >> 16) + 2) >> 2``. The coordinate is
+  ``float32((2d + 1) S - D) / float32(2 D)``: both integers are exact in float32 up to images
+  of about 4000 px, and float32 division rounds correctly, so the result is OpenCV's float (which
+  it computes in float64 and rounds) without float64 arithmetic, which TensorRT lacks;
 * optional BGR -> RGB, ``(x - mean) * (1 / std)``;
 * bottom/right padding to a multiple of ``size_divisor`` with ``pad_value``.
 
 It returns ``input [B, 3, Hp, Wp]``, ``img_shape [B, 2]`` ``(h, w)`` of the resized image and
-``scale [B, 2]`` ``(w_scale, h_scale)``. The size arithmetic runs in float32 in all three
-implementations (eager, both ONNX translations), so they agree exactly; against the Python
-pipeline (float64 arithmetic, OpenCV's fixed-point bilinear) a pixel value can differ by a few
-units, which is the resize difference ``--verify`` reports.
+``scale [B, 2]`` ``(w_scale, h_scale)``. Eager and both ONNX translations use the same integer and
+float32 steps, so they agree exactly, and they agree with the Python pipeline (OpenCV) exactly.
 """
 
 import torch
@@ -21,16 +27,55 @@ from torch import Tensor
 from torch.nn import functional as F
 
 _OP_NAME = 'deploy::preprocess_image'
+#: OpenCV's INTER_RESIZE_COEF_SCALE: interpolation weights are multiples of 1/2048
+_ONE = 2048
 
 
-def _sizes(height: int, width: int, long: int, short: int, keep_ratio: bool) -> tuple[int, int]:
-    """``(new_h, new_w)`` with float32 arithmetic, like the ONNX translations."""
-    if not keep_ratio:
-        return short, long
-    hw = torch.tensor([height, width], dtype=torch.float32)
-    factor = torch.minimum(long / hw.max(), short / hw.min())
-    new = torch.floor(hw * factor + 0.5)
-    return int(new[0]), int(new[1])
+def _keep_ratio_size(height: int, width: int, long: int, short: int) -> tuple[int, int]:
+    """``(new_h, new_w)``: MMCV's keep-ratio rule in exact integer arithmetic."""
+    # factor = min(long / max(h, w), short / min(h, w)) as the fraction num / den
+    num, den = long, max(height, width)
+    if short * den < num * min(height, width):
+        num, den = short, min(height, width)
+    return (2 * height * num + den) // (2 * den), (2 * width * num + den) // (2 * den)
+
+
+def _axis(src: int, dst: int, clamp: bool, device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Source indices and weights of one axis, as OpenCV's ``resize`` computes them."""
+    d = torch.arange(dst, device=device, dtype=torch.int64)
+    f = ((2 * d + 1) * src - dst).to(torch.float32) / torch.tensor(2.0 * dst, device=device)
+    s = torch.floor(f)
+    f = f - s
+    s = s.to(torch.int64)
+    if clamp:  # OpenCV clamps the coordinate in x; in y it only clamps the row it reads
+        low, high = s < 0, s >= src - 1
+        f = torch.where(low | high, 0.0, f)
+        s = torch.where(low, 0, torch.where(high, src - 1, s))
+    w0 = torch.round((1.0 - f) * _ONE).to(torch.int32)
+    w1 = torch.round(f * _ONE).to(torch.int32)
+    return s.clamp(0, src - 1), (s + 1).clamp(0, src - 1), w0, w1
+
+
+def resize_like_opencv(image: Tensor, new_h: int, new_w: int) -> Tensor:
+    """``[B, H, W, C]`` uint8 -> ``[B, new_h, new_w, C]`` uint8, as ``cv2.INTER_LINEAR``."""
+    _, height, width, _ = image.shape
+    if (new_h, new_w) == (height, width):
+        return image
+    x0, x1, a0, a1 = _axis(width, new_w, True, image.device)
+    y0, y1, b0, b1 = _axis(height, new_h, False, image.device)
+    src = image.to(torch.int32)
+    rows = src[:, :, x0] * a0.view(1, 1, -1, 1) + src[:, :, x1] * a1.view(1, 1, -1, 1)
+    top = torch.div(
+        torch.div(rows[:, y0], 16, rounding_mode='floor') * b0.view(1, -1, 1, 1),
+        65536,
+        rounding_mode='floor',
+    )
+    bottom = torch.div(
+        torch.div(rows[:, y1], 16, rounding_mode='floor') * b1.view(1, -1, 1, 1),
+        65536,
+        rounding_mode='floor',
+    )
+    return torch.div(top + bottom + 2, 4, rounding_mode='floor').clamp(0, 255).to(torch.uint8)
 
 
 @torch.library.custom_op(_OP_NAME, mutates_args=())
@@ -46,11 +91,11 @@ def _preprocess_op(
     to_rgb: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     batch, height, width, _ = image.shape
-    new_h, new_w = _sizes(height, width, long, short, keep_ratio)
-    x = image.permute(0, 3, 1, 2).to(torch.float32)
-    if (new_h, new_w) != (height, width):
-        x = F.interpolate(x, size=(new_h, new_w), mode='bilinear', align_corners=False)
-        x = x.round().clamp(0.0, 255.0)
+    if keep_ratio:
+        new_h, new_w = _keep_ratio_size(height, width, long, short)
+    else:
+        new_h, new_w = short, long
+    x = resize_like_opencv(image, new_h, new_w).permute(0, 3, 1, 2).to(torch.float32)
     if to_rgb:
         x = x.flip(1)
     x = (x - x.new_tensor(mean).view(1, 3, 1, 1)) * (1.0 / x.new_tensor(std).view(1, 3, 1, 1))
@@ -103,12 +148,164 @@ def preprocess_image(
 
 
 # --------------------------------------------------------------------------------------------
-# ONNX translations (torch.export / onnxscript, and the legacy TorchScript exporter)
+# ONNX translations. Both write the same graph with a small builder, so the two exporters cannot
+# drift apart: ``ops`` is onnxscript's opset module or an adapter around the legacy ``g.op``.
 # --------------------------------------------------------------------------------------------
-def _onnxscript_translation():
-    from onnxscript import FLOAT, INT64
-    from onnxscript import opset18 as op
+def _graph(ops, image, long, short, keep_ratio, size_divisor, pad_value, mean, std, to_rgb):
+    """The op with ONNX operators. ``ops`` offers ``call(name, *inputs, **attrs)``,
+    ``ints(values)``, ``floats(values)``, ``float(value)``, ``int(value)`` and the type codes
+    ``F32``, ``I32``, ``I64``."""
+    call, ints = ops.call, ops.ints
+    shape = call('Shape', image)  # [B, H, W, 3]
+    batch = call('Slice', shape, ints([0]), ints([1]))
+    height = call('Slice', shape, ints([1]), ints([2]))
+    width = call('Slice', shape, ints([2]), ints([3]))
+    if keep_ratio:
+        # factor = num / den = min(long / max(h, w), short / min(h, w)), exactly in int64
+        big, small = call('Max', height, width), call('Min', height, width)
+        first = call(
+            'LessOrEqual', call('Mul', ints([long]), small), call('Mul', ints([short]), big)
+        )
+        num = call('Where', first, ints([long]), ints([short]))
+        den = call('Where', first, big, small)
 
+        def new_side(side):
+            twice = call('Mul', ints([2]), call('Mul', side, num))
+            return call('Div', call('Add', twice, den), call('Mul', ints([2]), den))
+
+        new_h, new_w = new_side(height), new_side(width)
+    else:
+        new_h, new_w = ints([short]), ints([long])
+
+    def axis(src, dst, clamp):
+        d = call('Range', ints(0), call('Squeeze', dst), ints(1))  # [D] int64
+        numer = call(
+            'Sub', call('Mul', call('Add', call('Mul', d, ints([2])), ints([1])), src), dst
+        )
+        f = call(
+            'Div',
+            call('Cast', numer, to=ops.F32),
+            call('Cast', call('Mul', dst, ints([2])), to=ops.F32),
+        )
+        s = call('Floor', f)
+        f = call('Sub', f, s)
+        s = call('Cast', s, to=ops.I64)
+        last = call('Sub', src, ints([1]))
+        if clamp:
+            low = call('Less', s, ints([0]))
+            high = call('GreaterOrEqual', s, last)
+            f = call('Where', call('Or', low, high), ops.float(0.0), f)
+            s = call('Where', low, ints([0]), call('Where', high, last, s))
+        one = ops.float(float(_ONE))
+        w0 = call(
+            'Cast', call('Round', call('Mul', call('Sub', ops.float(1.0), f), one)), to=ops.I32
+        )
+        w1 = call('Cast', call('Round', call('Mul', f, one)), to=ops.I32)
+        i0 = call('Clip', s, ints(0), call('Squeeze', last))
+        i1 = call('Clip', call('Add', s, ints([1])), ints(0), call('Squeeze', last))
+        return i0, i1, w0, w1
+
+    x0, x1, a0, a1 = axis(width, new_w, True)
+    y0, y1, b0, b1 = axis(height, new_h, False)
+    src = call('Cast', image, to=ops.I32)
+    a0 = call('Reshape', a0, ints([1, 1, -1, 1]))
+    a1 = call('Reshape', a1, ints([1, 1, -1, 1]))
+    rows = call(
+        'Add',
+        call('Mul', call('Gather', src, x0, axis=2), a0),
+        call('Mul', call('Gather', src, x1, axis=2), a1),
+    )
+    b0 = call('Reshape', b0, ints([1, -1, 1, 1]))
+    b1 = call('Reshape', b1, ints([1, -1, 1, 1]))
+    i16, i65536, i4 = ops.int32(16), ops.int32(65536), ops.int32(4)
+    top = call('Div', call('Mul', call('Div', call('Gather', rows, y0, axis=1), i16), b0), i65536)
+    bottom = call(
+        'Div', call('Mul', call('Div', call('Gather', rows, y1, axis=1), i16), b1), i65536
+    )
+    resized = call('Div', call('Add', call('Add', top, bottom), ops.int32(2)), i4)
+    resized = call('Clip', resized, ops.int32(0), ops.int32(255))
+    x = call('Cast', call('Transpose', resized, perm=[0, 3, 1, 2]), to=ops.F32)
+    if to_rgb:
+        x = call('Gather', x, ints([2, 1, 0]), axis=1)
+    mean_t = call('Reshape', ops.floats(mean), ints([1, 3, 1, 1]))
+    inv_std = call('Reshape', ops.floats([1.0 / v for v in std]), ints([1, 3, 1, 1]))
+    x = call('Mul', call('Sub', x, mean_t), inv_std)
+    new_hw = call('Concat', new_h, new_w, axis=0)
+    div = ints([size_divisor])
+    padded = call('Mul', call('Div', call('Add', new_hw, ints([size_divisor - 1])), div), div)
+    pads = call('Concat', ints([0, 0, 0, 0, 0, 0]), call('Sub', padded, new_hw), axis=0)
+    x = call('Pad', x, pads, ops.float(pad_value))
+    new_hw_f = call('Cast', new_hw, to=ops.F32)
+    tiles = call('Concat', batch, ints([1]), axis=0)
+    img_shape = call('Tile', call('Unsqueeze', new_hw_f, ints([0])), tiles)
+    hw = call('Cast', call('Concat', height, width, axis=0), to=ops.F32)
+    ratio_wh = call('Gather', call('Div', new_hw_f, hw), ints([1, 0]), axis=0)
+    scale = call('Tile', call('Unsqueeze', ratio_wh, ints([0])), tiles)
+    return x, img_shape, scale
+
+
+class _OnnxscriptOps:
+    """``_graph``'s builder interface over onnxscript (the torch.export-based exporter)."""
+
+    def __init__(self):
+        from onnxscript import FLOAT, INT32, INT64, opset18
+
+        self.op = opset18
+        self.F32, self.I32, self.I64 = FLOAT.dtype, INT32.dtype, INT64.dtype
+
+    def call(self, name, *inputs, **attrs):
+        return getattr(self.op, name)(*inputs, **attrs)
+
+    def ints(self, values):
+        if isinstance(values, int):
+            return self.op.Constant(value_int=values)
+        return self.op.Constant(value_ints=list(values))
+
+    def floats(self, values):
+        return self.op.Constant(value_floats=[float(v) for v in values])
+
+    def float(self, value):
+        return self.op.Constant(value_float=float(value))
+
+    def int32(self, value):
+        return self.op.Cast(self.op.Constant(value_int=int(value)), to=self.I32)
+
+
+class _LegacyOps:
+    """``_graph``'s builder interface over the TorchScript exporter's ``g.op``."""
+
+    def __init__(self, g):
+        from torch.onnx import symbolic_helper as sym
+
+        self.g = g
+        self.F32 = sym.cast_pytorch_to_onnx['Float']
+        self.I32 = sym.cast_pytorch_to_onnx['Int']
+        self.I64 = sym.cast_pytorch_to_onnx['Long']
+
+    def call(self, name, *inputs, **attrs):
+        suffix = {int: '_i', float: '_f', str: '_s', list: '_i'}
+        named = {}
+        for key, value in attrs.items():
+            named[key + ('_i' if key == 'to' else suffix[type(value)])] = value
+        return self.g.op(name, *inputs, **named)
+
+    def _const(self, value, dtype):
+        return self.g.op('Constant', value_t=torch.tensor(value, dtype=dtype))
+
+    def ints(self, values):
+        return self._const(values, torch.int64)
+
+    def floats(self, values):
+        return self._const([float(v) for v in values], torch.float32)
+
+    def float(self, value):
+        return self._const(float(value), torch.float32)
+
+    def int32(self, value):
+        return self._const(int(value), torch.int32)
+
+
+def _onnxscript_translation():
     def preprocess_image_onnx(
         image,
         long: int,
@@ -120,53 +317,18 @@ def _onnxscript_translation():
         std: list[float],
         to_rgb: bool,
     ):
-        x = op.Cast(op.Transpose(image, perm=[0, 3, 1, 2]), to=FLOAT.dtype)
-        shape = op.Shape(image)  # [B, H, W, 3]
-        hw = op.Cast(
-            op.Slice(shape, op.Constant(value_ints=[1]), op.Constant(value_ints=[3])),
-            to=FLOAT.dtype,
+        return _graph(
+            _OnnxscriptOps(),
+            image,
+            long,
+            short,
+            keep_ratio,
+            size_divisor,
+            pad_value,
+            mean,
+            std,
+            to_rgb,
         )
-        if keep_ratio:
-            factor = op.Min(
-                op.Div(op.Constant(value_float=float(long)), op.ReduceMax(hw, keepdims=1)),
-                op.Div(op.Constant(value_float=float(short)), op.ReduceMin(hw, keepdims=1)),
-            )
-            new_hw = op.Floor(op.Add(op.Mul(hw, factor), op.Constant(value_float=0.5)))
-        else:
-            new_hw = op.Constant(value_floats=[float(short), float(long)])
-        new_hw_int = op.Cast(new_hw, to=INT64.dtype)
-        sizes = op.Concat(
-            op.Slice(shape, op.Constant(value_ints=[0]), op.Constant(value_ints=[1])),
-            op.Constant(value_ints=[3]),
-            new_hw_int,
-            axis=0,
-        )
-        resized = op.Resize(
-            x, None, None, sizes, mode='linear', coordinate_transformation_mode='half_pixel'
-        )
-        x = op.Clip(op.Round(resized), op.Constant(value_float=0.0), op.Constant(value_float=255.0))
-        if to_rgb:
-            x = op.Gather(x, op.Constant(value_ints=[2, 1, 0]), axis=1)
-        mean_t = op.Reshape(op.Constant(value_floats=mean), op.Constant(value_ints=[1, 3, 1, 1]))
-        inv_std = op.Div(
-            op.Constant(value_float=1.0),
-            op.Reshape(op.Constant(value_floats=std), op.Constant(value_ints=[1, 3, 1, 1])),
-        )
-        x = op.Mul(op.Sub(x, mean_t), inv_std)
-        div = op.Constant(value_ints=[size_divisor])
-        padded = op.Mul(
-            op.Div(op.Add(new_hw_int, op.Sub(div, op.Constant(value_ints=[1]))), div), div
-        )
-        extra = op.Sub(padded, new_hw_int)  # [pad_h, pad_w]
-        zeros = op.Constant(value_ints=[0, 0, 0, 0, 0, 0])
-        x = op.Pad(x, op.Concat(zeros, extra, axis=0), op.Constant(value_float=pad_value))
-        batch = op.Slice(shape, op.Constant(value_ints=[0]), op.Constant(value_ints=[1]))
-        tiles = op.Concat(batch, op.Constant(value_ints=[1]), axis=0)
-        img_shape = op.Tile(op.Unsqueeze(new_hw, op.Constant(value_ints=[0])), tiles)
-        ratio = op.Div(new_hw, hw)  # (h_scale, w_scale)
-        ratio_wh = op.Gather(ratio, op.Constant(value_ints=[1, 0]), axis=0)
-        scale = op.Tile(op.Unsqueeze(ratio_wh, op.Constant(value_ints=[0])), tiles)
-        return x, img_shape, scale
 
     return preprocess_image_onnx
 
@@ -178,67 +340,18 @@ def onnx_translation_table() -> dict:
 def _symbolic(g, image, long, short, keep_ratio, size_divisor, pad_value, mean, std, to_rgb):
     from torch.onnx import symbolic_helper as sym
 
-    long = sym._get_const(long, 'i', 'long')
-    short = sym._get_const(short, 'i', 'short')
-    keep_ratio = bool(sym._get_const(keep_ratio, 'b', 'keep_ratio'))
-    size_divisor = sym._get_const(size_divisor, 'i', 'size_divisor')
-    pad_value = sym._get_const(pad_value, 'f', 'pad_value')
-    mean = sym._get_const(mean, 'fs', 'mean')
-    std = sym._get_const(std, 'fs', 'std')
-    to_rgb = bool(sym._get_const(to_rgb, 'b', 'to_rgb'))
-
-    def const(value, dtype):
-        return g.op('Constant', value_t=torch.tensor(value, dtype=dtype))
-
-    f32 = sym.cast_pytorch_to_onnx['Float']
-    i64 = sym.cast_pytorch_to_onnx['Long']
-    x = g.op('Cast', g.op('Transpose', image, perm_i=[0, 3, 1, 2]), to_i=f32)
-    shape = g.op('Shape', image)
-    hw = g.op(
-        'Cast', g.op('Slice', shape, const([1], torch.long), const([3], torch.long)), to_i=f32
+    return _graph(
+        _LegacyOps(g),
+        image,
+        sym._get_const(long, 'i', 'long'),
+        sym._get_const(short, 'i', 'short'),
+        bool(sym._get_const(keep_ratio, 'b', 'keep_ratio')),
+        sym._get_const(size_divisor, 'i', 'size_divisor'),
+        sym._get_const(pad_value, 'f', 'pad_value'),
+        sym._get_const(mean, 'fs', 'mean'),
+        sym._get_const(std, 'fs', 'std'),
+        bool(sym._get_const(to_rgb, 'b', 'to_rgb')),
     )
-    if keep_ratio:
-        factor = g.op(
-            'Min',
-            g.op('Div', const(float(long), torch.float), g.op('ReduceMax', hw, keepdims_i=1)),
-            g.op('Div', const(float(short), torch.float), g.op('ReduceMin', hw, keepdims_i=1)),
-        )
-        new_hw = g.op('Floor', g.op('Add', g.op('Mul', hw, factor), const(0.5, torch.float)))
-    else:
-        new_hw = const([float(short), float(long)], torch.float)
-    new_hw_int = g.op('Cast', new_hw, to_i=i64)
-    batch = g.op('Slice', shape, const([0], torch.long), const([1], torch.long))
-    sizes = g.op('Concat', batch, const([3], torch.long), new_hw_int, axis_i=0)
-    empty = g.op('Constant', value_t=torch.tensor([], dtype=torch.float))
-    resized = g.op(
-        'Resize',
-        x,
-        empty,
-        empty,
-        sizes,
-        mode_s='linear',
-        coordinate_transformation_mode_s='half_pixel',
-    )
-    x = g.op('Clip', g.op('Round', resized), const(0.0, torch.float), const(255.0, torch.float))
-    if to_rgb:
-        x = g.op('Gather', x, const([2, 1, 0], torch.long), axis_i=1)
-    mean_t = const([[[[v]] for v in mean]], torch.float)
-    inv_std = const([[[[1.0 / v]] for v in std]], torch.float)
-    x = g.op('Mul', g.op('Sub', x, mean_t), inv_std)
-    div = const([size_divisor], torch.long)
-    padded = g.op(
-        'Mul',
-        g.op('Div', g.op('Add', new_hw_int, const([size_divisor - 1], torch.long)), div),
-        div,
-    )
-    extra = g.op('Sub', padded, new_hw_int)
-    pads = g.op('Concat', const([0, 0, 0, 0, 0, 0], torch.long), extra, axis_i=0)
-    x = g.op('Pad', x, pads, const(pad_value, torch.float))
-    tiles = g.op('Concat', batch, const([1], torch.long), axis_i=0)
-    img_shape = g.op('Tile', g.op('Unsqueeze', new_hw, const([0], torch.long)), tiles)
-    ratio_wh = g.op('Gather', g.op('Div', new_hw, hw), const([1, 0], torch.long), axis_i=0)
-    scale = g.op('Tile', g.op('Unsqueeze', ratio_wh, const([0], torch.long)), tiles)
-    return x, img_shape, scale
 
 
 def register_legacy_symbolic(opset_version: int) -> None:

@@ -156,7 +156,25 @@ def train(
 
     Returns:
         :class:`TrainResult` with the trained model (train mode) and per-epoch mean losses.
+
+    Image classifiers (``ImageClassifier`` configs) are trained by
+    :func:`deploy.training.classification.train_classifier`.
     """
+    from ..config.classification import is_classifier_cfg
+
+    if is_classifier_cfg(cfg):
+        from .classification import train_classifier
+
+        return train_classifier(
+            cfg,
+            work_dir,
+            epochs=epochs,
+            resume=resume,
+            seed=seed,
+            num_workers=num_workers,
+            progress=progress,
+            logger=logger,
+        )
     start_time = time.perf_counter()
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,8 @@
 * ``optimizer = dict(type='SGD' | 'AdamW', lr=..., momentum=..., weight_decay=...)``
   (Adam/AdamW also take ``betas``, ``eps``);
 * ``optimizer_config = dict(grad_clip=None | dict(max_norm=..., norm_type=2))``;
-* ``lr_config = dict(policy='step', step=[e1, e2], gamma=0.1)`` or
+* ``lr_config = dict(policy='step', step=[e1, e2], gamma=0.1)`` (an int ``step=n``: times
+  ``gamma`` every ``n`` epochs, as mmcv's ``StepLrUpdaterHook``) or
   ``dict(policy='CosineAnnealing', min_lr_ratio=... | min_lr=..., by_epoch=True)`` or
   ``dict(policy='fixed')``, each with optional ``warmup='linear' | 'constant' | 'exp'``,
   ``warmup_iters`` and ``warmup_ratio`` (mmcv's LrUpdaterHook semantics);
@@ -80,7 +81,9 @@ class LrSchedule:
         self.max_epochs = max_epochs
         self.iters_per_epoch = max(iters_per_epoch, 1)
         step = cfg.get('step', [])
-        self.steps = [step] if isinstance(step, int) else list(step)
+        # mmcv: an int decays every `step` epochs, a list at each listed epoch
+        self.step_every = step if isinstance(step, int) else None
+        self.steps = [] if isinstance(step, int) else list(step)
         self.gamma = cfg.get('gamma', 0.1)
         self.by_epoch = cfg.get('by_epoch', True)
         if cfg.get('min_lr') is not None:
@@ -93,6 +96,8 @@ class LrSchedule:
 
     def regular_lr(self, epoch: int, it: int) -> float:
         if self.policy == 'step':
+            if self.step_every:
+                return self.base_lr * self.gamma ** (epoch // self.step_every)
             return self.base_lr * self.gamma ** sum(epoch >= s for s in self.steps)
         if self.policy == 'cosineannealing':
             if self.by_epoch:

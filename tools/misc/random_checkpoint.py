@@ -53,6 +53,8 @@ def main(argv=None) -> int:
 
 
 def _num_classes(model) -> int:
+    if hasattr(model, 'head'):  # a classifier
+        return int(model.head.num_classes)
     head = model.roi_head.bbox_head if hasattr(model, 'roi_head') else model.bbox_head
     from torch import nn
 

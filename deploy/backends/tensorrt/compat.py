@@ -20,6 +20,11 @@ The rules (see ``docs/tensorrt.md``), each reported as one line naming the node:
 4. **NMS inputs in FP32**: ``NonMaxSuppression`` boxes and scores must be float32 (FP16 boxes lose
    whole pixels at COCO sizes and change IoU decisions); element types come from ONNX shape
    inference, so a type the inference cannot determine is not reported.
+5. **Loops**: TensorRT builds an ONNX ``Loop`` (``ILoop``) whose trip count and condition are
+   computed at run time, but a *scan output* (a per-iteration output stacked by the loop) must
+   have a length known when the engine is built: a Loop with scan outputs needs a constant trip
+   count. (Loop-carried values must also keep their shape across iterations; our loops carry
+   fixed-size tensors.)
 """
 
 from __future__ import annotations
@@ -42,8 +47,8 @@ SUPPORTED_OPS = frozenset(
     ConstantOfShape Conv ConvTranspose Cos CumSum DepthToSpace Div Dropout Einsum Elu Equal Erf Exp
     Expand Flatten Floor Gather GatherElements GatherND Gemm GlobalAveragePool GlobalMaxPool
     Greater GreaterOrEqual GridSample GroupNormalization HardSigmoid HardSwish Identity If
-    InstanceNormalization LayerNormalization LeakyRelu Less LessOrEqual Log LogSoftmax MatMul Max
-    MaxPool Mean Min Mod Mul Neg NonMaxSuppression NonZero Not Or Pad Pow PRelu Range Reciprocal
+    InstanceNormalization LayerNormalization LeakyRelu Less LessOrEqual Log LogSoftmax Loop MatMul
+    Max MaxPool Mean Min Mod Mul Neg NonMaxSuppression NonZero Not Or Pad Pow PRelu Range Reciprocal
     ReduceL2 ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum Relu Reshape Resize RoiAlign Round
     ScatterElements ScatterND Shape Sigmoid Sign Sin Size Slice Softmax Softplus SpaceToDepth Split
     Sqrt Squeeze Sub Sum Tanh Tile TopK Transpose Trilu Unsqueeze Where Xor
@@ -86,8 +91,10 @@ def check_tensorrt_compat(
         elif bound >= TOPK_MAX_K:
             problems.append(
                 f'TopK {_name(node)}: k can reach {bound}, TensorRT allows at most '
-                f'{TOPK_MAX_K - 1}; lower the pre-NMS top-k (nms_pre / max_per_img)'
+                f'{TOPK_MAX_K - 1}; lower the top-k setting behind it (nms_pre / max_per_img, '
+                'PointRend: subdivision_num_points)'
             )
+    problems += _check_loops(graph, consts)
     inferred = _infer(model)
     problems += _check_nms_types(graph, inferred)
     shapes = _input_shapes(graph, min_shapes)
@@ -338,6 +345,30 @@ def _check_nms_types(graph: onnx.GraphProto, inferred: dict) -> list[str]:
                     f'{TensorProto.DataType.Name(elem)}, must be FLOAT '
                     '(keep decode and NMS in FP32)'
                 )
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# rule 5: loops
+# --------------------------------------------------------------------------------------------
+def _check_loops(graph: onnx.GraphProto, consts: dict) -> list[str]:
+    problems = []
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                problems += _check_loops(attr.g, {**consts, **_constants(attr.g)})
+        if node.op_type != 'Loop':
+            continue
+        body = _attr(node, 'body', None)
+        num_carried = len(node.input) - 2
+        num_scan = len(body.output) - 1 - num_carried if body is not None else 0
+        trip_count = node.input[0] if node.input else ''
+        if num_scan > 0 and trip_count not in consts:
+            problems.append(
+                f'Loop {_name(node)}: {num_scan} scan output(s) with a trip count computed at run '
+                'time; TensorRT needs their length when it builds (carry a fixed-size tensor '
+                'instead, or make the trip count a constant)'
+            )
     return problems
 
 

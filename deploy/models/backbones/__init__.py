@@ -1,7 +1,18 @@
 """Backbones, registered under MMDetection's type names."""
 
 from .darknet import Darknet
+from .hourglass import HourglassNet
+from .mobilenet_v2 import MobileNetV2
 from .resnet import BasicBlock, Bottleneck, ResLayer, ResNet
 from .ssd_vgg import SSDVGG
 
-__all__ = ['SSDVGG', 'BasicBlock', 'Bottleneck', 'Darknet', 'ResLayer', 'ResNet']
+__all__ = [
+    'SSDVGG',
+    'BasicBlock',
+    'Bottleneck',
+    'Darknet',
+    'HourglassNet',
+    'MobileNetV2',
+    'ResLayer',
+    'ResNet',
+]

@@ -1,6 +1,8 @@
 from .anchor_free_head import AnchorFreeHead
 from .anchor_head import AnchorHead
 from .base_dense_head import BaseDenseHead
+from .corner_head import CornerHead
+from .detr_head import DETRHead
 from .fcos_head import FCOSHead
 from .fsaf_head import FSAFHead
 from .retina_head import RetinaHead
@@ -12,6 +14,8 @@ __all__ = [
     'AnchorFreeHead',
     'AnchorHead',
     'BaseDenseHead',
+    'CornerHead',
+    'DETRHead',
     'FCOSHead',
     'FSAFHead',
     'RPNHead',

@@ -1,14 +1,20 @@
 from .base import BaseDetector
+from .cornernet import CornerNet
+from .detr import DETR
+from .point_rend import PointRend
 from .single_stage import FCOS, FSAF, YOLOV3, RetinaNet, SingleStageDetector
 from .two_stage import CascadeRCNN, FasterRCNN, MaskRCNN, TwoStageDetector
 
 __all__ = [
     'BaseDetector',
     'CascadeRCNN',
+    'CornerNet',
+    'DETR',
     'FCOS',
     'FSAF',
     'FasterRCNN',
     'MaskRCNN',
+    'PointRend',
     'RetinaNet',
     'SingleStageDetector',
     'TwoStageDetector',
