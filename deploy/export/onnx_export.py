@@ -307,7 +307,13 @@ def _output_shapes(module: nn.Module, args: tuple, output_names, shape_free: boo
         h, w = min(img.shape[2], _SHAPE_PROBE), min(img.shape[3], _SHAPE_PROBE)
         small = img[:, :, :h, :w]
         probe_shape = torch.minimum(img_shape, img_shape.new_tensor([float(h), float(w)]))
-        args = (small, probe_shape)
+        try:
+            outputs = module(small, probe_shape)
+        except RuntimeError:
+            # A backbone that only works at its own size (SSD's VGG at 300x300, called with
+            # dynamic_size left on) runs the example itself.
+            outputs = module(*args)
+        return {n: tuple(t.shape) for n, t in zip(output_names, outputs)}
     return {n: tuple(t.shape) for n, t in zip(output_names, module(*args))}
 
 
