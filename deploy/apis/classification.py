@@ -7,7 +7,6 @@ detection code never sees a classifier.
 
 from __future__ import annotations
 
-import json
 import pickle
 import time
 from collections.abc import Mapping
@@ -29,7 +28,7 @@ from ..errors import ConfigError, DeployError
 from ..evaluation.accuracy import accuracy
 from ..structures import ClassificationResult
 from .distributed import gather_results, shard_indices
-from .test import TestRun, _write
+from .test import TestRun, _write, write_metrics
 
 #: the metric ``--eval`` names for classifiers
 CLASSIFICATION_METRICS = ('accuracy',)
@@ -175,15 +174,9 @@ def run_classification_test(
         logger(f'drawings of {len(results)} images written to {show_dir}/')
     failures: list[str] = []
     if work_dir and run.metrics:
-        path = Path(work_dir) / f'eval_{time.strftime("%Y%m%d_%H%M%S")}.json'
-        record = dict(
-            config=getattr(cfg, 'filename', None),
-            model=str(model_file),
-            backend=backend,
-            num_images=len(results),
-            metrics=run.metrics,
+        write_metrics(
+            work_dir, cfg, model_file, backend, len(results), run.metrics, logger, failures
         )
-        _write(path, json.dumps(record, indent=2), 'metrics', logger, failures)
     if out:
         payload = pickle.dumps(
             [

@@ -197,15 +197,9 @@ def run_test(
     # Files last: a full disk or a bad path must not cost the evaluation just printed.
     failures = []
     if work_dir and run.metrics:
-        path = Path(work_dir) / f'eval_{time.strftime("%Y%m%d_%H%M%S")}.json'
-        record = dict(
-            config=getattr(cfg, 'filename', None),
-            model=str(model_file),
-            backend=backend,
-            num_images=len(results),
-            metrics=run.metrics,
+        write_metrics(
+            work_dir, cfg, model_file, backend, len(results), run.metrics, logger, failures
         )
-        _write(path, json.dumps(record, indent=2), 'metrics', logger, failures)
     if out:
         payload = pickle.dumps(
             [
@@ -238,6 +232,22 @@ def _progress(loader, backend: str, total: int, enabled: bool):
         for img, metas in loader:
             yield img, metas
             bar.update(len(metas))
+
+
+def write_metrics(
+    work_dir, cfg, model_file, backend: str, num_images: int, metrics: dict, logger, failures
+) -> None:
+    """``work_dir/eval_<time>.json``: the metrics with what produced them (MMDetection's
+    ``--work-dir`` record)."""
+    path = Path(work_dir) / f'eval_{time.strftime("%Y%m%d_%H%M%S")}.json'
+    record = dict(
+        config=getattr(cfg, 'filename', None),
+        model=str(model_file),
+        backend=backend,
+        num_images=num_images,
+        metrics=metrics,
+    )
+    _write(path, json.dumps(record, indent=2), 'metrics', logger, failures)
 
 
 def _write(path, data, what: str, logger, failures: list) -> None:
