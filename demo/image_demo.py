@@ -1,6 +1,7 @@
 """Draw a detector's results on one image, from a checkpoint, an ONNX file or a TensorRT engine.
 
 python demo/image_demo.py demo/demo.jpg CONFIG MODEL [--backend onnxruntime] [--out-file F]
+python demo/image_demo.py demo/demo.jpg CONFIG model.onnx --backend openvino --precision bf16
 """
 
 import sys
@@ -9,7 +10,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deploy.apis.cli import ArgumentParser, add_checkpoint_arguments, run_cli  # noqa: E402
-from deploy.backends import BACKENDS  # noqa: E402
+from deploy.backends import BACKENDS, PRECISION_BACKENDS  # noqa: E402
+from deploy.backends.openvino import PRECISIONS as OPENVINO_PRECISIONS  # noqa: E402
 from deploy.config import add_cfg_options_argument  # noqa: E402
 from deploy.errors import ConfigError  # noqa: E402
 
@@ -21,6 +23,12 @@ def parse_args(argv=None):
     parser.add_argument('model', help='checkpoint (.pth), .onnx or .engine')
     parser.add_argument(
         '--backend', choices=BACKENDS, default=None, help='default: from the model file suffix'
+    )
+    parser.add_argument(
+        '--precision',
+        choices=OPENVINO_PRECISIONS,
+        default=None,
+        help="openvino only: inference precision (default: the file's)",
     )
     parser.add_argument('--out-file', default='result.jpg', help='the picture to write')
     parser.add_argument(
@@ -45,6 +53,11 @@ def main(argv=None) -> int:
         Path(args.model).suffix, 'pytorch'
     )
     device = check_device(args.device) if backend != 'tensorrt' else args.device
+    if args.precision and backend not in PRECISION_BACKENDS:
+        raise ConfigError(
+            f'--precision applies to --backend {" / ".join(PRECISION_BACKENDS)}; {backend} runs '
+            'the precision of the model file'
+        )
 
     from deploy.apis.inference import inference_image
     from deploy.visualization import draw_detections, save_image
@@ -57,6 +70,7 @@ def main(argv=None) -> int:
         cfg_options=args.cfg_options,
         device=device,
         strict=not args.allow_key_mismatch,
+        precision=args.precision,
     )
     from deploy.structures import ClassificationResult
 

@@ -4,6 +4,9 @@ the ONNX exporters.
     python tools/benchmark.py CONFIG model.onnx checkpoint.pth --backend onnxruntime pytorch \
         --shape 800 1216 --batch-size 1 --warmup 5 --iters 20 --threads 2 \
         --json work_dirs/bench.json --plot work_dirs/bench.png
+    python tools/benchmark.py CONFIG model.onnx model.int8.onnx model.onnx model.onnx \
+        --backend onnxruntime onnxruntime openvino openvino --precision auto auto fp32 bf16 \
+        --rounds 3
     python tools/benchmark.py --export-time CONFIG checkpoint.pth --shape 800 1216
 
 See docs/benchmark.md for what is timed and the JSON schema.
@@ -36,7 +39,22 @@ def parse_args(argv=None):
         nargs='+',
         choices=BACKENDS,
         default=None,
-        help='one per MODEL (default: from each file suffix)',
+        help='one per MODEL (default: from each file suffix; openvino must be named)',
+    )
+    parser.add_argument(
+        '--precision',
+        nargs='+',
+        choices=('auto', 'fp32', 'bf16', 'int8'),
+        default=None,
+        help='one per MODEL: the inference precision of backends that choose it at load '
+        "(openvino); auto = the file's",
+    )
+    parser.add_argument(
+        '--rounds',
+        type=int,
+        default=1,
+        help='measure the models in turn this many times over (A B A B ..), merging the '
+        'samples: ratios stay fair when the load of a shared machine changes',
     )
     parser.add_argument(
         '--shape',
@@ -114,6 +132,7 @@ def check_args(args) -> None:
     check_positive('--batch-size', args.batch_size, allow_none=False)
     check_non_negative('--warmup', args.warmup)
     check_positive('--iters', args.iters, allow_none=False)
+    check_positive('--rounds', args.rounds, allow_none=False)
     check_positive('--threads', args.threads)
     check_positive('--profile-iters', args.profile_iters, allow_none=False)
     check_positive('--peak-size', args.peak_size, allow_none=False)
@@ -170,6 +189,8 @@ def main(argv=None) -> int:
             ort_profile=not args.no_ort_profile,
             profile_iters=args.profile_iters,
             peak_size=args.peak_size,
+            precisions=args.precision,
+            rounds=args.rounds,
             logger=log,
         )
     print(format_markdown(report))

@@ -90,6 +90,13 @@ def parse_args(argv=None):
         help='check the model and compare ONNX Runtime with PyTorch',
     )
     parser.add_argument(
+        '--verify-backends',
+        nargs='+',
+        default=('onnxruntime',),
+        metavar='BACKEND',
+        help='engines to verify on, one table each: onnxruntime (always), openvino, openvino:bf16',
+    )
+    parser.add_argument(
         '--preprocess-in-graph',
         action='store_true',
         help='the graph takes decoded images (uint8 BGR [B, H, W, 3], any size), resizes, '
@@ -106,6 +113,8 @@ def parse_args(argv=None):
         parser.add_argument(old, nargs='*', help=argparse.SUPPRESS)
     add_cfg_options_argument(parser)
     args = parser.parse_args(argv)
+    if tuple(args.verify_backends) != ('onnxruntime',) and not args.verify:
+        parser.error('--verify-backends needs --verify')
     if args.checkpoint and args.checkpoint_flag and args.checkpoint != args.checkpoint_flag:
         parser.error('give the checkpoint once: positional or --checkpoint')
     args.checkpoint = args.checkpoint or args.checkpoint_flag
@@ -142,6 +151,7 @@ def main(argv=None) -> int:
         show=args.show,
         precision=args.precision,
         preprocess_in_graph=args.preprocess_in_graph,
+        verify_backends=tuple(args.verify_backends),
     )
     if args.verify:
         if not result.verified:

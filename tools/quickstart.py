@@ -1,6 +1,7 @@
 """The one-command tour: generate the data set, then export + verify + evaluate the bundled
-models on PyTorch and ONNX Runtime, and print the model x backend x {box AP, mask AP, top-1,
-latency} table. About 6 minutes on a quiet 2-core machine.
+models on PyTorch, ONNX Runtime and OpenVINO (FP32, BF16, and the INT8 file from
+tools/quantize.py on both engines), and print the model x backend x {box AP, mask AP, top-1,
+latency} table (one row per engine and precision). About 8 minutes on a quiet 2-core machine.
 
     python tools/quickstart.py
 """

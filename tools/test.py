@@ -17,7 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deploy.apis.cli import ArgumentParser, add_checkpoint_arguments, run_cli  # noqa: E402
-from deploy.backends import BACKENDS  # noqa: E402
+from deploy.backends import BACKENDS, PRECISION_BACKENDS  # noqa: E402
+from deploy.backends.openvino import PRECISIONS as OPENVINO_PRECISIONS  # noqa: E402
 from deploy.config import add_cfg_options_argument  # noqa: E402
 from deploy.errors import ConfigError  # noqa: E402
 
@@ -26,9 +27,17 @@ def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='model config (its test data set is used)')
     parser.add_argument(
-        'model', help='checkpoint (pytorch), .onnx (onnxruntime, tensorrt) or .engine (tensorrt)'
+        'model',
+        help='checkpoint (pytorch), .onnx (onnxruntime, openvino, tensorrt) or .engine (tensorrt)',
     )
     parser.add_argument('--backend', choices=BACKENDS, required=True, help='runtime to use')
+    parser.add_argument(
+        '--precision',
+        choices=OPENVINO_PRECISIONS,
+        default=None,
+        help="openvino only: inference precision (default: the file's; int8 needs a file from "
+        'tools/quantize.py)',
+    )
     parser.add_argument('--out', help='pickle file for the results (.pkl / .pickle)')
     parser.add_argument(
         '--format-only',
@@ -94,6 +103,11 @@ def parse_args(argv=None):
         parser.error('--eval and --format-only are exclusive')
     if args.out and not args.out.endswith(('.pkl', '.pickle')):
         parser.error('--out must end in .pkl or .pickle')
+    if args.precision and args.backend not in PRECISION_BACKENDS:
+        parser.error(
+            f'--precision applies to --backend {" / ".join(PRECISION_BACKENDS)}; '
+            f'{args.backend} runs the precision of the model file'
+        )
     return args
 
 
@@ -172,6 +186,7 @@ def main(argv=None) -> int:
             show_dir=args.show_dir,
             show_score_thr=args.show_score_thr,
             launcher=args.launcher,
+            precision=args.precision,
         )
     finally:
         cleanup_distributed()

@@ -1,13 +1,14 @@
 """The export job behind ``tools/pytorch2onnx.py``: prepare inputs, export, simplify, verify."""
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
+from ..backends import build_backend
 from ..backends.onnxruntime import OnnxRuntimeBackend
 from ..config import get_preprocess_cfg, load_config
 from ..config.classification import is_classifier_cfg
@@ -50,10 +51,30 @@ def producer_versions() -> dict:
 class ExportResult:
     output_file: Path
     verify_rows: list[VerifyRow] | None = None
+    #: rows of the further ``verify_backends`` (``openvino``, ``openvino:bf16``, ...)
+    backend_rows: dict[str, list[VerifyRow]] = field(default_factory=dict)
 
     @property
     def verified(self) -> bool:
-        return self.verify_rows is not None and all(r.passed for r in self.verify_rows)
+        return (
+            self.verify_rows is not None
+            and all(r.passed for r in self.verify_rows)
+            and all(r.passed for rows in self.backend_rows.values() for r in rows)
+        )
+
+
+def parse_verify_backend(name: str) -> tuple[str, str | None]:
+    """``'openvino:bf16'`` -> ``('openvino', 'bf16')``; ``'onnxruntime'`` -> ``(.., None)``."""
+    from ..backends import BACKENDS, PRECISION_BACKENDS
+
+    backend, _, precision = name.partition(':')
+    if backend not in BACKENDS or backend in ('pytorch', 'tensorrt'):
+        raise ExportError(
+            f'--verify-backends: unknown backend {backend!r} (onnxruntime, openvino, openvino:bf16)'
+        )
+    if precision and backend not in PRECISION_BACKENDS:
+        raise ExportError(f'--verify-backends: {backend} takes no precision ({name!r})')
+    return backend, precision or None
 
 
 def build_pipeline(cfg, input_shape: tuple[int, int] | None = None):
@@ -105,6 +126,7 @@ def export_model(
     show=False,
     precision=DEFAULT_PRECISION,
     preprocess_in_graph=False,
+    verify_backends=('onnxruntime',),
     logger=print,
 ) -> ExportResult:
     """Export ``config`` + ``checkpoint`` to ONNX and optionally verify it (see the tool's help).
@@ -118,6 +140,9 @@ def export_model(
     ``preprocess_in_graph`` exports a graph that takes decoded images (``image [B, H, W, 3]``
     uint8 BGR, any size) and returns boxes in image pixels (:mod:`deploy.ops.preprocess`); its
     verification reports how far the in-graph resize is from OpenCV's.
+    ``verify_backends``: the engines the file is verified on (``onnxruntime`` always; e.g.
+    ``openvino``, ``openvino:bf16``), each with its own table and the tolerances of the
+    precision it computes in.
     """
     # Everything that can be checked in a second is, before a model is built.
     cfg = load_config(config, cfg_options) if isinstance(config, (str, Path)) else config
@@ -137,6 +162,8 @@ def export_model(
             '--verify compares detections: it needs the post-processed graph '
             '(drop --skip-postprocess)'
         )
+    extra_backends = [parse_verify_backend(b) for b in verify_backends or ()]
+    extra_backends = [b for b in extra_backends if b != ('onnxruntime', None)]
     image = load_image(input_img)
     other = load_image(test_img) if test_img else second_view(image)
 
@@ -148,6 +175,10 @@ def export_model(
     if classifier and (fp16 or preprocess_in_graph):
         flag = '--precision fp16' if fp16 else '--preprocess-in-graph'
         raise ExportError(f'{flag} is not supported for classifiers yet: export without it')
+    if classifier and extra_backends:
+        raise ExportError(
+            '--verify-backends: classifiers are verified on ONNX Runtime only (drop the others)'
+        )
     static_shape = None if dynamic else tuple(shape or default_static_shape(cfg))
     # A pipeline that resizes every image to one size (keep_ratio=False, e.g. SSD300) gives a
     # graph with a dynamic batch and that fixed size.
@@ -205,7 +236,10 @@ def export_model(
                 _check_runs(staged, device)
         result = ExportResult(output_file)
         if verify:
-            with stages('verify against PyTorch (ONNX Runtime)'):
+            engines = ', '.join(
+                ['ONNX Runtime', *(b + (f' {p}' if p else '') for b, p in extra_backends)]
+            )
+            with stages(f'verify against PyTorch ({engines})'):
                 second = pipeline(other)
                 cases = [
                     VerifyCase('input-img', *collate([first]), images=[image]),
@@ -233,10 +267,20 @@ def export_model(
                     result.verify_rows = _verify(
                         model.cpu(), staged, cases, img, img_shape, export_kwargs, precision
                     )
+                for backend, engine_precision in extra_backends:
+                    label = backend + (f':{engine_precision}' if engine_precision else '')
+                    result.backend_rows[label] = verify_backend(
+                        model.cpu(),
+                        build_backend(backend, staged, device=device, precision=engine_precision),
+                        cases,
+                        tolerances=TOLERANCES[engine_precision or precision],
+                    )
             if classifier:
                 logger(format_classifier_verify_table(result.verify_rows, 'onnxruntime'))
             else:
                 logger(format_verify_table(result.verify_rows, 'onnxruntime'))
+            for label, rows in result.backend_rows.items():
+                logger(format_verify_table(rows, label))
             if in_graph is not None:
                 logger(resize_difference(in_graph, [image, other], pipeline))
             if not result.verified:

@@ -21,13 +21,16 @@ def inference_image(
     cfg_options=None,
     device: str = 'cpu',
     strict: bool = True,
+    precision: str | None = None,
     logger=print,
 ) -> tuple[np.ndarray, DetectionResult | ClassificationResult, tuple | None]:
     """Run one image; returns ``(BGR image, result in image coordinates, class names)`` (a
-    classifier's result: its class scores)."""
+    classifier's result: its class scores). ``precision``: for backends that choose it at load
+    (``openvino``); ``None``: the file's."""
     cfg = load_config(config, cfg_options) if isinstance(config, (str, Path)) else config
     image = load_image(img_path)  # a bad image is reported before the model is loaded
-    runner = build_backend(backend, model_file, cfg=cfg, device=device, strict=strict)
+    extra = {} if precision is None else dict(precision=precision)
+    runner = build_backend(backend, model_file, cfg=cfg, device=device, strict=strict, **extra)
     plan = plan_run(runner, cfg, model_file, logger)
     img, metas = collate([plan.pipeline()(image)])
     outputs = runner(network_inputs(img, metas))

@@ -12,6 +12,10 @@ classifiers list ``accuracy``, their top-1 accuracy in percent):
         floor: {bbox: 50.0}
         backends: {onnxruntime: {bbox: 0.1}}
 
+An entry may name a backend with an inference precision (``openvino:bf16``), and may quantise its
+export to INT8 first (``quantize: {calib_images: 32}``, the options of ``tools/quantize.py``);
+entries with the same config, checkpoint and export options share one export.
+
 The job fails (non-zero exit in the tool) when PyTorch is below its floor, a backend is more than
 its tolerance below PyTorch, or export verification fails.
 """
@@ -23,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from ..backends import BACKENDS, PRECISION_BACKENDS
 from ..errors import ConfigError, DeployError
 from ..fileio import write_atomic
 from .export import export_model
@@ -30,6 +35,17 @@ from .test import run_test
 
 #: what an entry's ``export`` mapping may set (keyword arguments of ``export_model``)
 EXPORT_OPTIONS = ('exporter', 'precision', 'preprocess_in_graph', 'simplify')
+
+#: what an entry's ``quantize`` mapping may set (keyword arguments of ``quantize_model``)
+QUANTIZE_OPTIONS = (
+    'calib_images',
+    'calib_split',
+    'check_images',
+    'method',
+    'per_channel',
+    'roi_heads',
+    'min_parity_ap',
+)
 
 #: metric name in a regression file -> key of the test run's metrics (evaluate_coco's, or the
 #: classifier's top-1 accuracy)
@@ -74,12 +90,25 @@ def load_regression_file(path: str | Path) -> list[dict]:
         for key in ('name', 'config', 'checkpoint', 'metrics'):
             if key not in entry:
                 raise ConfigError(f'`{key}` missing in an entry of {path}')
-        unknown = sorted(set(entry.get('export') or {}) - set(EXPORT_OPTIONS))
-        if unknown:
-            raise ConfigError(
-                f'unknown `export` keys {unknown} in entry {entry["name"]} of {path} '
-                f'(known: {", ".join(EXPORT_OPTIONS)})'
-            )
+        for section, known in (('export', EXPORT_OPTIONS), ('quantize', QUANTIZE_OPTIONS)):
+            unknown = sorted(set(entry.get(section) or {}) - set(known))
+            if unknown:
+                raise ConfigError(
+                    f'unknown `{section}` keys {unknown} in entry {entry["name"]} of {path} '
+                    f'(known: {", ".join(known)})'
+                )
+        for backend in entry.get('backends') or {}:
+            name, _, precision = str(backend).partition(':')
+            if name not in BACKENDS:
+                raise ConfigError(
+                    f'unknown backend {name!r} in entry {entry["name"]} of {path} '
+                    f'(known: {", ".join(BACKENDS)})'
+                )
+            if precision and name not in PRECISION_BACKENDS:
+                raise ConfigError(
+                    f'backend {backend!r} in entry {entry["name"]} of {path}: only '
+                    f'{", ".join(PRECISION_BACKENDS)} takes a precision'
+                )
     return entries
 
 
@@ -104,25 +133,44 @@ def run_regression(
     work_dir = Path(work_dir)
     rows: list[BackendRow] = []
     references: dict[str, BackendRow] = {}  # one PyTorch run serves every export of a model
+    exports: dict[str, tuple] = {}  # one export serves every entry with the same options
     for entry in entries:
         name, metrics = entry['name'], tuple(entry['metrics'])
         options = dict(entry.get('cfg_options') or {}, **(cfg_options or {}))
         deployed_options = dict(options, **(export_cfg_options or {}))
-        onnx_file = work_dir / f'{name}.onnx'
-        logger(f'== {name}: export + verify')
         export_kwargs = {'exporter': exporter} if exporter else {}
         export_kwargs.update(entry.get('export') or {})
-        exported = export_model(
-            entry['config'],
-            entry['checkpoint'],
-            onnx_file,
-            input_img=entry.get('input_img', 'demo/demo.jpg'),
-            dynamic=True,
-            verify=True,
-            cfg_options=deployed_options,
-            logger=logger,
-            **export_kwargs,
+        export_key = repr(
+            (
+                entry['config'],
+                entry['checkpoint'],
+                sorted(export_kwargs.items()),
+                sorted(deployed_options.items()),
+            )
         )
+        if export_key in exports:
+            onnx_file, exported = exports[export_key]
+            logger(f'== {name}: reusing the export {onnx_file}')
+        else:
+            onnx_file = work_dir / f'{name}.onnx'
+            logger(f'== {name}: export + verify')
+            exported = export_model(
+                entry['config'],
+                entry['checkpoint'],
+                onnx_file,
+                input_img=entry.get('input_img', 'demo/demo.jpg'),
+                dynamic=True,
+                verify=True,
+                cfg_options=deployed_options,
+                logger=logger,
+                **export_kwargs,
+            )
+            exports[export_key] = (onnx_file, exported)
+        quantize_failure = None
+        if entry.get('quantize') is not None:
+            onnx_file, quantize_failure = _quantize(
+                entry, onnx_file, work_dir / f'{name}.int8.onnx', deployed_options, logger
+            )
         key = repr((entry['config'], entry['checkpoint'], metrics, sorted(options.items())))
         if key not in references:
             references[key] = _evaluate(
@@ -141,6 +189,8 @@ def run_regression(
             row = _evaluate(entry, backend, onnx_file, metrics, deployed_options, logger)
             if not exported.verified:
                 row.failures.append('export verification failed')
+            if quantize_failure:
+                row.failures.append(quantize_failure)
             for metric, tol in (tolerances or {}).items():
                 drop = reference.ap.get(metric, 0.0) - row.ap.get(metric, 0.0)
                 if drop > tol + 1e-9:
@@ -152,13 +202,34 @@ def run_regression(
     return rows
 
 
+def _quantize(entry, fp32_file, int8_file, options, logger) -> tuple[Path, str | None]:
+    """The entry's FP32 export quantised to INT8; a parity check below its gate is a failure
+    of the entry's rows (the file is still evaluated)."""
+    from .quantize import quantize_model
+
+    logger(f'== {entry["name"]}: quantise {fp32_file} to INT8')
+    result = quantize_model(
+        entry['config'],
+        fp32_file,
+        int8_file,
+        cfg_options=options,
+        logger=logger,
+        **(entry.get('quantize') or {}),
+    )
+    if result.calibration.get('check_images') and not result.passed:
+        return int8_file, f'INT8 parity AP {result.parity_ap:.3f} below its gate'
+    return int8_file, None
+
+
 def _evaluate(entry, backend, model_file, metrics, options, logger) -> BackendRow:
     logger(f'== {entry["name"]}: evaluate on {backend}')
+    engine, _, precision = backend.partition(':')
     try:
         run = run_test(
             entry['config'],
             model_file,
-            backend,
+            engine,
+            precision=precision or None,
             cfg_options=options,
             metrics=metrics,
             class_map=entry.get('class_map'),

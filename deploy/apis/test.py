@@ -66,6 +66,7 @@ def run_test(
     show_dir: str | None = None,
     show_score_thr: float = 0.3,
     launcher: str = 'none',
+    precision: str | None = None,
     progress: bool = True,
     logger=print,
 ) -> TestRun:
@@ -85,6 +86,8 @@ def run_test(
             ``work_dir``: folder for ``eval_<time>.json`` with the metrics. Metrics are computed
             and logged before any file is written, and written even if ``out`` cannot be.
         show_dir: draw detections above ``show_score_thr`` into this folder.
+        precision: inference precision of backends that choose it at load time (``openvino``:
+            ``fp32``, ``bf16``, ``int8``); ``None``: the file's.
         launcher: ``'pytorch'`` under ``torchrun``: each rank runs its shard of the data set on
             its own backend session (GPU ``LOCAL_RANK`` for ``cuda``), rank 0 gathers the results
             and alone writes and evaluates; the other ranks return their shard, without metrics.
@@ -96,8 +99,15 @@ def run_test(
     if rank != 0:
         progress, logger = False, _silent
     # The model first: a bad model file is reported before any data is touched.
+    extra = {} if precision is None else dict(precision=precision)
     runner = build_backend(
-        backend, model_file, cfg=cfg, device=device, num_threads=num_threads, strict=strict
+        backend,
+        model_file,
+        cfg=cfg,
+        device=device,
+        num_threads=num_threads,
+        strict=strict,
+        **extra,
     )
     plan = plan_run(runner, cfg, model_file, logger)
     if plan.max_batch is not None and batch_size > plan.max_batch:

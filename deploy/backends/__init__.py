@@ -1,11 +1,13 @@
-"""Backends behind one interface (:class:`Backend`): PyTorch, ONNX Runtime, TensorRT."""
+"""Backends behind one interface (:class:`Backend`): PyTorch, ONNX Runtime, OpenVINO, TensorRT."""
 
 from pathlib import Path
 
 from ..errors import BackendError
 from .base import Backend
 
-BACKENDS = ('pytorch', 'onnxruntime', 'tensorrt')
+BACKENDS = ('pytorch', 'onnxruntime', 'openvino', 'tensorrt')
+#: backends that choose the inference precision at load time (``precision=``)
+PRECISION_BACKENDS = ('openvino',)
 
 
 def build_backend(
@@ -19,8 +21,15 @@ def build_backend(
     """Load ``model_file`` on backend ``name``.
 
     ``pytorch`` takes a checkpoint (``cfg`` builds the model); ``onnxruntime`` an ``.onnx`` file;
-    ``tensorrt`` an ``.engine`` or an ``.onnx`` file to build (and cache) an engine from.
+    ``openvino`` an ``.onnx`` file (``precision``: ``fp32``, ``bf16``, ``int8``; default the
+    file's); ``tensorrt`` an ``.engine`` or an ``.onnx`` file to build (and cache) an engine from.
     """
+    precision = kwargs.pop('precision', None)
+    if precision is not None and name not in PRECISION_BACKENDS:
+        raise BackendError(
+            f'a precision is chosen at load time only by {", ".join(PRECISION_BACKENDS)}; '
+            f'{name} runs the precision of the file (export or quantise it in {precision})'
+        )
     if name == 'pytorch':
         import torch
 
@@ -35,6 +44,12 @@ def build_backend(
         from .onnxruntime import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(model_file, device=device, num_threads=num_threads)
+    if name == 'openvino':
+        from .openvino import OpenVINOBackend
+
+        return OpenVINOBackend(
+            model_file, device=device, num_threads=num_threads, precision=precision
+        )
     if name == 'tensorrt':
         try:
             from .tensorrt import TensorRTBackend
@@ -44,4 +59,4 @@ def build_backend(
     raise BackendError(f'unknown backend {name!r}; choose one of {", ".join(BACKENDS)}')
 
 
-__all__ = ['BACKENDS', 'Backend', 'build_backend']
+__all__ = ['BACKENDS', 'PRECISION_BACKENDS', 'Backend', 'build_backend']

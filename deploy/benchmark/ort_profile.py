@@ -66,7 +66,8 @@ def attribute_profile(events: list[dict], classes: dict[str, str], warmup: int =
 
     Returns per-run means in milliseconds: ``run_ms``, ``network_ms``, ``postprocess_ms``,
     ``unattributed_ms`` (nodes missing from the graph), ``overhead_ms``, the share
-    ``postprocess_share = postprocess_ms / run_ms`` and the post-processing ms per op type.
+    ``postprocess_share = postprocess_ms / run_ms``, the post-processing ms per op type and
+    ``by_op_ms``, the ms of every op type (fused ORT kernels such as ``QLinearConv``).
     """
     runs = sorted(
         (e for e in events if e.get('cat') == 'Session' and e.get('name') == 'model_run'),
@@ -77,6 +78,7 @@ def attribute_profile(events: list[dict], classes: dict[str, str], warmup: int =
     windows = [(r['ts'], r['ts'] + r['dur']) for r in runs]
     totals = defaultdict(float)
     post_by_op = defaultdict(float)
+    by_op = defaultdict(float)
     suffix = '_kernel_time'
     for event in events:
         if event.get('cat') != 'Node' or not event.get('name', '').endswith(suffix):
@@ -86,6 +88,7 @@ def attribute_profile(events: list[dict], classes: dict[str, str], warmup: int =
             continue
         kind = classes.get(event['name'][: -len(suffix)], 'unattributed')
         totals[kind] += event['dur']
+        by_op[event.get('args', {}).get('op_name', '?')] += event['dur']
         if kind == 'postprocess':
             post_by_op[event.get('args', {}).get('op_name', '?')] += event['dur']
     n = len(runs)
@@ -103,6 +106,8 @@ def attribute_profile(events: list[dict], classes: dict[str, str], warmup: int =
         postprocess_by_op_ms={
             k: v * ms for k, v in sorted(post_by_op.items(), key=lambda kv: -kv[1])
         },
+        # every node kernel by op type: which kernels ran (QLinearConv = INT8, FusedConv = FP32)
+        by_op_ms={k: v * ms for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])},
         rule=RULE,
     )
 

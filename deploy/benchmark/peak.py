@@ -72,3 +72,94 @@ def measure_peak_flops(
             repeats=repeats, n=n, call='np.dot' if library == 'numpy' else 'torch.matmul'
         ),
     )
+
+
+INT8_METHOD = 'best of {repeats} x ONNX Runtime MatMulInteger uint8 {n}x{n} @ int8 {n}x{n}'
+
+
+def measure_int8_peak(num_threads: int | None = None, n: int = 2048, repeats: int = 5) -> dict:
+    """The practical INT8 peak: ONNX Runtime's integer GEMM (``MatMulInteger``, uint8 activations
+    x int8 constant weights: the MLAS kernels behind ``QLinearConv`` -- AVX512-VNNI or AMX where
+    the CPU has them), ``2 n^3`` integer operations a call.
+
+    Returns ``dict(gops, seconds, n, repeats, threads, library, method)`` (``gops``: GOP/s).
+    """
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    gen = np.random.default_rng(0)
+    weight = gen.integers(-127, 128, (n, n), dtype=np.int8)
+    graph = helper.make_graph(
+        [helper.make_node('MatMulInteger', ['a', 'b'], ['y'])],
+        'int8_peak',
+        [helper.make_tensor_value_info('a', TensorProto.UINT8, [n, n])],
+        [helper.make_tensor_value_info('y', TensorProto.INT32, [n, n])],
+        [numpy_helper.from_array(weight, 'b')],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if num_threads:
+        options.intra_op_num_threads = num_threads
+        options.inter_op_num_threads = 1
+    session = ort.InferenceSession(
+        model.SerializeToString(),
+        options,
+        providers=['CPUExecutionProvider'],
+    )
+    feed = {'a': gen.integers(0, 256, (n, n), dtype=np.uint8)}
+    for _ in range(2):
+        session.run(None, feed)
+    best = float('inf')
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, feed)
+        best = min(best, time.perf_counter() - start)
+    return dict(
+        gops=2.0 * n**3 / best / 1e9,
+        seconds=best,
+        n=n,
+        repeats=repeats,
+        threads=num_threads or session.get_session_options().intra_op_num_threads,
+        library=f'onnxruntime {ort.__version__}',
+        method=INT8_METHOD.format(repeats=repeats, n=n),
+    )
+
+
+#: CPU features that decide which integer / bfloat16 kernels the runtimes pick
+ISA_FLAGS = (
+    'avx2',
+    'avx512f',
+    'avx512_vnni',
+    'avx_vnni',
+    'avx512_bf16',
+    'amx_tile',
+    'amx_int8',
+    'amx_bf16',
+)
+
+
+def cpu_isa() -> dict:
+    """``{flag: bool}`` for :data:`ISA_FLAGS` from ``/proc/cpuinfo``, and ``int8_gemm``: the integer
+    GEMM path ONNX Runtime's MLAS selects from them (AMX, else AVX512-VNNI, else AVX-VNNI, else
+    AVX512BW/AVX2 without VNNI)."""
+    flags: set[str] = set()
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('flags'):
+                    flags = set(line.split(':', 1)[1].split())
+                    break
+    except OSError:
+        pass
+    isa = {flag: flag in flags for flag in ISA_FLAGS}
+    if isa['amx_int8']:
+        path = 'AMX (tile) U8S8'
+    elif isa['avx512_vnni']:
+        path = 'AVX512-VNNI U8S8'
+    elif isa['avx_vnni']:
+        path = 'AVX-VNNI U8S8'
+    else:
+        path = 'AVX512BW/AVX2 U8S8 (no VNNI)'
+    isa['int8_gemm'] = path if flags else 'unknown'
+    return isa

@@ -21,14 +21,18 @@ def format_markdown(report: dict) -> str:
     """The inference report as a Markdown table (milliseconds per batch: mean / median / p90)."""
     if report.get('kind') == 'export':
         return format_export_markdown(report)
+    rounds = report.get('rounds', 1)
+    first = next(iter(report['backends']), None)
     lines = [
         f'Batch {report["batch_size"]} at {report["shape"][0]}x{report["shape"][1]}, '
         f'{report["threads"]} threads, {report["iters"]} timed iterations after '
-        f'{report["warmup"]} warm-up; ms per batch as mean / median / p90.',
+        f'{report["warmup"]} warm-up'
+        + (f', in {rounds} interleaved rounds (A B .. A B ..)' if rounds > 1 else '')
+        + f"; ms per batch as mean / median / p90; ratio = mean infer / total over {first}'s.",
         '',
         '| backend | pre ms | infer ms | post ms | total ms | img/s | peak RSS MiB | GFLOPs | '
-        '% of peak | ORT in-graph post |',
-        '|---|---|---|---|---|---|---|---|---|---|',
+        '% of peak | ORT in-graph post | precision | ratio infer / total |',
+        '|---|---|---|---|---|---|---|---|---|---|---|---|',
     ]
     for name, result in report['backends'].items():
         latency = result['latency_ms']
@@ -47,6 +51,9 @@ def format_markdown(report: dict) -> str:
             if profile
             else '-'
         )
+        cells.append(result.get('precision') or '-')
+        ratio = result.get('ratio')
+        cells.append(f'{ratio["infer"]:.2f} / {ratio["total"]:.2f}' if ratio else '-')
         lines.append('| ' + ' | '.join(cells) + ' |')
     peak = report.get('peak')
     if peak:
@@ -54,6 +61,27 @@ def format_markdown(report: dict) -> str:
             '',
             f'FP32 peak: {peak["gflops"]:.1f} GFLOP/s ({peak["method"]}, '
             f'{peak["threads"]} threads).',
+        ]
+    peak_int8 = report.get('peak_int8')
+    if peak_int8:
+        lines.append(
+            f'INT8 peak: {peak_int8["gops"]:.1f} GOP/s ({peak_int8["method"]}); "% of peak" of '
+            'INT8 models is of this peak.'
+        )
+    isa = report.get('environment', {}).get('isa')
+    if isa:
+        have = [flag for flag, on in isa.items() if on is True]
+        lines.append(
+            f'CPU: {", ".join(have) or "no AVX2"}; integer GEMM path of ONNX Runtime (MLAS, by '
+            f'CPUID): {isa.get("int8_gemm")}.'
+        )
+    kernels = kernel_lines(report)
+    if kernels:
+        lines += [
+            '',
+            'Kernels that ran (share of node time; OpenVINO: layers by runtime precision '
+            'and kernel):',
+            *kernels,
         ]
     flops = report.get('flops')
     if flops:
@@ -64,6 +92,25 @@ def format_markdown(report: dict) -> str:
     if report.get('busy'):
         lines.append(_busy_warning(report))
     return '\n'.join(lines)
+
+
+def kernel_lines(report: dict, top: int = 4) -> list[str]:
+    """One line per backend: its heaviest ONNX Runtime op kernels (from the profiler pass) or
+    OpenVINO's most common (layer, precision, kernel) triples."""
+    lines = []
+    for name, result in report['backends'].items():
+        profile = result.get('ort_profile') or {}
+        by_op = profile.get('by_op_ms')
+        if by_op:
+            total = sum(by_op.values()) or 1.0
+            parts = [f'{op} {ms:.0f} ms ({100 * ms / total:.0f}%)' for op, ms in by_op.items()]
+            lines.append(f'- {name}: ' + ', '.join(parts[:top]))
+        ov = result.get('openvino_kernels')
+        if ov:
+            parts = [f'{count} x {kind}' for kind, count in ov.items() if ' ' in kind]
+            convs = [p for p in parts if 'Convolution' in p or 'FullyConnected' in p]
+            lines.append(f'- {name}: ' + ', '.join((convs or parts)[:top]))
+    return lines
 
 
 def _busy_warning(report: dict) -> str:
@@ -81,13 +128,14 @@ def format_export_markdown(report: dict) -> str:
         f'({"dynamic" if report["dynamic"] else "static"}), opset {report["opset"]}, '
         f'{report["threads"]} threads.',
         '',
-        '| exporter | wall s | peak RSS MiB | RSS before export MiB | file MiB | nodes |',
-        '|---|---|---|---|---|---|',
+        '| exporter | wall s | CPU s | peak RSS MiB | RSS before export MiB | file MiB | nodes |',
+        '|---|---|---|---|---|---|---|',
     ]
     for name, result in report['exports'].items():
         memory = result['memory_mb']
         lines.append(
-            f'| {name} | {result["wall_s"]:.2f} | {_fmt(memory["peak_rss"], ".0f")} | '
+            f'| {name} | {result["wall_s"]:.2f} | {_fmt(result.get("cpu_s"), ".1f")} | '
+            f'{_fmt(memory["peak_rss"], ".0f")} | '
             f'{_fmt(memory["rss_before_export"], ".0f")} | {result["file_mb"]:.2f} | '
             f'{result["num_nodes"]} |'
         )

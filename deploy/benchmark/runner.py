@@ -25,7 +25,7 @@ from ..progress import Stages
 
 SCHEMA_VERSION = 1
 STAGES = ('pre', 'infer', 'post', 'total')
-_SUFFIX_BACKEND = {
+_SUFFIX_BACKEND = {  # openvino reads .onnx too: name it with --backend
     '.onnx': 'onnxruntime',
     '.pth': 'pytorch',
     '.pt': 'pytorch',
@@ -143,6 +143,8 @@ def environment(threads: int) -> dict:
     import numpy
     import torch
 
+    from .peak import cpu_isa
+
     env = dict(
         python=platform.python_version(),
         platform=platform.platform(),
@@ -154,6 +156,7 @@ def environment(threads: int) -> dict:
         numpy=numpy.__version__,
         cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         threads=threads,
+        isa=cpu_isa(),
     )
     try:
         import onnxruntime
@@ -161,6 +164,12 @@ def environment(threads: int) -> dict:
         env['onnxruntime'] = onnxruntime.__version__
     except ImportError:
         env['onnxruntime'] = None
+    try:
+        from importlib.metadata import version
+
+        env['openvino'] = version('openvino')
+    except Exception:  # not installed
+        env['openvino'] = None
     return env
 
 
@@ -229,6 +238,8 @@ def run_benchmark(
     profile_iters: int = 5,
     peak_size: int = 2048,
     count_flops: bool = True,
+    precisions: list[str] | None = None,
+    rounds: int = 1,
     logger=print,
 ) -> dict:
     """Benchmark each ``(backend, model file)`` and return the report (see ``docs/benchmark.md``).
@@ -242,17 +253,24 @@ def run_benchmark(
             allowed); the same for every backend and for the peak measurement.
         checkpoint: weights for FLOP counting (default: the pytorch backend's checkpoint, else
             random weights: the dense part's count does not depend on weights).
+        precisions: per model, the inference precision of backends that choose it at load
+            (``openvino``: ``fp32``, ``bf16``, ``int8``; ``auto``: the file's); one value for all.
+        rounds: the models are measured in turn, ``rounds`` times over (A B C A B C ...), each
+            time ``iters`` timed iterations in a fresh process, and the samples merged: a load
+            that comes and goes on a shared machine then hits every model alike, and the ratios
+            to the first model (``ratio``) compare like with like.
     """
     from ..config import load_config
     from .stats import summarize  # noqa: F401  (fail here, not in a worker, if numpy is broken)
 
-    if batch_size < 1 or iters < 1 or warmup < 0:
-        raise ConfigError('--batch-size and --iters must be >= 1 and --warmup >= 0')
+    if batch_size < 1 or iters < 1 or warmup < 0 or rounds < 1:
+        raise ConfigError('--batch-size, --iters and --rounds must be >= 1 and --warmup >= 0')
     if not Path(image).is_file():
         raise ConfigError(f'image not found: {image}')
     threads = threads or default_threads()
     cfg = load_config(config, cfg_options)
     pairs = pair_models([str(m) for m in models], backends)
+    wanted = pair_precisions(pairs, precisions)
     shape = resolve_shape(cfg, pairs, shape)
     check_batch(pairs, batch_size)
     report = dict(
@@ -265,36 +283,46 @@ def run_benchmark(
         batch_size=batch_size,
         warmup=warmup,
         iters=iters,
+        rounds=rounds,
         threads=threads,
         device=device,
         environment=environment(threads),
         load_average_start=load_average(),
         backends={},
     )
-    stages = Stages(total=len(pairs) + 1 + int(count_flops), logger=logger)
-    for backend, model in pairs:
-        key = backend if backend not in report['backends'] else f'{backend}:{Path(model).name}'
-        spec = dict(
-            mode='backend',
-            backend=backend,
-            model_file=str(model),
-            config=str(config),
-            cfg_options=repr(cfg_options),
-            image=str(image),
-            shape=list(shape),
-            batch_size=batch_size,
-            warmup=warmup,
-            iters=iters,
-            threads=threads,
-            device=device,
-            ort_profile=ort_profile,
-            profile_iters=profile_iters,
-        )
-        with stages(
-            f'[{key}] {model}: {warmup} warm-up + {iters} timed batches of {batch_size} '
-            f'at {shape[0]}x{shape[1]}, {threads} threads'
-        ):
-            report['backends'][key] = run_worker(spec, threads)
+    int8 = any(p == 'int8' or _file_precision(m) == 'int8' for (_, m), p in zip(pairs, wanted))
+    stages = Stages(total=rounds * len(pairs) + 1 + int(count_flops) + int(int8), logger=logger)
+    keys = result_keys(pairs, wanted)
+    measured: dict[str, list[dict]] = {key: [] for key in keys}
+    for round_index in range(rounds):
+        for key, (backend, model), precision in zip(keys, pairs, wanted):
+            _measure_one(
+                stages,
+                measured[key],
+                key,
+                round_index,
+                rounds,
+                dict(
+                    mode='backend',
+                    backend=backend,
+                    model_file=str(model),
+                    config=str(config),
+                    cfg_options=repr(cfg_options),
+                    image=str(image),
+                    shape=list(shape),
+                    batch_size=batch_size,
+                    warmup=warmup,
+                    iters=iters,
+                    threads=threads,
+                    device=device,
+                    precision=precision,
+                    # the profiler pass once per model, in its first round
+                    ort_profile=ort_profile and round_index == 0,
+                    profile_iters=profile_iters,
+                ),
+            )
+    for key in keys:
+        report['backends'][key] = merge_rounds(measured[key])
 
     flops = None
     if count_flops:
@@ -303,15 +331,125 @@ def run_benchmark(
         with stages('count FLOPs on the PyTorch model'):
             flops = model_flops(cfg, checkpoint, image, shape, batch_size, threads)
     report['flops'] = flops
-    from .peak import measure_peak_flops
+    from .peak import measure_int8_peak, measure_peak_flops
 
     with stages(f'measure the FP32 peak ({peak_size}x{peak_size} matmul, {threads} threads)'):
         report['peak'] = measure_peak_flops(threads, n=peak_size)
+    report['peak_int8'] = None
+    if int8 or any(r.get('precision') == 'int8' for r in report['backends'].values()):
+        with stages(f'measure the INT8 peak ({peak_size}x{peak_size} integer GEMM)'):
+            report['peak_int8'] = measure_int8_peak(threads, n=peak_size)
     for result in report['backends'].values():
-        add_efficiency(result, flops, report['peak'])
+        peak = report['peak']
+        if result.get('precision') == 'int8':
+            peak = dict(report['peak_int8'], gflops=report['peak_int8']['gops'])
+        add_efficiency(result, flops, peak)
+    add_ratios(report['backends'])
     report['load_average_end'] = load_average()
     report['busy'] = is_busy(report)
     return report
+
+
+def _file_precision(model_file: str) -> str | None:
+    if Path(model_file).suffix.lower() != '.onnx':
+        return None
+    from ..spec import read_onnx_spec
+
+    spec = read_onnx_spec(model_file)
+    return spec.precision if spec is not None else None
+
+
+def _measure_one(stages, into: list, key: str, round_index: int, rounds: int, spec: dict):
+    round_text = f' (round {round_index + 1}/{rounds})' if rounds > 1 else ''
+    with stages(
+        f'[{key}] {spec["model_file"]}: {spec["warmup"]} warm-up + {spec["iters"]} timed '
+        f'batches of {spec["batch_size"]} at {spec["shape"][0]}x{spec["shape"][1]}, '
+        f'{spec["threads"]} threads{round_text}'
+    ):
+        into.append(run_worker(spec, spec['threads']))
+
+
+def pair_precisions(pairs, precisions: list[str] | None) -> list[str | None]:
+    """One inference precision per ``(backend, model)`` pair (``None``: the file's)."""
+    from ..backends import PRECISION_BACKENDS
+
+    if not precisions:
+        return [None] * len(pairs)
+    if len(precisions) == 1:
+        precisions = list(precisions) * len(pairs)
+    if len(precisions) != len(pairs):
+        raise ConfigError(
+            f'{len(pairs)} models but {len(precisions)} precisions: give one --precision per '
+            'model file (or one for all)'
+        )
+    wanted = []
+    for (backend, _), precision in zip(pairs, precisions):
+        precision = None if precision in (None, 'auto') else precision
+        if precision is not None and backend not in PRECISION_BACKENDS:
+            raise ConfigError(
+                f'--precision {precision} for {backend}: only {", ".join(PRECISION_BACKENDS)} '
+                'chooses a precision at load time (use auto for the others)'
+            )
+        wanted.append(precision)
+    return wanted
+
+
+def result_keys(pairs, precisions) -> list[str]:
+    """A unique report key per measurement: the backend, its precision where chosen or not FP32
+    (``onnxruntime int8``), and the file name where that repeats."""
+    keys = []
+    for (backend, model), precision in zip(pairs, precisions):
+        stored = _file_precision(model)
+        precision = precision or (stored if stored not in (None, 'fp32') else None)
+        key = backend if precision is None else f'{backend} {precision}'
+        if key in keys:
+            key = f'{key}:{Path(model).name}'
+        suffix = 2
+        while key in keys:
+            key, suffix = f'{key}#{suffix}', suffix + 1
+        keys.append(key)
+    return keys
+
+
+def merge_rounds(results: list[dict]) -> dict:
+    """One result from the rounds of one model: the samples concatenated and summarised again,
+    the first round's profile, the highest memory readings."""
+    from .stats import summarize
+
+    merged = dict(results[0])
+    samples = {stage: [] for stage in STAGES}
+    for result in results:
+        for stage in STAGES:
+            samples[stage].extend(result['samples_s'][stage])
+    merged.pop('samples_s', None)
+    merged['latency_ms'] = {stage: summarize(values) for stage, values in samples.items()}
+    batch = len(samples['total']) and merged['input_shape'][0]
+    merged['throughput_ips'] = dict(
+        total=batch * 1000.0 / merged['latency_ms']['total']['mean'],
+        infer=batch * 1000.0 / merged['latency_ms']['infer']['mean'],
+    )
+    merged['rounds'] = len(results)
+    walls = [r['cpu_per_wall'] for r in results if r.get('cpu_per_wall') is not None]
+    merged['cpu_per_wall'] = sum(walls) / len(walls) if walls else None
+    for key in ('peak_rss', 'rss_after_load'):
+        values = [r['memory_mb'].get(key) for r in results if r['memory_mb'].get(key)]
+        if values:
+            merged['memory_mb'][key] = max(values)
+    return merged
+
+
+def add_ratios(results: dict) -> None:
+    """``ratio``: each model's mean ``infer`` and ``total`` time over the first model's (< 1:
+    faster than the first)."""
+    if not results:
+        return
+    first = next(iter(results.values()))['latency_ms']
+    for result in results.values():
+        latency = result['latency_ms']
+        result['ratio'] = {
+            stage: latency[stage]['mean'] / max(first[stage]['mean'], 1e-12)
+            for stage in ('infer', 'total')
+        }
 
 
 def model_flops(cfg, checkpoint, image, shape, batch_size: int, threads: int) -> dict:

@@ -56,12 +56,14 @@ def measure_backend(spec: dict) -> dict:
 
     cfg = load_config(spec['config'], cfg_options(spec))
     name = spec['backend']
+    extra = dict(precision=spec['precision']) if spec.get('precision') else {}
     runner = build_backend(
         name,
         spec['model_file'],
         cfg=cfg,
         device=spec.get('device', 'cpu'),
         num_threads=spec['threads'],
+        **extra,
     )
     session = getattr(runner, 'session', None)
     if session is not None:  # ONNX Runtime: record what the session really uses
@@ -103,8 +105,13 @@ def measure_backend(spec: dict) -> dict:
         detections = sum(len(r) for r in results)
     cpu_s, wall_s = time.process_time() - cpu_start, time.perf_counter() - wall_start
     latency = {stage: summarize(samples) for stage, samples in times.items()}
+    spec_precision = runner.spec.precision if getattr(runner, 'spec', None) else 'fp32'
     result = dict(
         backend=name,
+        # what the backend computes in: the file's precision, or the one chosen at load
+        precision=getattr(runner, 'precision', None) or spec_precision,
+        # the raw seconds per iteration, so that interleaved rounds can be merged
+        samples_s=times,
         model_file=str(spec['model_file']),
         device=spec.get('device', 'cpu'),
         threads=threads,
@@ -124,6 +131,10 @@ def measure_backend(spec: dict) -> dict:
     # The high-water mark of this backend's own work, read before the profiling session (a
     # second copy of the model) can raise it.
     result['memory_mb']['peak_rss'] = peak_rss_mb()
+    if name == 'openvino':  # the precision and kernel each layer really runs with
+        from ..backends.openvino import runtime_summary
+
+        result['openvino_kernels'] = runtime_summary(runner.compiled)
     if spec.get('ort_profile') and name == 'onnxruntime':
         from .ort_profile import profile_onnxruntime
 
@@ -167,7 +178,7 @@ def measure_export(spec: dict) -> dict:
     img, metas = collate([pipeline(spec['image'])] * (2 if spec['dynamic'] else 1))
     img_shape = torch.tensor([m['img_shape'][:2] for m in metas], dtype=torch.float32)
     rss_before, peak_before = current_rss_mb(), peak_rss_mb()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     export_onnx(
         model,
         img,
@@ -178,7 +189,7 @@ def measure_export(spec: dict) -> dict:
         dynamic=spec['dynamic'],
         spec=model.spec,
     )
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     peak = peak_rss_mb()
     import onnx
 
@@ -189,6 +200,9 @@ def measure_export(spec: dict) -> dict:
         opset=spec['opset'],
         threads=threads,
         wall_s=wall,
+        # CPU seconds of all threads: tracing is one thread, so on a busy machine this moves
+        # less than the wall time and compares two exports more fairly
+        cpu_s=cpu,
         memory_mb=dict(
             rss_before_export=rss_before,
             peak_rss_before_export=peak_before,

@@ -1,0 +1,220 @@
+"""OpenVINO backend: our ONNX files as they are (NMS and RoiAlign included), on Intel-style CPUs.
+
+``openvino`` is optional and imported when a model is loaded; without it, one
+:class:`~deploy.errors.BackendError` line says how to install it.
+
+Precision is a run-time choice of OpenVINO's CPU plugin, not a property of the file:
+
+* ``fp32``: ``INFERENCE_PRECISION_HINT=f32`` (the same detections as ONNX Runtime);
+* ``bf16``: ``INFERENCE_PRECISION_HINT=bf16`` (AVX512-BF16 / AMX). The plugin lowers only the
+  convolutions, matrix products and the element-wise ops, pooling and resizes between them;
+  box decoding, TopK, NMS, RoiAlign and the gathers after them keep running in FP32 (read back
+  from the execution graph by :func:`runtime_summary`), the split the FP16 export makes by hand;
+* ``int8``: the QDQ file made by ``tools/quantize.py`` (one quantisation for ONNX Runtime and
+  OpenVINO); OpenVINO turns the Q/DQ pairs into INT8 kernels, the rest runs in FP32.
+
+The default (``None``) is the file's own precision (``int8`` for a quantised file, else
+``fp32``). The converted model is cached as OpenVINO IR next to the ONNX file, in
+``<name>.openvino/``, under a key of the OpenVINO version, the ONNX file's SHA-256 and the
+precision, so a later load skips the ONNX import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BackendError
+from ..spec import read_onnx_spec
+from .base import Backend
+
+#: inference precisions this backend offers
+PRECISIONS = ('fp32', 'bf16', 'int8')
+
+
+def import_openvino():
+    """``openvino`` or one clear line."""
+    try:
+        import openvino
+    except ImportError:
+        raise BackendError(
+            'the openvino backend needs the openvino package: pip install openvino'
+        ) from None
+    return openvino
+
+
+def file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_dir(model_file: Path) -> Path:
+    """Where the IR of ``model_file`` is cached."""
+    return model_file.with_name(f'{model_file.name}.openvino')
+
+
+class OpenVINOBackend(Backend):
+    """Runs an exported ONNX file on OpenVINO's CPU plugin.
+
+    Args:
+        model_file: the ``.onnx`` file (FP32, or INT8 QDQ from ``tools/quantize.py``).
+        device: ``'cpu'`` (OpenVINO's ``CPU`` device).
+        num_threads: ``INFERENCE_NUM_THREADS`` (``None``: all cores).
+        precision: ``fp32``, ``bf16`` or ``int8`` (``None``: the file's; see the module doc).
+        cache: read/write the IR cache next to the file (off when the folder is read-only).
+    """
+
+    name = 'openvino'
+
+    def __init__(
+        self,
+        model_file: str | Path,
+        device: str = 'cpu',
+        num_threads: int | None = None,
+        precision: str | None = None,
+        cache: bool = True,
+    ):
+        model_file = Path(model_file)
+        if not model_file.is_file():
+            raise BackendError(f'ONNX file not found: {model_file}')
+        if device != 'cpu':
+            raise BackendError(f'the openvino backend runs on the CPU here, not {device!r}')
+        self.spec = read_onnx_spec(model_file)
+        file_precision = self.spec.precision if self.spec is not None else 'fp32'
+        if precision is None:
+            precision = 'int8' if file_precision == 'int8' else 'fp32'
+        if precision not in PRECISIONS:
+            raise BackendError(
+                f'unsupported openvino precision {precision!r}; choose one of '
+                f'{", ".join(PRECISIONS)}'
+            )
+        if precision == 'int8' and file_precision != 'int8':
+            raise BackendError(
+                f'{model_file.name} is {file_precision}: OpenVINO runs INT8 from a quantised '
+                f'(QDQ) file, make one with tools/quantize.py'
+            )
+        if precision != 'int8' and file_precision == 'int8':
+            raise BackendError(
+                f'{model_file.name} is quantised (INT8 QDQ): run it with precision int8, or '
+                f'run the FP32 export in {precision}'
+            )
+        ov = import_openvino()
+        self.model_file = model_file
+        self.precision = precision
+        self.ov_version = ov.get_version()
+        core = ov.Core()
+        model = self._read(core, ov, model_file, cache)
+        config = {
+            'PERFORMANCE_HINT': 'LATENCY',
+            'NUM_STREAMS': '1',
+            'INFERENCE_PRECISION_HINT': 'bf16' if precision == 'bf16' else 'f32',
+            # Threads pinned to cores would fight the other processes of a shared machine and
+            # our own pre/post-processing, as spinning ORT threads did.
+            'ENABLE_CPU_PINNING': 'NO',
+        }
+        if num_threads:
+            config['INFERENCE_NUM_THREADS'] = str(num_threads)
+        try:
+            self.compiled = core.compile_model(model, 'CPU', config)
+        except RuntimeError as err:
+            raise BackendError(f'OpenVINO cannot compile {model_file}: {_last_line(err)}') from None
+        self.request = self.compiled.create_infer_request()
+        # A port can carry several tensor names (OpenVINO merges an input with the ops that only
+        # forward it): name each by the graph's own input / output name.
+        known = _graph_io_names(model_file)
+        self.input_names = tuple(_port_name(p, known) for p in self.compiled.inputs)
+        self.output_names = tuple(_port_name(p, known) for p in self.compiled.outputs)
+        self._ports = dict(zip(self.output_names, self.compiled.outputs))
+        self.num_threads = num_threads
+        self.config = config
+
+    def _read(self, core, ov, model_file: Path, cache: bool):
+        """The ONNX model through the IR cache: ``<file>.openvino/<key>.xml``."""
+        key = None
+        if cache:
+            key = (
+                f'ov{self.ov_version.split("-")[0]}-{file_digest(model_file)[:16]}-{self.precision}'
+            )
+            xml = cache_dir(model_file) / f'{key}.xml'
+            if xml.is_file() and xml.with_suffix('.bin').is_file():
+                try:
+                    return core.read_model(str(xml))
+                except RuntimeError:
+                    pass  # a damaged cache entry: read the ONNX file again
+        try:
+            model = core.read_model(str(model_file))
+        except RuntimeError as err:
+            raise BackendError(f'OpenVINO cannot read {model_file}: {_last_line(err)}') from None
+        if key is not None:
+            self._save_cache(ov, model, model_file, key)
+        return model
+
+    @staticmethod
+    def _save_cache(ov, model, model_file: Path, key: str) -> None:
+        """Write the IR atomically (a temporary name, renamed); an unwritable folder only
+        costs the cache."""
+        import os
+        import tempfile
+
+        folder = cache_dir(model_file)
+        try:
+            folder.mkdir(exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=folder, prefix='.tmp-') as tmp:
+                staged = Path(tmp) / f'{key}.xml'
+                ov.save_model(model, str(staged), compress_to_fp16=False)
+                os.replace(staged.with_suffix('.bin'), folder / f'{key}.bin')
+                os.replace(staged, folder / f'{key}.xml')
+        except OSError:
+            pass
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feed = {}
+        for name in self.input_names:
+            if name not in inputs:
+                raise BackendError(f'{self.model_file.name} takes input {name!r}')
+            feed[name] = np.ascontiguousarray(inputs[name])
+        try:
+            results = self.request.infer(feed)
+        except RuntimeError as err:
+            raise BackendError(
+                f'OpenVINO failed on {self.model_file.name}: {_last_line(err)}'
+            ) from None
+        return {name: np.asarray(results[port]) for name, port in self._ports.items()}
+
+
+def runtime_summary(compiled) -> dict[str, int]:
+    """``{"<layer type> <precision> <kernel>": count}`` of a compiled model's execution graph:
+    which precision each layer really runs in and which kernel implements it (e.g.
+    ``Convolution bf16 brgconv_avx512_core``, ``Convolution u8 jit_avx512_core_vnni``)."""
+    counts: dict[str, int] = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        kind = info['layerType'].astype(str)
+        if kind in ('Const', 'Input', 'Output'):
+            continue
+        key = f'{kind} {info["runtimePrecision"].astype(str)} {info["primitiveType"].astype(str)}'
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _graph_io_names(model_file: Path) -> set[str]:
+    import onnx
+
+    graph = onnx.load(str(model_file), load_external_data=False).graph
+    return {v.name for v in (*graph.input, *graph.output)}
+
+
+def _port_name(port, known: set[str]) -> str:
+    names = port.get_names()
+    preferred = sorted(names & known) or sorted(names)
+    return preferred[0] if preferred else port.get_any_name()
+
+
+def _last_line(err: Exception) -> str:
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
