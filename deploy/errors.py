@@ -23,3 +23,8 @@ class ExportError(DeployError):
 
 class BackendError(DeployError):
     """A backend cannot load or run a model file (corrupt file, shape outside a profile, ...)."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend works, but not on this machine with these settings (e.g. BF16 on a CPU
+    without BF16 instructions): a regression row reports it as skipped, not failed."""

@@ -1,4 +1,5 @@
-"""Exports of the bundled models shared by the INT8 and OpenVINO tests (made once per session).
+"""Exports of the bundled models shared by the INT8 and OpenVINO tests (made once per run, by
+whichever worker needs one first; the others wait for it and reuse it).
 
 The generated data set is written to a temporary folder (16 training images for calibration, the
 standard 50-image val set, byte-identical to ``data/synthetic_coco``'s), and the configs are
@@ -8,10 +9,11 @@ pointed at it with ``--cfg-options``.
 from __future__ import annotations
 
 import functools
-import tempfile
+import json
+from dataclasses import asdict
 from pathlib import Path
 
-from conftest import ROOT
+from conftest import ROOT, made_once, shared_path
 
 CONFIGS = {
     'retinanet': str(ROOT / 'configs' / 'bundled' / 'retinanet_r18_tiny_synthetic.py'),
@@ -25,9 +27,8 @@ IMAGE = str(ROOT / 'demo' / 'demo.jpg')
 QUIET = dict(logger=lambda *a: None)
 
 
-@functools.cache
 def workspace() -> Path:
-    return Path(tempfile.mkdtemp(prefix='bundled_exports_'))
+    return shared_path('bundled_exports')
 
 
 @functools.cache
@@ -35,12 +36,17 @@ def data_options() -> dict:
     """``--cfg-options`` pointing the bundled configs at the generated data set."""
     from deploy.datasets.synthetic import generate_synthetic_coco
 
-    paths = generate_synthetic_coco(workspace() / 'data', num_train=16, num_val=50)
+    record = workspace() / 'data.json'
+    with made_once(record):
+        if not record.is_file():
+            paths = generate_synthetic_coco(workspace() / 'data', num_train=16, num_val=50)
+            record.write_text(json.dumps({k: str(v) for k, v in paths.items()}))
+    paths = json.loads(record.read_text())
     return {
-        'data.test.ann_file': str(paths['val']),
-        'data.test.img_prefix': str(paths['val_img_prefix']),
-        'data.train.ann_file': str(paths['train']),
-        'data.train.img_prefix': str(paths['train_img_prefix']),
+        'data.test.ann_file': paths['val'],
+        'data.test.img_prefix': paths['val_img_prefix'],
+        'data.train.ann_file': paths['train'],
+        'data.train.img_prefix': paths['train_img_prefix'],
     }
 
 
@@ -50,29 +56,37 @@ def fp32_export(model: str) -> Path:
     from deploy.apis.export import export_model
 
     out = workspace() / f'{model}.onnx'
-    export_model(
-        CONFIGS[model],
-        CHECKPOINTS[model],
-        out,
-        input_img=IMAGE,
-        dynamic=True,
-        exporter='torchscript',
-        **QUIET,
-    )
+    with made_once(out):
+        if not out.is_file():
+            export_model(
+                CONFIGS[model],
+                CHECKPOINTS[model],
+                out,
+                input_img=IMAGE,
+                dynamic=True,
+                exporter='torchscript',
+                **QUIET,
+            )
     return out
 
 
 @functools.cache
 def int8_export(model: str):
     """``tools/quantize.py`` on :func:`fp32_export`: 8 calibration images, 4 check images."""
-    from deploy.apis.quantize import quantize_model
+    from deploy.apis.quantize import QuantizeResult, quantize_model
 
-    return quantize_model(
-        CONFIGS[model],
-        fp32_export(model),
-        workspace() / f'{model}.int8.onnx',
-        calib_images=8,
-        check_images=4,
-        cfg_options=data_options(),
-        **QUIET,
-    )
+    record = workspace() / f'{model}.int8.json'  # the result, for the workers that reuse it
+    with made_once(record):
+        if not record.is_file():
+            result = quantize_model(
+                CONFIGS[model],
+                fp32_export(model),
+                workspace() / f'{model}.int8.onnx',
+                calib_images=8,
+                check_images=4,
+                cfg_options=data_options(),
+                **QUIET,
+            )
+            record.write_text(json.dumps(asdict(result), default=str))
+    fields = json.loads(record.read_text())
+    return QuantizeResult(**dict(fields, output_file=Path(fields['output_file'])))

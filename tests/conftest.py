@@ -7,13 +7,23 @@ import importlib.util
 import io
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
 from deploy.threads import passive_openmp_when_busy
+
+#: the pytest-xdist worker this process is (``gw0``, ...), None in a one-process run
+WORKER = os.environ.get('PYTEST_XDIST_WORKER')
+if WORKER:
+    # The suite runs one worker per core (``-n auto`` in pyproject.toml): one thread each, or
+    # the workers' OpenMP pools fight over the same cores.
+    os.environ.setdefault('OMP_NUM_THREADS', '1')
 
 # Before torch is imported: a busy machine (other jobs beside the suite) would otherwise lose
 # most of its time to spinning OpenMP threads.
@@ -38,6 +48,52 @@ SMALL_RETINANET = {
     'model.bbox_head.in_channels': 64,
     'model.bbox_head.feat_channels': 64,
 }
+
+
+# --------------------------------------------------------------------------------------------
+# files made once per run and shared by every worker
+# --------------------------------------------------------------------------------------------
+#: environment variable naming the run's shared folder (set by the controlling process, seen by
+#: the xdist workers it starts)
+SHARED_DIR_ENV = 'DETDEPLOY_TESTS_SHARED_DIR'
+_OWNED_SHARED_DIR = pytest.StashKey[str]()
+
+
+def pytest_configure(config):
+    if SHARED_DIR_ENV not in os.environ:
+        os.environ[SHARED_DIR_ENV] = tempfile.mkdtemp(prefix='detdeploy_tests_')
+        config.stash[_OWNED_SHARED_DIR] = os.environ[SHARED_DIR_ENV]
+    if WORKER:
+        torch.set_num_threads(1)
+
+
+def pytest_unconfigure(config):
+    owned = config.stash.get(_OWNED_SHARED_DIR, None)
+    if owned:
+        shutil.rmtree(owned, ignore_errors=True)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
+def pytest_collection_modifyitems(items):
+    """Keep each test file on one worker (``--dist loadgroup``): module-scoped fixtures (models,
+    exports) are then built once, not once per worker. A file may name a wider group itself."""
+    for item in items:
+        if not any(m.name == 'xdist_group' for m in item.iter_markers()):
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+
+
+def shared_path(name: str) -> Path:
+    """A path in the run's shared folder (the same for every worker)."""
+    return Path(os.environ[SHARED_DIR_ENV]) / name
+
+
+@contextlib.contextmanager
+def made_once(path: Path):
+    """Hold the lock of ``path`` (in the shared folder) while it is checked and made: the first
+    worker makes it, the others wait and reuse it. The body must write ``path`` atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f'{path}.lock'):
+        yield
 
 
 @pytest.fixture(scope='session')
@@ -76,23 +132,22 @@ def write_pseudo_ground_truth(run, ann_file, out_file, per_image: int = 20) -> P
 
 
 @pytest.fixture(scope='session')
-def small_retinanet_onnx(small_retinanet, tmp_path_factory):
+def small_retinanet_onnx(small_retinanet):
     """``get(exporter)``: the small RetinaNet exported once per session with dynamic batch, height
     and width (what every test that only needs "a dynamic RetinaNet graph" shares)."""
     from deploy.export.onnx_export import export_onnx
 
     model, _ = small_retinanet
-    root = tmp_path_factory.mktemp('shared_exports')
-    cache: dict[str, Path] = {}
 
     def get(exporter: str) -> Path:
-        if exporter not in cache:
-            img, metas = random_batch([(160, 224), (128, 192)])
-            img_shape = torch.tensor([m['img_shape'] for m in metas], dtype=torch.float32)
-            path = root / f'retinanet_{exporter}.onnx'
-            export_onnx(model, img, img_shape, path, exporter=exporter, dynamic=True)
-            cache[exporter] = path
-        return cache[exporter]
+        # The model is seeded, so every worker would export the same file: one does.
+        path = shared_path('small_retinanet') / f'retinanet_{exporter}.onnx'
+        with made_once(path):
+            if not path.is_file():
+                img, metas = random_batch([(160, 224), (128, 192)])
+                img_shape = torch.tensor([m['img_shape'] for m in metas], dtype=torch.float32)
+                export_onnx(model, img, img_shape, path, exporter=exporter, dynamic=True)
+        return path
 
     return get
 

@@ -222,26 +222,34 @@ def test_tools_export_verify_then_accuracy_equal_on_both_backends(workspace):
     )
 
 
-def test_regression_job_covers_a_classifier(workspace):
+def test_regression_job_covers_a_classifier(workspace, monkeypatch):
+    """... and a row this machine cannot run (OpenVINO BF16 on a CPU without BF16) is reported
+    as skipped, not as a failure or a silent FP32 run."""
+    import deploy.backends.openvino as openvino_backend
     from deploy.apis.regression import format_markdown, run_regression
 
+    pytest.importorskip('openvino')
+    monkeypatch.setattr(openvino_backend, 'cpu_capabilities', lambda core=None: ['FP32'])
     entry = dict(
         name='small_mobilenet_v2',
         config=CFG,
         checkpoint=str(workspace['ckpt']),
         metrics=['accuracy'],
         floor={'accuracy': 0.0},
-        backends={'onnxruntime': {'accuracy': 0.0}},
+        backends={'onnxruntime': {'accuracy': 0.0}, 'openvino:bf16': {'accuracy': 0.0}},
         cfg_options=workspace['options'],
         input_img=str(DEMO),
     )
     rows = run_regression(
         [entry], workspace['root'] / 'regression', exporter='torchscript', logger=lambda *a: None
     )
-    assert [r.backend for r in rows] == ['pytorch', 'onnxruntime']
+    assert [r.backend for r in rows] == ['pytorch', 'onnxruntime', 'openvino:bf16']
     assert all(r.passed for r in rows), [r.failures for r in rows]
     assert rows[0].ap['accuracy'] == rows[1].ap['accuracy']  # percent, not a fraction x 100
-    assert 0.0 <= rows[0].ap['accuracy'] <= 100.0 and 'top-1 acc' in format_markdown(rows)
+    assert 'no BF16 support' in rows[2].skipped and not rows[2].ap
+    table = format_markdown(rows)
+    assert 0.0 <= rows[0].ap['accuracy'] <= 100.0 and 'top-1 acc' in table
+    assert '| openvino:bf16 | - | - | skipped: this CPU has no BF16 support' in table
 
 
 def test_bad_input(workspace, small_retinanet, tmp_path):

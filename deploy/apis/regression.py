@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from ..backends import BACKENDS, PRECISION_BACKENDS
-from ..errors import ConfigError, DeployError
+from ..errors import BackendUnavailable, ConfigError, DeployError
 from ..fileio import write_atomic
 from .export import export_model
 from .test import run_test
@@ -68,6 +68,8 @@ class BackendRow:
     failures: list = field(default_factory=list)
     #: 1-minute load average at the end of the evaluation (None where unknown)
     load_average: float | None = None
+    #: why this machine cannot run the row (e.g. BF16 on a CPU without it): not a failure
+    skipped: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -187,6 +189,9 @@ def run_regression(
             if backend in skip_backends:
                 continue
             row = _evaluate(entry, backend, onnx_file, metrics, deployed_options, logger)
+            if row.skipped:
+                rows.append(row)
+                continue
             if not exported.verified:
                 row.failures.append('export verification failed')
             if quantize_failure:
@@ -235,6 +240,9 @@ def _evaluate(entry, backend, model_file, metrics, options, logger) -> BackendRo
             class_map=entry.get('class_map'),
             logger=logger,
         )
+    except BackendUnavailable as err:
+        logger(f'skipped: {err}')
+        return BackendRow(entry['name'], backend, skipped=str(err))
     except DeployError as err:
         logger(f'error: {err}')
         return BackendRow(entry['name'], backend, {}, 0.0, [f'{backend} cannot run: {err}'])
@@ -271,8 +279,8 @@ def format_markdown(rows: list[BackendRow]) -> str:
             r.model,
             r.backend,
             *(f'{r.ap[m]:.1f}' if m in r.ap else '-' for m in metrics),
-            f'{r.latency_ms:.1f}',
-            'ok' if r.passed else 'FAIL: ' + '; '.join(r.failures),
+            '-' if r.skipped else f'{r.latency_ms:.1f}',
+            _status(r),
         ]
         lines.append('| ' + ' | '.join(cells) + ' |')
     lines += [
@@ -288,6 +296,12 @@ def format_markdown(rows: list[BackendRow]) -> str:
             'latencies include other work; take them again on a quiet machine.'
         )
     return '\n'.join(lines)
+
+
+def _status(row: BackendRow) -> str:
+    if not row.passed:
+        return 'FAIL: ' + '; '.join(row.failures)
+    return f'skipped: {row.skipped}' if row.skipped else 'ok'
 
 
 def write_reports(rows: list[BackendRow], out_dir: str | Path) -> tuple[Path, Path]:

@@ -6,7 +6,8 @@
 Precision is a run-time choice of OpenVINO's CPU plugin, not a property of the file:
 
 * ``fp32``: ``INFERENCE_PRECISION_HINT=f32`` (the same detections as ONNX Runtime);
-* ``bf16``: ``INFERENCE_PRECISION_HINT=bf16`` (AVX512-BF16 / AMX). The plugin lowers only the
+* ``bf16``: ``INFERENCE_PRECISION_HINT=bf16``, on CPUs with AVX512-BF16 or AMX (elsewhere
+  :class:`~deploy.errors.BackendUnavailable`, not a silent FP32 run). The plugin lowers only the
   convolutions, matrix products and the element-wise ops, pooling and resizes between them;
   box decoding, TopK, NMS, RoiAlign and the gathers after them keep running in FP32 (read back
   from the execution graph by :func:`runtime_summary`), the split the FP16 export makes by hand;
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendError
+from ..errors import BackendError, BackendUnavailable
 from ..spec import read_onnx_spec
 from .base import Backend
 
@@ -43,6 +44,24 @@ def import_openvino():
             'the openvino backend needs the openvino package: pip install openvino'
         ) from None
     return openvino
+
+
+def cpu_capabilities(core=None) -> list[str]:
+    """OpenVINO's list of what this CPU runs natively (``FP32``, ``INT8``, ``BF16``, ...)."""
+    if core is None:
+        core = import_openvino().Core()
+    return list(core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))
+
+
+def require_bf16(core) -> None:
+    """Stop when the CPU has no BF16 instructions: the plugin would silently run FP32 and a
+    "bf16" row would report FP32 numbers."""
+    capabilities = cpu_capabilities(core)
+    if 'BF16' not in capabilities:
+        raise BackendUnavailable(
+            'this CPU has no BF16 support (OpenVINO CPU capabilities: '
+            f'{", ".join(capabilities)}): run the openvino backend in fp32 or int8'
+        )
 
 
 def file_digest(path: Path, chunk: int = 1 << 20) -> str:
@@ -108,6 +127,8 @@ class OpenVINOBackend(Backend):
         self.precision = precision
         self.ov_version = ov.get_version()
         core = ov.Core()
+        if precision == 'bf16':
+            require_bf16(core)
         model = self._read(core, ov, model_file, cache)
         config = {
             'PERFORMANCE_HINT': 'LATENCY',
