@@ -73,15 +73,6 @@ def pytest_unconfigure(config):
         shutil.rmtree(owned, ignore_errors=True)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
-def pytest_collection_modifyitems(items):
-    """Keep each test file on one worker (``--dist loadgroup``): module-scoped fixtures (models,
-    exports) are then built once, not once per worker. A file may name a wider group itself."""
-    for item in items:
-        if not any(m.name == 'xdist_group' for m in item.iter_markers()):
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
-
-
 def shared_path(name: str) -> Path:
     """A path in the run's shared folder (the same for every worker)."""
     return Path(os.environ[SHARED_DIR_ENV]) / name

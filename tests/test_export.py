@@ -15,9 +15,6 @@ from deploy.export.verify import VerifyCase, verify_backend
 from deploy.postprocess import outputs_to_results
 from deploy.spec import read_onnx_spec
 
-# One worker runs every file that needs the shared torch.export of the small RetinaNet.
-pytestmark = pytest.mark.xdist_group('small_retinanet_dynamo')
-
 
 def _inputs(img, metas):
     shapes = np.asarray([m['img_shape'] for m in metas], np.float32)

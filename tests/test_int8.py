@@ -17,9 +17,6 @@ from deploy.onnx_graph.mixed_precision import COMPUTE_OPS, POSTPROCESS_OPS
 from deploy.postprocess import outputs_to_results
 from deploy.spec import read_onnx_spec
 
-# One worker runs every file that needs the shared bundled exports and their INT8 files.
-pytestmark = pytest.mark.xdist_group('bundled_exports')
-
 #: INT8 against FP32 on the val images (measured on the bundled RetinaNet: 93-96% matched,
 #: parity AP 0.83-0.92; box AP 68.5 -> 68.3 on the whole val set)
 MIN_MATCHED, MIN_PARITY_AP = 0.85, 0.75

@@ -26,9 +26,6 @@ from deploy.backends.openvino import (  # noqa: E402
 #: BF16 runs only where the CPU has it (AVX512-BF16 / AMX); elsewhere it must be refused
 HAS_BF16 = 'BF16' in cpu_capabilities()
 
-# One worker runs every file that needs the shared bundled exports and their INT8 files.
-pytestmark = pytest.mark.xdist_group('bundled_exports')
-
 
 def _ap(model, model_file, backend, num_images, precision=None):
     metrics = ('bbox', 'segm') if model == 'mask_rcnn' else ('bbox',)

@@ -19,9 +19,6 @@ from deploy.backends.tensorrt.compat import (
 from deploy.backends.tensorrt.precision import convert_to_mixed_fp16
 from deploy.errors import ExportError
 
-# One worker runs every file that needs the shared torch.export of the small RetinaNet.
-pytestmark = pytest.mark.xdist_group('small_retinanet_dynamo')
-
 
 def _model(nodes, inputs, outputs, initializers=()):
     graph = helper.make_graph(nodes, 'g', inputs, outputs, initializer=list(initializers))

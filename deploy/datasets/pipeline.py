@@ -47,18 +47,17 @@ def fit_size(w: int, h: int, box: tuple[int, int]) -> tuple[int, int]:
 def normalize(image: np.ndarray, mean, std, to_rgb: bool) -> np.ndarray:
     """``mmcv.imnormalize``: float32, optional BGR->RGB, then ``(x - mean) * (1 / std)``.
 
-    ``image`` is ``HxWx3``; ``mean``/``std`` are in the channel order after the swap. The same
-    OpenCV calls as MMCV (which multiplies by the reciprocal of ``std`` rather than dividing),
-    so the result is bit-exact with it.
+    ``image`` is ``HxWx3``; ``mean``/``std`` are in the channel order after the swap. MMCV's
+    arithmetic exactly: the subtraction in float32, the product with the float64 reciprocal of
+    ``std`` rounded to float32. Written in numpy rather than with MMCV's OpenCV calls, whose
+    reading of a ``1x3`` array as a per-channel scalar changed in OpenCV 5.1 (it then subtracted
+    the first mean from every channel).
     """
-    image = image.astype(np.float32)  # a copy: the OpenCV calls below work in place
+    x = image.astype(np.float32)
     if to_rgb:
-        cv2.cvtColor(image, cv2.COLOR_BGR2RGB, image)
-    mean = np.asarray(mean, np.float64).reshape(1, -1)
-    stdinv = 1.0 / np.asarray(std, np.float64).reshape(1, -1)
-    cv2.subtract(image, mean, image)
-    cv2.multiply(image, stdinv, image)
-    return image
+        x = x[..., ::-1]
+    x = x - np.asarray(mean, np.float32)
+    return (x.astype(np.float64) * (1.0 / np.asarray(std, np.float64))).astype(np.float32)
 
 
 def pad_size(height: int, width: int, size_divisor: int | None) -> tuple[int, int]:
