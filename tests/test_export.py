@@ -2,12 +2,16 @@
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from conftest import random_batch
+from onnx import TensorProto
 
 from deploy.backends.onnxruntime import OnnxRuntimeBackend
 from deploy.backends.pytorch import PyTorchBackend
+from deploy.backends.tensorrt.compat import check_tensorrt_compat
+from deploy.backends.tensorrt.precision import convert_to_mixed_fp16
 from deploy.errors import BackendError, ExportError
 from deploy.evaluation.parity import match_result_lists
 from deploy.export.onnx_export import export_onnx
@@ -134,3 +138,56 @@ def test_corrupt_onnx_file_is_a_clear_error(tmp_path):
         OnnxRuntimeBackend(bad)
     with pytest.raises(BackendError, match='not found'):
         OnnxRuntimeBackend(tmp_path / 'missing.onnx')
+
+
+# --------------------------------------------------------------------------------------------
+# TensorRT compatibility of the shared RetinaNet export (dynamic, dynamo), here rather than in
+# test_tensorrt_compat.py so that the file exporting it runs these too (one worker per file)
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def retinanet_onnx(small_retinanet_onnx):
+    # Exported with the export-time check on (the suite sets DEPLOY_CHECK_TENSORRT_COMPAT).
+    return small_retinanet_onnx('dynamo')
+
+
+def test_retinanet_export_is_tensorrt_compatible(retinanet_onnx):
+    model = onnx.load(str(retinanet_onnx))
+    assert check_tensorrt_compat(model) == []
+    # At a tiny profile minimum every TopK k is still clamped to its axis.
+    assert check_tensorrt_compat(model, {'input': [1, 3, 32, 32], 'img_shape': [1, 2]}) == []
+
+
+def test_retinanet_fp16_conversion_keeps_nms_fp32(retinanet_onnx, small_retinanet):
+    from deploy.backends.onnxruntime import OnnxRuntimeBackend
+    from deploy.evaluation.parity import match_result_lists
+    from deploy.postprocess import outputs_to_results
+
+    model = onnx.load(str(retinanet_onnx))
+    half = convert_to_mixed_fp16(model)
+    onnx.checker.check_model(half)
+    assert check_tensorrt_compat(half) == []
+    types = {
+        v.name: v.type.tensor_type.elem_type
+        for v in onnx.shape_inference.infer_shapes(half).graph.value_info
+    }
+    convs = [n for n in half.graph.node if n.op_type == 'Conv']
+    assert convs and all(types[n.output[0]] == TensorProto.FLOAT16 for n in convs)
+    [nms] = [n for n in half.graph.node if n.op_type == 'NonMaxSuppression']
+    assert [types[i] for i in nms.input[:2]] == [TensorProto.FLOAT, TensorProto.FLOAT]
+    assert [o.type.tensor_type.elem_type for o in half.graph.output] == [
+        o.type.tensor_type.elem_type for o in model.graph.output
+    ]
+    # Runs in ONNX Runtime on CPU and finds (nearly) the same detections as FP32.
+    img, metas = random_batch([(160, 224)], seed=3)
+    inputs = dict(input=img.numpy(), img_shape=np.asarray([[160, 224]], np.float32))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(
+        half.SerializeToString(), options, providers=['CPUExecutionProvider']
+    )
+    out = dict(zip([o.name for o in half.graph.output], session.run(None, inputs)))
+    assert out['dets'].dtype == np.float32 and out['labels'].dtype == np.int64
+    ref = outputs_to_results(OnnxRuntimeBackend(retinanet_onnx, num_threads=1)(inputs), metas)
+    test = outputs_to_results(out, metas)
+    stats = match_result_lists(ref, test)
+    assert stats.num_ref > 0 and stats.matched_fraction >= 0.8, stats
