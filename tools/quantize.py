@@ -57,6 +57,12 @@ def parse_args(argv=None):
         help='one weight scale per tensor instead',
     )
     parser.add_argument(
+        '--reduce-range',
+        action='store_true',
+        help='7-bit weights: for ONNX Runtime on CPUs without VNNI (AVX2 only), whose integer '
+        'kernels can saturate with 8-bit weights',
+    )
+    parser.add_argument(
         '--float-roi-heads',
         action='store_true',
         help='two-stage models: keep the RoI heads (box FCs, mask convolutions) in float',
@@ -131,6 +137,7 @@ def main(argv=None) -> int:
         check_images=args.check_images,
         method=args.method,
         per_channel=args.per_channel,
+        reduce_range=args.reduce_range,
         roi_heads=not args.float_roi_heads,
         calib_split=args.calib_split,
         exclude=tuple(args.exclude),

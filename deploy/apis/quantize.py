@@ -103,6 +103,7 @@ def quantize_model(
     check_images: int = 8,
     method: str = 'minmax',
     per_channel: bool = True,
+    reduce_range: bool = False,
     roi_heads: bool = True,
     calib_split: str = 'train',
     exclude: tuple[str, ...] = (),
@@ -119,6 +120,7 @@ def quantize_model(
             (0: no check, no sensitivity search).
         method: ``minmax``, ``entropy`` or ``percentile`` calibration.
         per_channel: per-output-channel weight scales.
+        reduce_range: 7-bit weights (see :class:`~deploy.onnx_graph.int8.QuantizeSettings`).
         roi_heads: quantise the RoI heads' convolutions and FCs too (two-stage models).
         calib_split: ``train`` (default; the test set if the config has none) or ``test``.
         exclude: node names to keep in float from the start.
@@ -170,7 +172,11 @@ def quantize_model(
     with stages('ONNX Runtime quantisation pre-processing (shape inference, optimisation)'):
         model = preprocess_for_quantization(onnx.load(str(onnx_file)))
     settings = QuantizeSettings(
-        method=method, per_channel=per_channel, roi_heads=roi_heads, exclude=tuple(exclude)
+        method=method,
+        per_channel=per_channel,
+        reduce_range=reduce_range,
+        roi_heads=roi_heads,
+        exclude=tuple(exclude),
     )
     result = QuantizeResult(output_file)
     record = dict(
@@ -209,6 +215,7 @@ def quantize_model(
                     trial = QuantizeSettings(
                         method=method,
                         per_channel=per_channel,
+                        reduce_range=reduce_range,
                         roi_heads=roi_heads,
                         exclude=tuple(exclude) + keep,
                     )
