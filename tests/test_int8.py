@@ -216,3 +216,94 @@ def test_bad_quantisation_inputs_are_one_line(tmp_path):
         outcome = catalogue.call('quantize.py', *args, cwd=tmp_path)
         catalogue.assert_one_line_error(outcome, *needles)
     assert not list(tmp_path.glob('*.onnx'))
+
+
+def test_weight_type_is_chosen_for_the_cpu(monkeypatch):
+    """``auto`` is uint8 only where ONNX Runtime's int8 kernels saturate (x86 without VNNI)."""
+    import deploy.cpu
+    from deploy.onnx_graph.int8 import QuantizeSettings, resolve_weights
+
+    monkeypatch.setattr(deploy.cpu, 'saturating_int8_gemm', lambda: True)
+    assert resolve_weights('auto')[0] == 'uint8'
+    assert resolve_weights('int8') == ('int8', 'asked for')
+    monkeypatch.setattr(deploy.cpu, 'saturating_int8_gemm', lambda: False)
+    assert resolve_weights('auto')[0] == 'int8'
+    with pytest.raises(ValueError, match='weights'):
+        QuantizeSettings(weights='int4')
+
+
+def test_cpu_without_vnni_saturates(monkeypatch):
+    import deploy.cpu
+
+    monkeypatch.setattr(deploy.cpu.platform, 'machine', lambda: 'x86_64')
+    for flags, saturating in (({'avx2'}, True), ({'avx2', 'avx512_vnni'}, False), (set(), False)):
+        monkeypatch.setattr(deploy.cpu, '_cpuinfo_flags', lambda f=flags: frozenset(f))
+        assert deploy.cpu.saturating_int8_gemm() is saturating, flags
+    monkeypatch.setattr(deploy.cpu.platform, 'machine', lambda: 'aarch64')
+    monkeypatch.setattr(deploy.cpu, '_cpuinfo_flags', lambda: frozenset({'asimd'}))
+    assert deploy.cpu.saturating_int8_gemm() is False
+
+
+def test_uint8_weights_run_in_onnxruntime_and_are_refused_by_openvino(tmp_path):
+    """``--weights uint8``: uint8 weight initialisers, integer kernels in ONNX Runtime with the
+    same detections as the int8-weight file (by IoU), and a one-line refusal from OpenVINO,
+    which would run the file in FP32."""
+    from deploy.apis.quantize import quantize_model
+    from deploy.backends.openvino import OpenVINOBackend
+    from deploy.errors import BackendUnavailable
+
+    out = tmp_path / 'u8.int8.onnx'
+    quantize_model(
+        bundled.CONFIGS['retinanet'],
+        bundled.fp32_export('retinanet'),
+        out,
+        calib_images=4,
+        check_images=0,
+        weights='uint8',
+        cfg_options=bundled.data_options(),
+        logger=lambda *a: None,
+    )
+    record = read_onnx_spec(out).extra['int8']
+    assert record['weights'] == 'uint8' and record['weights_reason'] == 'asked for'
+    graph = onnx.load(str(out)).graph
+    weights = {i.name: i.data_type for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    conv_weights = [
+        producer[n.input[1]].input[0]
+        for n in graph.node
+        if n.op_type == 'Conv' and n.input[1] in producer
+    ]
+    assert conv_weights and all(weights[w] == onnx.TensorProto.UINT8 for w in conv_weights)
+
+    cfg = load_config(bundled.CONFIGS['retinanet'], bundled.data_options())
+    u8 = OnnxRuntimeBackend(out)
+    s8 = OnnxRuntimeBackend(bundled.int8_export('retinanet').output_file)
+    plan = plan_run(u8, cfg, 'u8', logger=lambda *a: None)
+    from deploy.datasets.coco import CocoDetectionDataset
+
+    data = bundled.data_options()
+    dataset = CocoDetectionDataset(
+        data['data.test.ann_file'], data['data.test.img_prefix'], plan.pipeline()
+    )
+    refs, tests = [], []
+    for index in range(6):
+        img, metas = collate([dataset[index]])
+        inputs = network_inputs(img, metas)
+        refs.append(outputs_to_results(s8(inputs), metas)[0])
+        tests.append(outputs_to_results(u8(inputs), metas)[0])
+    stats = match_result_lists(refs, tests)
+    assert stats.num_ref > 20
+    assert stats.matched_fraction >= MIN_MATCHED, stats
+    with pytest.raises(BackendUnavailable, match='uint8.*FP32.*--weights int8'):
+        OpenVINOBackend(out)
+
+
+def test_regression_entries_share_one_int8_file_where_auto_means_int8(monkeypatch):
+    import deploy.cpu
+    from deploy.apis.regression import _resolved_quantize_options as resolved
+
+    auto, int8 = {'calib_images': 32}, {'calib_images': 32, 'weights': 'int8'}
+    monkeypatch.setattr(deploy.cpu, 'saturating_int8_gemm', lambda: False)
+    assert resolved(auto) == resolved(int8) == dict(int8)
+    monkeypatch.setattr(deploy.cpu, 'saturating_int8_gemm', lambda: True)
+    assert resolved(auto)['weights'] == 'uint8' and resolved(int8)['weights'] == 'int8'

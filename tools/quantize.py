@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deploy.apis.cli import ArgumentParser, run_cli  # noqa: E402
 from deploy.config import add_cfg_options_argument  # noqa: E402
-from deploy.onnx_graph.int8 import CALIBRATION_METHODS  # noqa: E402
+from deploy.onnx_graph.int8 import CALIBRATION_METHODS, WEIGHT_CHOICES  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -55,6 +55,14 @@ def parse_args(argv=None):
         dest='per_channel',
         action='store_false',
         help='one weight scale per tensor instead',
+    )
+    parser.add_argument(
+        '--weights',
+        choices=WEIGHT_CHOICES,
+        default='auto',
+        help='weight type: int8 (fastest on VNNI / AMX CPUs; OpenVINO runs only these in INT8) '
+        'or uint8 (no int16 saturation in ONNX Runtime on x86 CPUs without VNNI); auto picks '
+        'uint8 on such a CPU, else int8',
     )
     parser.add_argument(
         '--reduce-range',
@@ -137,6 +145,7 @@ def main(argv=None) -> int:
         check_images=args.check_images,
         method=args.method,
         per_channel=args.per_channel,
+        weights=args.weights,
         reduce_range=args.reduce_range,
         roi_heads=not args.float_roi_heads,
         calib_split=args.calib_split,

@@ -28,7 +28,7 @@ from ..errors import ConfigError, DeployError
 from ..evaluation.accuracy import accuracy
 from ..structures import ClassificationResult
 from .distributed import gather_results, shard_indices
-from .test import TestRun, _write, write_metrics
+from .test import TestRun, write_metrics, write_output
 
 #: the metric ``--eval`` names for classifiers
 CLASSIFICATION_METRICS = ('accuracy',)
@@ -190,7 +190,7 @@ def run_classification_test(
                 for i, name, gt, r in zip(run.img_ids, run.filenames, run.gt_labels, run.results)
             ]
         )
-        _write(out, payload, 'results', logger, failures)
+        write_output(out, payload, 'results', logger, failures)
     run.wall_seconds = time.perf_counter() - run_start
     if run.results:
         logger(

@@ -37,9 +37,11 @@ from ..evaluation.parity import parity_ap
 from ..fileio import commit, discard, staging_path
 from ..onnx_graph.int8 import (
     CALIBRATION_METHODS,
+    WEIGHT_CHOICES,
     QuantizeSettings,
     preprocess_for_quantization,
     quantize_qdq,
+    resolve_weights,
     settings_record,
 )
 from ..postprocess import outputs_to_results
@@ -103,6 +105,7 @@ def quantize_model(
     check_images: int = 8,
     method: str = 'minmax',
     per_channel: bool = True,
+    weights: str = 'auto',
     reduce_range: bool = False,
     roi_heads: bool = True,
     calib_split: str = 'train',
@@ -120,7 +123,9 @@ def quantize_model(
             (0: no check, no sensitivity search).
         method: ``minmax``, ``entropy`` or ``percentile`` calibration.
         per_channel: per-output-channel weight scales.
-        reduce_range: 7-bit weights (see :class:`~deploy.onnx_graph.int8.QuantizeSettings`).
+        weights: ``auto`` (int8, or uint8 on an x86 CPU without VNNI / AMX), ``int8`` or
+            ``uint8`` (see :class:`~deploy.onnx_graph.int8.QuantizeSettings`).
+        reduce_range: 7-bit weights (ditto).
         roi_heads: quantise the RoI heads' convolutions and FCs too (two-stage models).
         calib_split: ``train`` (default; the test set if the config has none) or ``test``.
         exclude: node names to keep in float from the start.
@@ -137,6 +142,9 @@ def quantize_model(
         raise ConfigError(
             f'--method must be one of {", ".join(CALIBRATION_METHODS)}, got {method!r}'
         )
+    if weights not in WEIGHT_CHOICES:
+        raise ConfigError(f'--weights must be one of {", ".join(WEIGHT_CHOICES)}, got {weights!r}')
+    weights, weights_reason = resolve_weights(weights)
     if Path(onnx_file).resolve() == Path(output_file).resolve():
         raise ConfigError('--output-file must differ from the FP32 input file')
     spec = read_onnx_spec(onnx_file)
@@ -175,6 +183,7 @@ def quantize_model(
         method=method,
         per_channel=per_channel,
         reduce_range=reduce_range,
+        weights=weights,
         roi_heads=roi_heads,
         exclude=tuple(exclude),
     )
@@ -189,6 +198,7 @@ def quantize_model(
     result.calibration = record
     with tempfile.TemporaryDirectory(prefix='quantize_') as tmp:
         cache = Path(tmp) / 'calibration.json'
+        logger(f'weights: {weights} ({weights_reason})')
         with stages(
             f'calibrate ({method}, {calib_images} images of {Path(source).name}) and quantise'
         ):
@@ -216,6 +226,7 @@ def quantize_model(
                         method=method,
                         per_channel=per_channel,
                         reduce_range=reduce_range,
+                        weights=weights,
                         roi_heads=roi_heads,
                         exclude=tuple(exclude) + keep,
                     )
@@ -236,6 +247,7 @@ def quantize_model(
         int8 = settings_record(
             settings,
             calibration=record,
+            weights_reason=weights_reason,
             quantized_layers=result.quantized_layers,
             float_layers=result.float_layers,
             onnxruntime=onnxruntime.__version__,

@@ -45,6 +45,7 @@ QUANTIZE_OPTIONS = (
     'per_channel',
     'roi_heads',
     'min_parity_ap',
+    'weights',
 )
 
 #: metric name in a regression file -> key of the test run's metrics (evaluate_coco's, or the
@@ -136,6 +137,7 @@ def run_regression(
     rows: list[BackendRow] = []
     references: dict[str, BackendRow] = {}  # one PyTorch run serves every export of a model
     exports: dict[str, tuple] = {}  # one export serves every entry with the same options
+    quantized: dict[str, tuple] = {}  # and one INT8 file every entry with the same quantisation
     for entry in entries:
         name, metrics = entry['name'], tuple(entry['metrics'])
         options = dict(entry.get('cfg_options') or {}, **(cfg_options or {}))
@@ -170,9 +172,16 @@ def run_regression(
             exports[export_key] = (onnx_file, exported)
         quantize_failure = None
         if entry.get('quantize') is not None:
-            onnx_file, quantize_failure = _quantize(
-                entry, onnx_file, work_dir / f'{name}.int8.onnx', deployed_options, logger
-            )
+            quantize_options = _resolved_quantize_options(entry['quantize'])
+            quantize_key = repr((export_key, sorted(quantize_options.items())))
+            if quantize_key in quantized:
+                logger(f'== {name}: reusing the INT8 file {quantized[quantize_key][0]}')
+            else:
+                int8_file = work_dir / f'{name}.int8.onnx'
+                quantized[quantize_key] = _quantize(
+                    entry, onnx_file, int8_file, quantize_options, deployed_options, logger
+                )
+            onnx_file, quantize_failure = quantized[quantize_key]
         key = repr((entry['config'], entry['checkpoint'], metrics, sorted(options.items())))
         if key not in references:
             references[key] = _evaluate(
@@ -207,7 +216,17 @@ def run_regression(
     return rows
 
 
-def _quantize(entry, fp32_file, int8_file, options, logger) -> tuple[Path, str | None]:
+def _resolved_quantize_options(options: dict) -> dict:
+    """An entry's ``quantize`` options with ``weights`` resolved for this CPU, so that entries
+    asking for ``auto`` and for what ``auto`` means here share one file."""
+    from ..onnx_graph.int8 import resolve_weights
+
+    resolved = dict(options)
+    resolved['weights'] = resolve_weights(resolved.get('weights', 'auto'))[0]
+    return resolved
+
+
+def _quantize(entry, fp32_file, int8_file, options, cfg_options, logger) -> tuple[Path, str | None]:
     """The entry's FP32 export quantised to INT8; a parity check below its gate is a failure
     of the entry's rows (the file is still evaluated)."""
     from .quantize import quantize_model
@@ -217,9 +236,9 @@ def _quantize(entry, fp32_file, int8_file, options, logger) -> tuple[Path, str |
         entry['config'],
         fp32_file,
         int8_file,
-        cfg_options=options,
+        cfg_options=cfg_options,
         logger=logger,
-        **(entry.get('quantize') or {}),
+        **options,
     )
     if result.calibration.get('check_images') and not result.passed:
         return int8_file, f'INT8 parity AP {result.parity_ap:.3f} below its gate'

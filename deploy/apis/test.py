@@ -207,12 +207,12 @@ def run_test(
                 for i, r in zip(img_ids, results)
             ]
         )
-        _write(out, payload, 'results', logger, failures)
+        write_output(out, payload, 'results', logger, failures)
     if format_only:
         from ..evaluation.coco_metric import results_to_coco_json
 
         dets = results_to_coco_json(results, img_ids, label_to_cat)
-        _write(format_only, json.dumps(dets), 'COCO json', logger, failures)
+        write_output(format_only, json.dumps(dets), 'COCO json', logger, failures)
     run.wall_seconds = time.perf_counter() - run_start
     if run.results:
         logger(
@@ -247,10 +247,10 @@ def write_metrics(
         num_images=num_images,
         metrics=metrics,
     )
-    _write(path, json.dumps(record, indent=2), 'metrics', logger, failures)
+    write_output(path, json.dumps(record, indent=2), 'metrics', logger, failures)
 
 
-def _write(path, data, what: str, logger, failures: list) -> None:
+def write_output(path, data, what: str, logger, failures: list) -> None:
     """Write one output file atomically; a failure is collected, not raised, so the others (and
     the printed evaluation) survive it."""
     try:

@@ -12,7 +12,9 @@ Precision is a run-time choice of OpenVINO's CPU plugin, not a property of the f
   box decoding, TopK, NMS, RoiAlign and the gathers after them keep running in FP32 (read back
   from the execution graph by :func:`runtime_summary`), the split the FP16 export makes by hand;
 * ``int8``: the QDQ file made by ``tools/quantize.py`` (one quantisation for ONNX Runtime and
-  OpenVINO); OpenVINO turns the Q/DQ pairs into INT8 kernels, the rest runs in FP32.
+  OpenVINO); OpenVINO turns the Q/DQ pairs into INT8 kernels, the rest runs in FP32. A file
+  with uint8 weights (``--weights uint8``, the choice for ONNX Runtime on CPUs without VNNI)
+  would run in FP32 here and is refused (:class:`~deploy.errors.BackendUnavailable`).
 
 The default (``None``) is the file's own precision (``int8`` for a quantised file, else
 ``fp32``). The converted model is cached as OpenVINO IR next to the ONNX file, in
@@ -62,6 +64,12 @@ def require_bf16(core) -> None:
             'this CPU has no BF16 support (OpenVINO CPU capabilities: '
             f'{", ".join(capabilities)}): run the openvino backend in fp32 or int8'
         )
+
+
+def _int8_weights(spec) -> str:
+    """The weight type a quantised file was written with (files from before the choice: int8)."""
+    record = (spec.extra.get('int8') if spec is not None else None) or {}
+    return record.get('weights', 'int8')
 
 
 def file_digest(path: Path, chunk: int = 1 << 20) -> str:
@@ -116,6 +124,12 @@ class OpenVINOBackend(Backend):
             raise BackendError(
                 f'{model_file.name} is {file_precision}: OpenVINO runs INT8 from a quantised '
                 f'(QDQ) file, make one with tools/quantize.py'
+            )
+        if precision == 'int8' and _int8_weights(self.spec) == 'uint8':
+            raise BackendUnavailable(
+                f'{model_file.name} stores its weights as uint8 (quantised for ONNX Runtime on a '
+                'CPU without VNNI), which OpenVINO runs in FP32, not INT8: quantise with '
+                'tools/quantize.py --weights int8 for OpenVINO'
             )
         if precision != 'int8' and file_precision == 'int8':
             raise BackendError(

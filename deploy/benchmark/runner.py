@@ -143,7 +143,7 @@ def environment(threads: int) -> dict:
     import numpy
     import torch
 
-    from .peak import cpu_isa
+    from ..cpu import cpu_isa
 
     env = dict(
         python=platform.python_version(),

@@ -38,6 +38,9 @@ from .mixed_precision import COMPUTE_OPS, POSTPROCESS_OPS, low_precision_nodes
 
 #: calibration methods of ``onnxruntime.quantization.CalibrationMethod`` by their CLI names
 CALIBRATION_METHODS = ('minmax', 'entropy', 'percentile')
+#: weight types of ``QuantizeSettings.weights`` (``auto`` resolves to one, per CPU)
+WEIGHT_TYPES = ('int8', 'uint8')
+WEIGHT_CHOICES = ('auto', *WEIGHT_TYPES)
 #: op types inside the feature extractor that keep INT8 flowing between convolutions
 #: (everything else there -- e.g. a Sigmoid -- is left float)
 GLUE_OPS = frozenset(('Add', 'Relu', 'MaxPool', 'Resize', 'Concat', 'Clip'))
@@ -55,21 +58,52 @@ class QuantizeSettings:
         percentile: the percentile of the ``percentile`` method.
         float_head_outputs: keep the head's last convolutions float (their outputs -- class
             logits, box deltas -- unrounded); costs speed (those convolutions are large).
-        reduce_range: weights in 7 bits. ONNX Runtime's uint8 x int8 kernels on CPUs without
-            VNNI (AVX2 only) add products in pairs into int16 with saturation, which full-range
-            weights can overflow. Measured on the bundled models on such a CPU (Zen 3): 8-bit
-            weights lose 0.32 (RetinaNet) / 0.38 (Mask R-CNN) box AP in ONNX Runtime; 7-bit ones
-            lose nothing on RetinaNet but 0.6 mask AP on Mask R-CNN on both engines. Off by
-            default (VNNI CPUs and OpenVINO have no saturation).
+        weights: ``int8`` (symmetric, zero point 0) or ``uint8`` (zero point 128).
+            ONNX Runtime's uint8 x int8 kernels on x86 CPUs without VNNI or AMX (AVX2 only) add
+            products in pairs into int16 with saturation (``VPMADDUBSW``), which full-range
+            int8 weights can overflow; its uint8 x uint8 kernels widen to int16 first and do not
+            saturate. Measured on the bundled models on such a CPU (Zen 3): int8 weights lose
+            0.4 (RetinaNet) / 0.3 (Mask R-CNN) box AP in ONNX Runtime, uint8 ones lose nothing.
+            OpenVINO runs only int8 weights in INT8 (uint8 ones in FP32, so its backend refuses
+            such a file). :func:`resolve_weights` picks one for the CPU at hand.
+        reduce_range: weights in 7 bits, the other cure for that saturation (ONNX Runtime's
+            documented advice); it costs Mask R-CNN 0.6 mask AP on both engines.
     """
 
     method: str = 'minmax'
     per_channel: bool = True
+    weights: str = 'int8'
     reduce_range: bool = False
     roi_heads: bool = True
     float_head_outputs: bool = False
     exclude: tuple[str, ...] = ()
     percentile: float = 99.999
+
+    def __post_init__(self):
+        if self.weights not in WEIGHT_TYPES:
+            raise ValueError(
+                f'weights must be one of {", ".join(WEIGHT_TYPES)}, not {self.weights!r}'
+            )
+
+
+def resolve_weights(weights: str) -> tuple[str, str]:
+    """``(weight type, why)`` for ``weights`` (``auto``, ``int8`` or ``uint8``). ``auto`` is int8,
+    the fast path of VNNI / AMX CPUs and the one OpenVINO runs in INT8, except on an x86 CPU
+    whose ONNX Runtime kernels would saturate with it (:func:`deploy.cpu.saturating_int8_gemm`)."""
+    from ..cpu import saturating_int8_gemm
+
+    if weights != 'auto':
+        return weights, 'asked for'
+    if saturating_int8_gemm():
+        return 'uint8', (
+            'auto: this CPU has no VNNI or AMX, where ONNX Runtime sums uint8 x int8 products '
+            'in int16 with saturation; uint8 weights avoid it (OpenVINO runs such a file only '
+            'in FP32: --weights int8 makes an OpenVINO INT8 file)'
+        )
+    return (
+        'int8',
+        'auto: this CPU has integer dot-product instructions (VNNI or AMX), or is not x86',
+    )
 
 
 @dataclass
@@ -180,8 +214,8 @@ def quantize_qdq(
     """Quantise a pre-processed model (:func:`preprocess_for_quantization`) to static QDQ INT8
     with activation ranges calibrated on ``batches`` (the graph's input dicts).
 
-    Activations are uint8 (asymmetric) and weights int8 (symmetric), the pairing ONNX Runtime's
-    x86 kernels (AVX512-VNNI, AMX) and OpenVINO's CPU plugin execute natively.
+    Activations are uint8 (asymmetric); weights symmetric, int8 (the pairing ONNX Runtime's
+    VNNI / AMX kernels and OpenVINO's CPU plugin execute natively) or uint8 (``settings.weights``).
     ``calibration_cache``: a JSON file of the calibrated ranges, written by the first call and
     read by later ones (a retry with other layers excluded then skips the calibration run).
     """
@@ -198,7 +232,7 @@ def quantize_qdq(
         'percentile': CalibrationMethod.Percentile,
     }[settings.method]
     extra = dict(
-        # Weights symmetric int8 (zero point 0: what integer GEMM kernels want).
+        # Weights symmetric (int8: zero point 0, what integer GEMM kernels want; uint8: 128).
         WeightSymmetric=True,
         ActivationSymmetric=False,
         # Biases as int32 with scale = input scale x weight scale (fused into the integer conv).
@@ -217,7 +251,7 @@ def quantize_qdq(
             per_channel=settings.per_channel,
             reduce_range=settings.reduce_range,
             activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
+            weight_type=QuantType.QUInt8 if settings.weights == 'uint8' else QuantType.QInt8,
             nodes_to_quantize=plan.quantize,
             calibrate_method=method,
             calibration_providers=['CPUExecutionProvider'],
