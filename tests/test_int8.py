@@ -38,6 +38,25 @@ def _descendants(graph, seeds) -> set[str]:
     return seen
 
 
+def _val_results(reference, candidate, count: int) -> tuple[list, list]:
+    """Both RetinaNet backends' results on the first ``count`` val images."""
+    from deploy.datasets.coco import CocoDetectionDataset
+
+    data = bundled.data_options()
+    cfg = load_config(bundled.CONFIGS['retinanet'], data)
+    plan = plan_run(candidate, cfg, 'candidate', logger=lambda *a: None)
+    dataset = CocoDetectionDataset(
+        data['data.test.ann_file'], data['data.test.img_prefix'], plan.pipeline()
+    )
+    refs, tests = [], []
+    for index in range(count):
+        img, metas = collate([dataset[index]])
+        inputs = network_inputs(img, metas)
+        refs.append(outputs_to_results(reference(inputs), metas)[0])
+        tests.append(outputs_to_results(candidate(inputs), metas)[0])
+    return refs, tests
+
+
 def test_quantisation_runs_and_records_itself():
     result = bundled.int8_export('retinanet')
     spec = read_onnx_spec(result.output_file)
@@ -87,23 +106,9 @@ def test_postprocessing_nodes_stay_float(model):
 def test_int8_matches_fp32_by_iou():
     """The stated bound: on 20 val images INT8 detections match FP32's (label, IoU >= 0.5) for
     >= 85% and score >= 0.75 parity AP; the reference detects something."""
-    cfg = load_config(bundled.CONFIGS['retinanet'], bundled.data_options())
     fp32 = OnnxRuntimeBackend(bundled.fp32_export('retinanet'))
     int8 = OnnxRuntimeBackend(bundled.int8_export('retinanet').output_file)
-    plan = plan_run(int8, cfg, 'int8', logger=lambda *a: None)
-    from deploy.datasets.coco import CocoDetectionDataset
-
-    dataset = CocoDetectionDataset(
-        bundled.data_options()['data.test.ann_file'],
-        bundled.data_options()['data.test.img_prefix'],
-        plan.pipeline(),
-    )
-    refs, tests = [], []
-    for index in range(20):
-        img, metas = collate([dataset[index]])
-        inputs = network_inputs(img, metas)
-        refs.append(outputs_to_results(fp32(inputs), metas)[0])
-        tests.append(outputs_to_results(int8(inputs), metas)[0])
+    refs, tests = _val_results(fp32, int8, 20)
     stats = match_result_lists(refs, tests)
     assert stats.num_ref > 100
     assert stats.matched_fraction >= MIN_MATCHED, stats
@@ -275,22 +280,8 @@ def test_uint8_weights_run_in_onnxruntime_and_are_refused_by_openvino(tmp_path):
     ]
     assert conv_weights and all(weights[w] == onnx.TensorProto.UINT8 for w in conv_weights)
 
-    cfg = load_config(bundled.CONFIGS['retinanet'], bundled.data_options())
-    u8 = OnnxRuntimeBackend(out)
     s8 = OnnxRuntimeBackend(bundled.int8_export('retinanet').output_file)
-    plan = plan_run(u8, cfg, 'u8', logger=lambda *a: None)
-    from deploy.datasets.coco import CocoDetectionDataset
-
-    data = bundled.data_options()
-    dataset = CocoDetectionDataset(
-        data['data.test.ann_file'], data['data.test.img_prefix'], plan.pipeline()
-    )
-    refs, tests = [], []
-    for index in range(6):
-        img, metas = collate([dataset[index]])
-        inputs = network_inputs(img, metas)
-        refs.append(outputs_to_results(s8(inputs), metas)[0])
-        tests.append(outputs_to_results(u8(inputs), metas)[0])
+    refs, tests = _val_results(s8, OnnxRuntimeBackend(out), 6)
     stats = match_result_lists(refs, tests)
     assert stats.num_ref > 20
     assert stats.matched_fraction >= MIN_MATCHED, stats

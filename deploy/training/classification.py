@@ -32,7 +32,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from ..config import get_model_cfg, get_preprocess_cfg, get_test_settings
 from ..config.classification import PASS_THROUGH_TRANSFORMS, is_mmcls_0x, read_crop, read_resize
@@ -296,27 +295,11 @@ def train_classifier(
     """Train the config's classifier on its training set (see :func:`deploy.training.loop.train`
     for the arguments); returns a :class:`~deploy.training.loop.TrainResult` whose epoch losses
     also hold the training top-1 accuracy (``acc``, percent)."""
-    from .loop import (
-        TrainResult,
-        _atomic_copy,
-        config_text,
-        load_training_checkpoint,
-        save_training_checkpoint,
-        seed_everything,
-    )
-    from .optim import LrSchedule, build_optimizer, max_epochs
+    from .loop import TrainLog, fit, optimizer_step, seed_everything
 
     start_time = time.perf_counter()
     work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    log_file = open(work_dir / 'train.log', 'a', encoding='utf-8')  # noqa: SIM115
-
-    def log(message: str) -> None:
-        log_file.write(message + '\n')
-        log_file.flush()
-        if logger is not None:
-            logger(message)
-
+    log = TrainLog(work_dir, logger)
     seed_everything(seed)
     model_cfg = get_model_cfg(cfg)
     model = build_detector(model_cfg, get_test_settings(cfg), getattr(cfg, 'filename', None))
@@ -346,65 +329,37 @@ def train_classifier(
         num_workers=workers,
         collate_fn=functools.partial(collate, pad_value=preprocess.pad_value),
     )
-    optimizer = build_optimizer(model, cfg['optimizer'])
-    schedule_epochs = max_epochs(cfg)
-    total_epochs = epochs or schedule_epochs
-    schedule = LrSchedule(
-        cfg.get('lr_config'), cfg['optimizer']['lr'], schedule_epochs, len(loader)
-    )
-    grad_clip = (cfg.get('optimizer_config') or {}).get('grad_clip')
 
-    start_epoch = 0
-    if resume:
-        checkpoint = load_training_checkpoint(resume)
-        model.load_state_dict(checkpoint['state_dict'])
-        optimizer.load_state_dict(checkpoint['optimizer'])
-        start_epoch = int(checkpoint['meta'].get('epoch', 0))
-        log(f'resumed from {resume} at epoch {start_epoch}')
-    log(
-        f'training {type(model).__name__} on {len(dataset)} images of {len(class_names)} '
-        f'classes, batch {data_cfg["batch_size"]}, epochs {start_epoch + 1}..{total_epochs}, '
-        f'seed {seed}'
+    def step(batch, optimizer, grad_clip) -> dict[str, float]:
+        img, metas = batch
+        labels = torch.as_tensor([m['gt_label'] for m in metas])
+        logits = model(img)
+        loss = classification_loss(model.head, logits, labels)
+        optimizer_step(model, loss, optimizer, grad_clip)
+        value = float(loss.detach())
+        correct = int((logits.argmax(1) == labels).sum())
+        seen = len(labels)
+        return dict(loss=value, weighted_loss=value * seen, correct=correct, seen=seen)
+
+    def per_image(sums: dict, batches: int) -> dict[str, float]:
+        seen = max(sums.get('seen', 0), 1)
+        loss, correct = sums.get('weighted_loss', 0.0), sums.get('correct', 0)
+        return dict(loss=loss / seen, acc=100.0 * correct / seen)
+
+    return fit(
+        model,
+        cfg,
+        dataset,
+        loader,
+        class_names,
+        step,
+        work_dir=work_dir,
+        log=log,
+        seed=seed,
+        epochs=epochs,
+        resume=resume,
+        progress=progress,
+        epoch_means=per_image,
+        describe=lambda means: f'loss {means["loss"]:.4f} train top-1 {means["acc"]:.1f}%',
+        start_time=start_time,
     )
-    result = TrainResult(model, tuple(class_names))
-    meta_base = dict(CLASSES=tuple(class_names), seed=seed, config=config_text(cfg))
-    lr = schedule(start_epoch, start_epoch * len(loader))
-    for epoch in range(start_epoch, total_epochs):
-        model.train()
-        dataset.set_epoch(epoch)
-        loader.batch_sampler.set_epoch(epoch)
-        torch.manual_seed(seed * 1000 + epoch)
-        loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(
-            loader, desc=f'epoch {epoch + 1}/{total_epochs}', disable=not progress, leave=False
-        )
-        for i, (img, metas) in enumerate(bar):
-            lr = schedule(epoch, epoch * len(loader) + i)
-            for group in optimizer.param_groups:
-                group['lr'] = lr
-            labels = torch.as_tensor([m['gt_label'] for m in metas])
-            logits = model(img)
-            loss = classification_loss(model.head, logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip:
-                params = [p for p in model.parameters() if p.grad is not None]
-                torch.nn.utils.clip_grad_norm_(params, **grad_clip)
-            optimizer.step()
-            loss_sum += float(loss.detach()) * len(labels)
-            correct += int((logits.argmax(1) == labels).sum())
-            seen += len(labels)
-            bar.set_postfix(loss=f'{float(loss.detach()):.4f}', lr=f'{lr:.2e}')
-        means = dict(loss=loss_sum / max(seen, 1), acc=100.0 * correct / max(seen, 1))
-        result.epoch_losses.append(means)
-        log(
-            f'epoch {epoch + 1}/{total_epochs} lr {lr:.2e} loss {means["loss"]:.4f} '
-            f'train top-1 {means["acc"]:.1f}% ({time.perf_counter() - start_time:.0f} s)'
-        )
-        meta = dict(meta_base, epoch=epoch + 1, iter=(epoch + 1) * len(loader))
-        path = save_training_checkpoint(model, work_dir / f'epoch_{epoch + 1}.pth', meta, optimizer)
-        _atomic_copy(path, work_dir / 'latest.pth')
-        result.checkpoint = str(path)
-    result.seconds = time.perf_counter() - start_time
-    log_file.close()
-    return result
