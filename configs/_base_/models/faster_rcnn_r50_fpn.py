@@ -36,8 +36,8 @@ model = dict(
             out_channels=256,
             featmap_strides=[4, 8, 16, 32],
             # Deploy only: how exported graphs pick each RoI's FPN level: 'masked' (every RoI
-            # through every level, static shapes) or 'nonzero' (gather / scatter per level).
-            deploy_mode='masked',
+            # through every level, static shapes) or 'nonzero' (each level pools its own RoIs).
+            deploy_mode='nonzero',
         ),
         bbox_head=dict(
             type='Shared2FCBBoxHead',

@@ -8,7 +8,7 @@ model = dict(
             roi_layer=dict(type='RoIAlign', output_size=14, sampling_ratio=0),
             out_channels=256,
             featmap_strides=[4, 8, 16, 32],
-            deploy_mode='masked',
+            deploy_mode='nonzero',
         ),
         mask_head=dict(
             type='FCNMaskHead',

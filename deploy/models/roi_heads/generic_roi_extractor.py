@@ -102,7 +102,7 @@ class GenericRoIExtractor(nn.Module):
         aggregation: str = 'sum',
         pre_cfg: dict | None = None,
         post_cfg: dict | None = None,
-        deploy_mode: str = 'masked',
+        deploy_mode: str = 'nonzero',
         init_cfg: dict | None = None,
     ):
         super().__init__()
