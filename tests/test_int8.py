@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import pytest
 import test_bad_inputs as catalogue
+from conftest import ROOT
 
 from deploy.apis.contract import plan_run
 from deploy.backends.onnxruntime import OnnxRuntimeBackend
@@ -287,6 +288,20 @@ def test_uint8_weights_run_in_onnxruntime_and_are_refused_by_openvino(tmp_path):
     assert stats.matched_fraction >= MIN_MATCHED, stats
     with pytest.raises(BackendUnavailable, match='uint8.*FP32.*--weights int8'):
         OpenVINOBackend(out)
+    # --verify-backends openvino: reported as skipped, not as a pass or a crash
+    from deploy.apis.quantize import verify_quantized
+
+    lines = []
+    tables = verify_quantized(
+        bundled.CONFIGS['retinanet'],
+        bundled.CHECKPOINTS['retinanet'],
+        out,
+        input_img=ROOT / 'demo' / 'demo.jpg',
+        backends=('openvino',),
+        cfg_options=bundled.data_options(),
+        logger=lines.append,
+    )
+    assert tables == {} and any('openvino int8: skipped' in line for line in lines), lines
 
 
 def test_regression_entries_share_one_int8_file_where_auto_means_int8(monkeypatch):

@@ -96,9 +96,9 @@ def resolve_weights(weights: str) -> tuple[str, str]:
         return weights, 'asked for'
     if saturating_int8_gemm():
         return 'uint8', (
-            'auto: this CPU has no VNNI or AMX, where ONNX Runtime sums uint8 x int8 products '
-            'in int16 with saturation; uint8 weights avoid it (OpenVINO runs such a file only '
-            'in FP32: --weights int8 makes an OpenVINO INT8 file)'
+            'auto: this CPU has no VNNI or AMX, and ONNX Runtime sums uint8 x int8 products '
+            'in int16 with saturation there; uint8 weights avoid that, but OpenVINO runs them '
+            'only in FP32 (--weights int8 makes an OpenVINO INT8 file)'
         )
     return (
         'int8',
