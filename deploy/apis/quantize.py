@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +187,7 @@ def quantize_model(
         roi_heads=roi_heads,
         exclude=tuple(exclude),
     )
+    requested = settings  # the sensitivity search adds float layers to these
     result = QuantizeResult(output_file)
     record = dict(
         images=calib_images,
@@ -222,14 +223,7 @@ def quantize_model(
                         worst = ', '.join(f'{n} ({db:.1f} dB)' for n, db in ranking[:4])
                         logger(f'most sensitive layers (quantisation SQNR): {worst}')
                     keep = tuple(n for n, _ in ranking[:float_count])
-                    trial = QuantizeSettings(
-                        method=method,
-                        per_channel=per_channel,
-                        reduce_range=reduce_range,
-                        weights=weights,
-                        roi_heads=roi_heads,
-                        exclude=tuple(exclude) + keep,
-                    )
+                    trial = replace(requested, exclude=requested.exclude + keep)
                     candidate, candidate_plan = _quantize(model, calib, trial, cache)
                     score = _parity(candidate, checks, reference, Path(tmp))
                     result.attempts.append(dict(float_layers=float_count, parity_ap=score))
