@@ -72,24 +72,26 @@ def _decode_masks(result: DetectionResult, keep: np.ndarray) -> list[np.ndarray]
     return [np.asarray(result.masks[i], bool) for i in keep]
 
 
-def _place_label(box, size, taken: list, height: int, width: int) -> tuple[int, int]:
-    """Top-left corner for a ``size = (w, h)`` label near ``box``: above it, inside its top,
-    below it, then lower and lower, the first spot that overlaps no label placed so far."""
-    x1, y1, _, y2 = (int(round(v)) for v in box)
+def place_label(box, size, taken: list, height: int, width: int) -> tuple[int, int]:
+    """Top-left corner for a ``size = (w, h)`` label attached to ``box``: on its top edge (above,
+    then inside), then inside its bottom edge, left- then right-aligned; the first spot that
+    overlaps no label placed so far, else above the box. A tag is never moved away from its box:
+    one that lands on another object reads as that object's."""
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
     w, h = size
-    x = min(max(x1, 0), max(width - w, 0))
-    candidates = [y1 - h, y1, y2] + [y1 + k * h for k in range(1, 12)]
-    for y in candidates:
+    # the last spot, above the box again, is where a tag goes when every spot is taken
+    spots = [(x, y) for y in (y1 - h, y1, y2 - h) for x in (x1, x2 - w)] + [(x1, y1 - h)]
+    for x, y in spots:
+        x = min(max(x, 0), max(width - w, 0))
         y = min(max(y, 0), max(height - h, 0))
         rect = (x, y, x + w, y + h)
-        if all(
+        free = all(
             rect[2] <= t[0] or rect[0] >= t[2] or rect[3] <= t[1] or rect[1] >= t[3] for t in taken
-        ):
-            taken.append(rect)
-            return x, y
-    y = min(max(y1 - h, 0), max(height - h, 0))
-    taken.append((x, y, x + w, y + h))
-    return x, y
+        )
+        if free:
+            break
+    taken.append(rect)
+    return rect[0], rect[1]
 
 
 def draw_detections(
@@ -123,7 +125,7 @@ def draw_detections(
         text = f'{name} {result.scores[i]:.2f}'
         (tw, th), base = cv2.getTextSize(text, _FONT, scale, 1)
         size = (tw + 4, th + base + 3)
-        x, y = _place_label(result.boxes[i], size, taken, height, width)
+        x, y = place_label(result.boxes[i], size, taken, height, width)
         colour = colours[label % len(colours)]
         cv2.rectangle(canvas, (x, y), (x + size[0], y + size[1]), colour, -1)
         cv2.putText(canvas, text, (x + 2, y + th + 1), _FONT, scale, (0, 0, 0), 1, cv2.LINE_AA)

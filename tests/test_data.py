@@ -177,3 +177,19 @@ def test_visualisation_draws_something(tmp_path):
     assert drawn.any() and not image.any()
     save_image(tmp_path / 'x.png', drawn)
     assert cv2.imread(str(tmp_path / 'x.png')).shape == (64, 64, 3)
+
+
+def test_labels_stay_attached_to_their_boxes():
+    """Crowded tags move along their own box's edges, never below it onto another object."""
+    from deploy.visualization import place_label
+
+    # two large boxes take the spots above and inside the top of the small one inside them
+    boxes = [(20, 30, 200, 120), (20, 44, 200, 110), (24, 34, 70, 60)]
+    taken: list = []
+    for box in boxes:
+        x, y = place_label(box, (60, 14), taken, 240, 320)
+        bx1, by1, bx2, by2 = box
+        # the tag's rectangle touches or overlaps its box (one pixel of slack)
+        assert x <= bx2 + 1 and x + 60 >= bx1 - 1 and y <= by2 + 1 and y + 14 >= by1 - 1, box
+    assert taken[2][3] <= 60, 'the small box tag went below it'
+    assert len(set(taken)) == 3

@@ -182,7 +182,8 @@ def test_dependency_free_demo_runs_without_the_package(exports, tmp_path):
         for line in demo.read_text().splitlines()
         if line.startswith(('import ', 'from '))
     }
-    assert imports <= {'argparse', 'json', 'sys', 'cv2', 'numpy', 'onnxruntime'}, imports
+    allowed = {'argparse', 'colorsys', 'json', 'pathlib', 'sys', 'cv2', 'numpy', 'onnxruntime'}
+    assert imports <= allowed, imports
     out = tmp_path / 'demo.png'
     proc = subprocess.run(
         [
@@ -202,3 +203,11 @@ def test_dependency_free_demo_runs_without_the_package(exports, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert 'star' in proc.stdout and out.is_file()
     assert cv2.imread(str(out)).shape == cv2.imread(IMAGE).shape
+    missing = subprocess.run(
+        [sys.executable, '-I', str(demo), str(tmp_path / 'none.onnx'), IMAGE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 2 and 'Traceback' not in missing.stderr
+    assert missing.stderr.strip() == f'error: no model file {tmp_path / "none.onnx"}'
