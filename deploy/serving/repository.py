@@ -212,6 +212,10 @@ def build_config(spec: ModelSpec, inputs, outputs, options: RepositoryOptions, n
             out.label_filename = 'labels.txt'
     if options.dynamic_batching and max_batch > 1:
         sizes = options.preferred_batch_sizes or _powers_of_two(max_batch)
+        if max(sizes) > max_batch:
+            raise ConfigError(
+                f'--preferred-batch-sizes {max(sizes)} is above --max-batch-size {max_batch}'
+            )
         config.dynamic_batching.preferred_batch_size.extend(sizes)
         config.dynamic_batching.max_queue_delay_microseconds = options.queue_delay_us
     gpu = options.backend == 'tensorrt' or options.device == 'gpu'

@@ -154,7 +154,6 @@ class LocalServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=self.install.environment(),
-                start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it
             )
         try:
             self._wait_ready()
