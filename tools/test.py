@@ -31,7 +31,7 @@ def parse_args(argv=None):
         'model',
         nargs='?',
         help='checkpoint (pytorch), .onnx (onnxruntime, openvino, tensorrt) or .engine (tensorrt); '
-        'none with --backend triton',
+        'with --backend triton: the served model name (or --model-name)',
     )
     parser.add_argument(
         '--backend', choices=BACKENDS + SERVED_BACKENDS, required=True, help='runtime to use'

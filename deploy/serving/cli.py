@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..backends.triton import PROTOCOLS, TritonOptions
 
@@ -14,7 +15,8 @@ def add_triton_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         '--url',
         default=None,
-        help=f'host:port of the HTTP or gRPC endpoint (default {DEFAULT_URL})',
+        help=f'host:port of the HTTP or gRPC endpoint (default {DEFAULT_URL}); several, comma '
+        'separated: distributed rank r uses the (r mod n)-th (tools/dist_test.sh)',
     )
     group.add_argument('--model-name', default=None, help='the model name on the server')
     group.add_argument('--protocol', choices=PROTOCOLS, default='http', help='default http')
@@ -37,10 +39,13 @@ def triton_options(
         if args.model is None:
             parser.error(f'--backend {args.backend} needs the model file')
         return None
-    if args.model is not None:
-        parser.error('--backend triton runs the served model: give --model-name, not a file')
-    if not args.model_name:
+    if args.model is not None and args.model_name:
+        parser.error('--backend triton: give the served model once (MODEL or --model-name)')
+    name = args.model_name or args.model
+    if not name:
         parser.error('--backend triton needs --model-name (the model name on the server)')
+    if '/' in name or name.endswith(('.onnx', '.engine', '.pth')):
+        parser.error(f'--backend triton runs a served model: {name} looks like a file')
     if args.concurrency < 1:
         parser.error(f'--concurrency must be at least 1, got {args.concurrency}')
     if args.batch_size != 1:
@@ -48,9 +53,11 @@ def triton_options(
             '--backend triton sends one image per request and the server batches them: use '
             '--concurrency instead of --batch-size'
         )
+    urls = (args.url or DEFAULT_URL).split(',')
+    rank = int(os.environ.get('RANK', '0'))  # set by torchrun for each process
     options = TritonOptions(
-        url=args.url or DEFAULT_URL,
-        model_name=args.model_name,
+        url=urls[rank % len(urls)],
+        model_name=name,
         protocol=args.protocol,
         concurrency=args.concurrency,
     )
