@@ -242,3 +242,62 @@ def test_server_bad_input_is_one_line(server, tmp_path):
         )
         assert outcome.code == 2 and outcome.stderr.count('\n') == 1, outcome.stderr
         assert outcome.stderr.startswith('error: ') and expected in outcome.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# the README's "Serve it" block, run as written (free ports instead of 8000 / 8001, fewer images
+# and requests)
+# --------------------------------------------------------------------------------------------
+def test_readme_serve_it_runs_as_written(server, tmp_path):
+    import os
+    import re
+    import subprocess
+
+    from test_readme import COMMANDS
+
+    from deploy.serving.server import free_port, wait_ready
+
+    block = [argv for section, argv in COMMANDS if section == 'Serve it']
+    assert [a[1] if a[0] in ('python', 'bash') else a[0] for a in block] == [
+        'tools/serving/make_triton_env.sh',  # made by .ci/run (the fixture found it)
+        'tools/deploy2triton.py',
+        'tools/triton_server.py',
+        'curl',
+        'tools/test.py',
+        'tools/test.py',
+        'tools/triton_load.py',
+        'kill',
+    ]
+    for name in ('configs', 'checkpoints', 'demo', 'tools'):
+        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / 'work_dirs' / 'first').mkdir(parents=True)
+    (tmp_path / 'work_dirs' / 'first' / 'retinanet.onnx').symlink_to(fp32_export('retinanet'))
+    (tmp_path / 'data').mkdir()
+    (tmp_path / 'data' / 'synthetic_coco').symlink_to(
+        Path(data_options()['data.test.ann_file']).parents[1]
+    )
+    ports = {'8000': str(free_port()), '8001': str(free_port())}
+
+    def local(argv):
+        return [re.sub(r'\b(8000|8001)\b', lambda m: ports[m.group(1)], a) for a in argv[2:]]
+
+    assert call_tool('deploy2triton.py', *local(block[1]), cwd=tmp_path).code == 0
+    env = {**os.environ, 'PYTHONPATH': str(ROOT)}
+    serving = subprocess.Popen(['python', block[2][1], *local(block[2])], cwd=tmp_path, env=env)
+    try:
+        assert wait_ready(f'127.0.0.1:{ports["8000"]}', 60, serving), 'the server did not start'
+        fewer = ['--num-images', 8, '--workers', 0]
+        aps = []
+        for argv in block[4:6]:
+            outcome = call_tool('test.py', *local(argv), *fewer, cwd=tmp_path)
+            assert outcome.code == 0, outcome.stderr[-2000:]
+            aps += re.findall(
+                r'\(AP\) @\[ IoU=0.50:0.95 \| area=   all \| maxDets=100 \] = ([\d.]+)',
+                outcome.stdout,
+            )
+        assert len(aps) == 2 and aps[0] == aps[1] and float(aps[0]) > 0
+        load = call_tool('triton_load.py', *local(block[6]), '--max-requests', 4, cwd=tmp_path)
+        assert load.code == 0 and load.stdout.count('| retinanet |') == 4, load.stderr
+    finally:
+        serving.terminate()  # the block's `kill %1`
+        assert serving.wait(timeout=30) == 0

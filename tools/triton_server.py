@@ -8,6 +8,7 @@ tools/serving/make_triton_env.sh. --timeout stops it after that many seconds.
 
 import signal
 import sys
+import threading
 import time
 
 from deploy.apis.cli import ArgumentParser, run_cli
@@ -32,8 +33,8 @@ def main(argv=None) -> int:
     from deploy.serving.server import LocalServer
 
     args = parse_args(argv)
-    # SIGTERM unwinds like Ctrl-C: the server is stopped on the way out
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    stop = threading.Event()  # SIGTERM is the normal way to stop it (kill %1)
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server = LocalServer(args.repository, http_port=args.http_port, grpc_port=args.grpc_port)
     with server:
         print(
@@ -42,8 +43,8 @@ def main(argv=None) -> int:
             flush=True,
         )
         deadline = time.monotonic() + (args.timeout or float('inf'))
-        while time.monotonic() < deadline and server.process.poll() is None:
-            time.sleep(0.5)
+        while time.monotonic() < deadline and server.process.poll() is None and not stop.is_set():
+            stop.wait(0.5)
     if server.process.returncode not in (0, -signal.SIGTERM):
         print(f'error: the server stopped by itself: {server.log_tail()}', file=sys.stderr)
         return 1

@@ -108,23 +108,28 @@ def run_level(
 def run_load(
     url: str, models: list[str], image, options: LoadOptions, protocol: str = 'http', logger=print
 ) -> list[LevelResult]:
-    """Every model at every concurrency level, in that order."""
+    """Every model at every concurrency level; the models take turns at each level, so a change
+    in the machine's other load falls on all of them alike."""
     options.check()
-    results = []
+    backends, inputs = {}, {}
     for model in models:
-        backend = TritonBackend(TritonOptions(url=url, model_name=model, protocol=protocol))
-        inputs = image_inputs(backend.spec, image) if backend.spec else None
-        if inputs is None:
-            raise ConfigError(f'{model} on {url} carries no model spec: serve it from a repository '
-                              'written by tools/deploy2triton.py')  # fmt: skip
-        for concurrency in options.concurrencies:
-            result = run_level(backend, inputs, concurrency, options)
+        backends[model] = TritonBackend(TritonOptions(url=url, model_name=model, protocol=protocol))
+        if backends[model].spec is None:
+            raise ConfigError(
+                f'{model} on {url} carries no model spec: serve it from a repository written by '
+                'tools/deploy2triton.py'
+            )
+        inputs[model] = image_inputs(backends[model].spec, image)
+    results = []
+    for concurrency in options.concurrencies:
+        for model in models:
+            result = run_level(backends[model], inputs[model], concurrency, options)
             logger(
                 f'{model} concurrency {concurrency}: {result.throughput:.1f} img/s, p50 '
                 f'{result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms ({result.requests} requests)'
             )
             results.append(result)
-    return results
+    return sorted(results, key=lambda r: models.index(r.model))
 
 
 def table(results: list[LevelResult]) -> str:

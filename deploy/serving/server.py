@@ -87,6 +87,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_ready(http_url: str, timeout: float, process: subprocess.Popen | None = None) -> bool:
+    """Poll ``http_url``'s readiness (every model loaded) for at most ``timeout`` seconds; False
+    when the time ran out or ``process`` ended first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (process is None or process.poll() is None):
+        try:
+            with urllib.request.urlopen(f'http://{http_url}/v2/health/ready', timeout=2) as answer:
+                if answer.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    return False
+
+
 class LocalServer:
     """``tritonserver`` serving ``repository`` on 127.0.0.1 (free ports unless given), as a
     context manager: started and ready on entry, stopped on exit.
@@ -163,24 +178,16 @@ class LocalServer:
         return self
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        url = f'http://{self.http_url}/v2/health/ready'
-        while time.monotonic() < deadline:
+        if not wait_ready(self.http_url, self.startup_timeout, self.process):
             if self.process.poll() is not None:
                 raise ServerError(
                     f'tritonserver exited with code {self.process.returncode}: '
                     f'{self.log_tail()} (log: {self.log_file})'
                 )
-            try:
-                with urllib.request.urlopen(url, timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.2)
-        raise ServerError(
-            f'tritonserver was not ready after {self.startup_timeout:.0f} s (log: {self.log_file})'
-        )
+            raise ServerError(
+                f'tritonserver was not ready after {self.startup_timeout:.0f} s '
+                f'(log: {self.log_file})'
+            )
 
     def log_tail(self) -> str:
         """The last error line of the log (the reason a model did not load)."""
