@@ -16,12 +16,13 @@ written configuration with the model file's inputs and outputs.
 
 from __future__ import annotations
 
+import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..fileio import staging_path
 from ..spec import ModelSpec
 
 #: Triton backends a repository can be written for
@@ -316,8 +317,9 @@ def write_repository(
     target = repository / name
     if target.exists() and not overwrite:
         raise ConfigError(f'{target} exists: choose another --model-name or pass --overwrite')
-    repository.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f'.{name}.', dir=repository))
+    _remove_stale_folders(target)
+    staging = staging_path(target)  # .NAME.<pid>.<random>.tmp: never taken for a model
+    staging.mkdir()
     try:
         _fill_model_folder(staging, model_file, onnx_path, spec, config, options.backend)
         problems = check_config(read_config(staging / 'config.pbtxt'), inputs, outputs)
@@ -325,12 +327,34 @@ def write_repository(
             raise ConfigError(
                 f'the written configuration does not match {model_file}: {problems[0]}'
             )
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+        if target.exists():  # the old folder leaves under a temporary name, then goes
+            old = staging_path(target)
+            target.rename(old)
+            staging.rename(target)
+            shutil.rmtree(old)
+        else:
+            staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _remove_stale_folders(target: Path) -> None:
+    """Staging folders of ``target`` that a killed run left (their process is gone)."""
+    for folder in target.parent.glob(f'.{target.name}.*.tmp'):
+        pid = folder.name[len(target.name) + 2 :].split('.')[0]
+        if folder.is_dir() and pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def _fill_model_folder(folder: Path, model_file, onnx_path, spec, config, backend: str) -> None:
