@@ -28,8 +28,6 @@ from deploy.serving.server import LocalServer, ServerInstall
 from deploy.spec import METADATA_KEY, ModelSpec
 from deploy.structures import DetectionResult
 
-pytest.importorskip('tritonclient.grpc', reason='tritonclient[http,grpc] is not installed')
-
 MODELS = ('retinanet', 'mask_rcnn')
 
 
