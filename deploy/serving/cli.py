@@ -19,7 +19,7 @@ def add_triton_arguments(parser: argparse.ArgumentParser) -> None:
         'separated: distributed rank r uses the (r mod n)-th (tools/dist_test.sh)',
     )
     group.add_argument('--model-name', default=None, help='the model name on the server')
-    group.add_argument('--protocol', choices=PROTOCOLS, default='http', help='default http')
+    group.add_argument('--protocol', choices=PROTOCOLS, default='http', help='client protocol')
     group.add_argument(
         '--concurrency', type=int, default=1, help='requests in flight (one image each)'
     )
