@@ -30,7 +30,8 @@ def bash_commands(text: str) -> list[tuple[str, list[str]]]:
             if not line or line.startswith('#'):
                 continue
             for part in line.split('&&'):
-                commands.append((section, shlex.split(part.strip())))
+                # a trailing & (a server started in the background) is not an argument
+                commands.append((section, shlex.split(part.strip().removesuffix(' &'))))
     return commands
 
 

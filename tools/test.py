@@ -17,10 +17,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deploy.apis.cli import ArgumentParser, add_checkpoint_arguments, run_cli  # noqa: E402
-from deploy.backends import BACKENDS, PRECISION_BACKENDS  # noqa: E402
+from deploy.backends import BACKENDS, PRECISION_BACKENDS, SERVED_BACKENDS  # noqa: E402
 from deploy.backends.openvino import PRECISIONS as OPENVINO_PRECISIONS  # noqa: E402
 from deploy.config import add_cfg_options_argument  # noqa: E402
 from deploy.errors import ConfigError  # noqa: E402
+from deploy.serving.cli import add_triton_arguments, triton_options  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -28,9 +29,13 @@ def parse_args(argv=None):
     parser.add_argument('config', help='model config (its test data set is used)')
     parser.add_argument(
         'model',
-        help='checkpoint (pytorch), .onnx (onnxruntime, openvino, tensorrt) or .engine (tensorrt)',
+        nargs='?',
+        help='checkpoint (pytorch), .onnx (onnxruntime, openvino, tensorrt) or .engine (tensorrt); '
+        'with --backend triton: the served model name (or --model-name)',
     )
-    parser.add_argument('--backend', choices=BACKENDS, required=True, help='runtime to use')
+    parser.add_argument(
+        '--backend', choices=BACKENDS + SERVED_BACKENDS, required=True, help='runtime to use'
+    )
     parser.add_argument(
         '--precision',
         choices=OPENVINO_PRECISIONS,
@@ -88,6 +93,7 @@ def parse_args(argv=None):
     # torch.distributed.launch passes --local_rank / --local-rank; torchrun sets LOCAL_RANK.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
     add_checkpoint_arguments(parser)
+    add_triton_arguments(parser)
     add_cfg_options_argument(parser)
     parser.add_argument(
         '--eval-options',
@@ -97,6 +103,7 @@ def parse_args(argv=None):
         help='extra evaluation arguments, e.g. classwise=True',
     )
     args = parser.parse_args(argv)
+    args.triton = triton_options(args, parser)
     if not (args.out or args.eval or args.format_only or args.show_dir):
         parser.error('give at least one of --out, --eval, --format-only, --show-dir')
     if args.eval and args.format_only:
@@ -129,7 +136,8 @@ def check_args(args) -> None:
     if args.show_score_thr < 0 or args.show_score_thr > 1:
         raise ConfigError(f'--show-score-thr must be in [0, 1], got {args.show_score_thr}')
     args.device = check_device(args.device) if args.backend != 'tensorrt' else args.device
-    check_input_file(args.model, f'{args.backend} model file')
+    if args.triton is None:
+        check_input_file(args.model, f'{args.backend} model file')
     check_output_file(args.out, '--out')
     check_output_file(args.format_only, '--format-only')
     check_output_dir(args.show_dir, '--show-dir')
@@ -187,6 +195,7 @@ def main(argv=None) -> int:
             show_score_thr=args.show_score_thr,
             launcher=args.launcher,
             precision=args.precision,
+            triton=args.triton,
         )
     finally:
         cleanup_distributed()

@@ -67,6 +67,7 @@ def run_test(
     show_score_thr: float = 0.3,
     launcher: str = 'none',
     precision: str | None = None,
+    triton=None,
     progress: bool = True,
     logger=print,
 ) -> TestRun:
@@ -88,6 +89,8 @@ def run_test(
         show_dir: draw detections above ``show_score_thr`` into this folder.
         precision: inference precision of backends that choose it at load time (``openvino``:
             ``fp32``, ``bf16``, ``int8``); ``None``: the file's.
+        triton: :class:`~deploy.backends.triton.TritonOptions` of a served model (backend
+            ``triton``): each image is one request, ``concurrency`` images are read at a time.
         launcher: ``'pytorch'`` under ``torchrun``: each rank runs its shard of the data set on
             its own backend session (GPU ``LOCAL_RANK`` for ``cuda``), rank 0 gathers the results
             and alone writes and evaluates; the other ranks return their shard, without metrics.
@@ -100,6 +103,8 @@ def run_test(
         progress, logger = False, _silent
     # The model first: a bad model file is reported before any data is touched.
     extra = {} if precision is None else dict(precision=precision)
+    if triton is not None:
+        extra['triton'], batch_size = triton, triton.concurrency
     runner = build_backend(
         backend,
         model_file,

@@ -1,4 +1,5 @@
-"""Backends behind one interface (:class:`Backend`): PyTorch, ONNX Runtime, OpenVINO, TensorRT."""
+"""Backends behind one interface (:class:`Backend`): PyTorch, ONNX Runtime, OpenVINO, TensorRT,
+and a model served by a Triton server."""
 
 from pathlib import Path
 
@@ -6,6 +7,8 @@ from ..errors import BackendError
 from .base import Backend
 
 BACKENDS = ('pytorch', 'onnxruntime', 'openvino', 'tensorrt')
+#: backends that run a model a server serves (no local model file)
+SERVED_BACKENDS = ('triton',)
 #: backends that choose the inference precision at load time (``precision=``)
 PRECISION_BACKENDS = ('openvino',)
 
@@ -22,7 +25,8 @@ def build_backend(
 
     ``pytorch`` takes a checkpoint (``cfg`` builds the model); ``onnxruntime`` an ``.onnx`` file;
     ``openvino`` an ``.onnx`` file (``precision``: ``fp32``, ``bf16``, ``int8``; default the
-    file's); ``tensorrt`` an ``.engine`` or an ``.onnx`` file to build (and cache) an engine from.
+    file's); ``tensorrt`` an ``.engine`` or an ``.onnx`` file to build (and cache) an engine from;
+    ``triton`` a served model (``triton``: :class:`~deploy.backends.triton.TritonOptions`; no file).
     """
     precision = kwargs.pop('precision', None)
     if precision is not None and name not in PRECISION_BACKENDS:
@@ -56,7 +60,13 @@ def build_backend(
         except ImportError as err:
             raise BackendError(f'the tensorrt backend is not available here: {err}') from None
         return TensorRTBackend(model_file, cfg=cfg, device=device, **kwargs)
+    if name == 'triton':
+        from .triton import TritonBackend
+
+        if kwargs.get('triton') is None:
+            raise BackendError('the triton backend needs the server url and model name')
+        return TritonBackend(kwargs['triton'])
     raise BackendError(f'unknown backend {name!r}; choose one of {", ".join(BACKENDS)}')
 
 
-__all__ = ['BACKENDS', 'PRECISION_BACKENDS', 'Backend', 'build_backend']
+__all__ = ['BACKENDS', 'PRECISION_BACKENDS', 'SERVED_BACKENDS', 'Backend', 'build_backend']
