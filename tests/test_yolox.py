@@ -230,3 +230,30 @@ def test_demo_image_is_square_padded_in_both_layouts():
     a = TestPipeline(get_preprocess_cfg(load_config(config_3x('tiny'))))(image)[0]
     b = TestPipeline(get_preprocess_cfg(load_config(config_2x('tiny'))))(image)[0]
     assert a.shape == b.shape == (3, 416, 416) and torch.equal(a, b)
+
+
+def test_single_output_channel_convs_stay_float_in_int8():
+    """ONNX Runtime 1.32 aborts building a session around a QDQ Conv with one output channel
+    (YOLOX's objectness convs): the INT8 plan leaves such convolutions float."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from deploy.onnx_graph.int8 import QuantizeSettings, int8_node_plan
+
+    weights = [
+        numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float32), 'w4'),
+        numpy_helper.from_array(np.ones((1, 4, 1, 1), np.float32), 'w1'),
+    ]
+    graph = helper.make_graph(
+        [
+            helper.make_node('Conv', ['x', 'w4'], ['y'], name='wide'),
+            helper.make_node('Conv', ['y', 'w1'], ['z'], name='objectness'),
+        ],
+        'g',
+        [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info('z', TensorProto.FLOAT, [1, 1, 8, 8])],
+        weights,
+    )
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph))
+    plan = int8_node_plan(model, QuantizeSettings())
+    assert 'wide' in plan.quantize and 'objectness' not in plan.quantize
+    assert plan.float_compute == ['objectness']
