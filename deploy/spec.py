@@ -17,6 +17,7 @@ Settings classes and the ``test_cfg`` part each one reads:
 :class:`PointRendSettings`  ``model.test_cfg.rcnn`` of ``PointRendRoIHead``
 :class:`CornerSettings`   ``model.test_cfg`` of ``CornerHead`` (CornerNet)
 :class:`DetrSettings`     ``model.test_cfg`` of ``DETRHead``
+:class:`YOLOXSettings`    ``model.test_cfg`` of ``YOLOXHead``
 ========================  ===============================================================
 """
 
@@ -48,6 +49,7 @@ __all__ = [
     'RpnSettings',
     'StageSettings',
     'TestSettings',
+    'YOLOXSettings',
     'parse_settings',
 ]
 
@@ -135,6 +137,8 @@ class PreprocessConfig:
             resized (no rounding to uint8 there) and center-padded.
         center_pad: paste the image into the middle of a canvas (:class:`CenterPad`) instead of
             at the top-left corner of the network input; boxes come out relative to the image.
+        pad_to_square: ``Pad(pad_to_square=True)`` (YOLOX): pad bottom/right to a square of the
+            longer side with ``pad_value`` before the ``size_divisor`` pad.
     """
 
     mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
@@ -151,6 +155,7 @@ class PreprocessConfig:
     resize_factor: float | None = None
     to_float32: bool = False
     center_pad: CenterPad | None = None
+    pad_to_square: bool = False
 
     def image_offset(self, h, w):
         """``(top, left)`` of an ``h x w`` (resized) image inside the network input: ``(0, 0)``
@@ -254,6 +259,22 @@ class DenseSettings(StageSettings):
     conf_thr: float = -1.0
     nms: NmsSettings = field(default_factory=NmsSettings)
     max_per_img: int = 100
+
+
+@dataclass(frozen=True)
+class YOLOXSettings(DenseSettings):
+    """``model.test_cfg`` of ``YOLOXHead``: one label per prior (its best class), score
+    ``cls * objectness`` kept at or above ``score_thr``, every prior a candidate.
+
+    MMDetection's YOLOX has no ``nms_pre`` and no ``max_per_img``: it returns every NMS survivor.
+    An exported graph needs a fixed number of output rows, so ``max_per_img`` (not a YOLOX key
+    in MMDetection) caps them, eager and exported alike; with at most that many survivors the
+    detections are MMDetection's.
+    """
+
+    KIND: ClassVar[str] = 'yolox'
+
+    max_per_img: int = 1000
 
 
 @dataclass(frozen=True)
@@ -373,6 +394,7 @@ SETTINGS_BY_KIND: dict[str, type[StageSettings]] = {
     cls.KIND: cls
     for cls in (
         DenseSettings,
+        YOLOXSettings,
         RpnSettings,
         RcnnSettings,
         PointRendSettings,
@@ -388,6 +410,7 @@ SETTINGS_BY_HEAD_TYPE: dict[str, type[StageSettings]] = {
     'CentripetalHead': CornerSettings,
     'DETRHead': DetrSettings,
     'PointRendRoIHead': PointRendSettings,
+    'YOLOXHead': YOLOXSettings,
 }
 
 

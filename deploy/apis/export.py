@@ -95,6 +95,8 @@ def default_static_shape(cfg) -> tuple[int, int]:
     if not pre.keep_ratio:  # every image is resized to exactly scale = (w, h)
         return (-(-pre.scale[1] // div) * div, -(-pre.scale[0] // div) * div)
     long_side, short_side = max(pre.scale), min(pre.scale)
+    if pre.pad_to_square:
+        short_side = long_side
     return (-(-short_side // div) * div, -(-long_side // div) * div)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from mmengine.config import Config, ConfigDict, DictAction
 
 from ..errors import ConfigError
-from ..spec import CenterPad, PreprocessConfig
+from ..spec import CenterPad, PreprocessConfig, registry_type_name
 
 __all__ = [
     'add_cfg_options_argument',
@@ -375,6 +375,7 @@ def get_preprocess_cfg(cfg: Config) -> PreprocessConfig:
     resizes: list[tuple[tuple[int, int], bool, float | None]] = []
     to_float32 = False
     center_pad = None
+    pad_to_square = False
     for transform, wrapper in _walk_transforms(pipeline):
         _refuse_test_time_augmentation(pipeline, wrapper, where, file)
         name = _type_name(transform)
@@ -401,7 +402,11 @@ def get_preprocess_cfg(cfg: Config) -> PreprocessConfig:
                     f'Pad(size=...) in {where} of {file} is not supported; use size_divisor'
                 )
             pad_value = _pad_value(transform.get('pad_val', 0))
+            pad_to_square = pad_to_square or bool(transform.get('pad_to_square', False))
 
+    if not normalisations and _normalises_nothing(cfg, preprocessor):
+        to_rgb = isinstance(preprocessor, Mapping) and bool(preprocessor.get('bgr_to_rgb'))
+        normalisations.append(('none', (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), to_rgb))
     if not normalisations:
         raise ConfigError(
             f'no normalisation found in {file}: neither `model.data_preprocessor.mean` '
@@ -430,7 +435,16 @@ def get_preprocess_cfg(cfg: Config) -> PreprocessConfig:
         resize_factor=resize_factor,
         to_float32=to_float32,
         center_pad=center_pad,
+        pad_to_square=pad_to_square,
     )
+
+
+def _normalises_nothing(cfg: Config, preprocessor: Any) -> bool:
+    """The model takes raw pixels: a 3.x data preprocessor without mean and std, or a 2.x
+    YOLOX config (whose test pipeline has no ``Normalize``, as in MMDetection)."""
+    if isinstance(preprocessor, Mapping):
+        return True
+    return registry_type_name(_get(cfg, 'model.type') or '') == 'YOLOX'
 
 
 def _read_center_pad(transform: Mapping, where: str, file: str) -> CenterPad:

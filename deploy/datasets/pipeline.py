@@ -161,7 +161,10 @@ class TestPipeline:
         if self.fixed_shape is not None:
             pad_h, pad_w = self.fixed_shape
         else:
-            pad_h, pad_w = pad_size(*image.shape[:2], cfg.size_divisor)
+            pad_h, pad_w = image.shape[:2]
+            if cfg.pad_to_square:  # mmcv's Pad(pad_to_square=True): a square of the long side
+                pad_h = pad_w = max(pad_h, pad_w)
+            pad_h, pad_w = pad_size(pad_h, pad_w, cfg.size_divisor)
         image = pad_to(image, pad_h, pad_w, cfg.pad_value)
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         meta = dict(

@@ -32,7 +32,8 @@ class Tolerances:
     """What a verification case must meet.
 
     Attributes:
-        raw_rtol, raw_atol: ``np.allclose`` of the raw head outputs.
+        raw_rtol, raw_atol: ``np.allclose`` of the raw head outputs (``raw_atol`` times the
+            tensor's largest magnitude where that is above 1).
         min_matched: fraction of detections matched by label and IoU >= 0.5.
         min_exact: fraction of "exact" pairs (IoU >= ``EXACT_IOU``, score error <= ``EXACT_SCORE``).
         box_atol: largest box error (pixels, original image) over exact pairs.
@@ -175,8 +176,15 @@ def verify_backend(
                 expected = {k: v.numpy() for k, v in detector.forward_raw(case.img).items()}
             actual = raw_backend(dict(input=inputs['input']))
             raw_err = max(float(np.abs(actual[k] - v).max()) for k, v in expected.items())
+            # float32 rounding grows with a tensor's magnitude (logits of 10-20 through a deep
+            # stack drift ~1e-4 between runtimes): atol is relative to its largest value above 1
             raw_ok = all(
-                np.allclose(actual[k], v, rtol=tolerances.raw_rtol, atol=tolerances.raw_atol)
+                np.allclose(
+                    actual[k],
+                    v,
+                    rtol=tolerances.raw_rtol,
+                    atol=tolerances.raw_atol * max(1.0, float(np.abs(v).max(initial=0.0))),
+                )
                 for k, v in expected.items()
             )
         rows.append(

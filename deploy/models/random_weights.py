@@ -33,7 +33,7 @@ def make_detections_likely(
     CornerNet's heatmaps are calibrated instead (:func:`_corner_detections_likely`).
     """
     from .classifiers import ImageClassifier
-    from .dense_heads import CornerHead, DETRHead, FCOSHead, SSDHead, YOLOV3Head
+    from .dense_heads import CornerHead, DETRHead, FCOSHead, SSDHead, YOLOV3Head, YOLOXHead
 
     if isinstance(model, ImageClassifier):
         _classifier_logits_spread(model)
@@ -56,6 +56,8 @@ def make_detections_likely(
         calibrate_batch_norm(model, torch.randn(2, 3, 224, 288))
         for conv in head.convs_pred:
             conv.bias.view(head.num_base_priors, head.num_attrib)[:, 5:] = bias
+    elif isinstance(head, YOLOXHead):
+        _yolox_detections_likely(model)
     elif isinstance(head, SSDHead):
         # Softmax with background last. Favour it, and spread the logits of the levels after
         # the first (level 0 is L2-normalised x 20, the others are much weaker).
@@ -69,6 +71,42 @@ def make_detections_likely(
     else:  # RetinaHead and FSAFHead
         head.retina_cls.bias.fill_(bias)
     return model
+
+
+def _yolox_detections_likely(model: nn.Module, fraction: float = 0.03) -> None:
+    """YOLOX sees raw 0-255 pixels: BN statistics from a photo-like input of that range (head
+    towers included) keep the activations in range; small box deltas keep the boxes near their
+    cells (``exp`` of a random delta can overflow); one class bias, searched on that input, lets
+    about ``fraction`` of the priors reach ``score_thr`` with ``max_c sigmoid(cls) * sigmoid(obj)``
+    (a fixed bias does not: the logit spread differs between model sizes)."""
+    head = model.bbox_head
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for norm in norms:  # as calibrate_batch_norm, but through the head's towers too
+        norm.reset_running_stats()
+        norm.momentum = None
+        norm.train()
+    pixels = (_photo_like_canvas(128)[..., :416, :608] * 60.0 + 114.0).clamp(0.0, 255.0)
+    feats = model.extract_feat(pixels)
+    head(feats)
+    for norm in norms:
+        norm.eval()
+    for conv_cls, conv_reg, conv_obj in zip(
+        head.multi_level_conv_cls, head.multi_level_conv_reg, head.multi_level_conv_obj
+    ):
+        conv_cls.bias.zero_()
+        conv_reg.weight.mul_(0.1)
+        conv_reg.bias.zero_()
+        conv_obj.bias.zero_()
+    cls_scores, _, objectness = head(feats)
+    best = torch.cat([x.amax(1).flatten() for x in cls_scores])
+    obj = torch.cat([x.flatten() for x in objectness]).sigmoid()
+    biases = torch.arange(-40.0, 10.0, 0.25)
+    passing = [
+        ((best + b).sigmoid() * obj >= head.test_cfg.score_thr).float().mean() for b in biases
+    ]
+    bias = biases[int(torch.argmin((torch.stack(passing) - fraction).abs()))]
+    for conv_cls in head.multi_level_conv_cls:
+        conv_cls.bias.fill_(float(bias))
 
 
 def _rcnn_detections_likely(heads, strong: bool) -> None:

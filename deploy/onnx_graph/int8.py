@@ -150,7 +150,7 @@ def int8_node_plan(model: onnx.ModelProto, settings: QuantizeSettings) -> Int8Pl
     chosen = {i for i in feature if kinds[i] in COMPUTE_OPS or kinds[i] in GLUE_OPS}
     if settings.roi_heads:
         chosen.update(compute)
-    excluded = set(settings.exclude)
+    excluded = set(settings.exclude) | _single_channel_convs(model)
     plan = Int8Plan()
     for i in sorted(chosen):
         if nodes[i].name not in excluded:
@@ -160,6 +160,18 @@ def int8_node_plan(model: onnx.ModelProto, settings: QuantizeSettings) -> Int8Pl
     quantized = set(plan.quantize)
     plan.float_compute = [name for name in plan.compute if name not in quantized]
     return plan
+
+
+def _single_channel_convs(model: onnx.ModelProto) -> set[str]:
+    """Convolutions with one output channel (YOLOX's objectness convs): ONNX Runtime 1.32 aborts
+    (a C++ assertion, no Python error) building a session around such a convolution in QDQ form,
+    with per-channel and per-tensor weights alike. They stay float, at no measurable cost."""
+    dims = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    return {
+        n.name
+        for n in model.graph.node
+        if n.op_type == 'Conv' and len(n.input) > 1 and dims.get(n.input[1], (0,))[0] == 1
+    }
 
 
 class CalibrationReader:

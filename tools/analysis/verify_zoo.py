@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from deploy.apis.cli import ArgumentParser  # noqa: E402
 
+YOLOX_SIZES = ('tiny', 's', 'm', 'l', 'x')
 MODELS = {
     'retinanet': 'configs/retinanet/retinanet_r50_fpn_1x_coco.py',
     'fcos': 'configs/fcos/fcos_r50_caffe_fpn_gn-head_4x4_1x_coco.py',
@@ -35,10 +36,14 @@ MODELS = {
     'mobilenet_v2': 'configs/mobilenet_v2/mobilenet_v2_b32x8_imagenet.py',
     'detr': 'configs/detr/detr_r50_8x2_150e_coco.py',
     'cornernet': 'configs/cornernet/cornernet_hourglass104_mstest_10x5_210e_coco.py',
+    **{f'yolox_{s}': f'configs/yolox/yolox_{s}_8xb8-300e_coco.py' for s in YOLOX_SIZES},
+    'yolox_s_2x': 'configs/yolox/yolox_s_8x8_300e_coco.py',
 }
 TWO_STAGE = {'faster_rcnn', 'mask_rcnn', 'cascade_rcnn', 'cascade_mask_rcnn'}
 # own sizes (the classifier: resize + crop; CornerNet: each image at its own size)
-FIXED_SCALE = {'ssd', 'yolo', 'mobilenet_v2', 'cornernet'}
+FIXED_SCALE = {'ssd', 'yolo', 'mobilenet_v2', 'cornernet', 'yolox_s_2x'} | {
+    f'yolox_{s}' for s in YOLOX_SIZES
+}
 
 
 def parse_args(argv=None):

@@ -1,5 +1,6 @@
 """Backbones, registered under MMDetection's type names."""
 
+from .csp_darknet import CSPDarknet, Focus
 from .darknet import Darknet
 from .hourglass import HourglassNet
 from .mobilenet_v2 import MobileNetV2
@@ -10,7 +11,9 @@ __all__ = [
     'SSDVGG',
     'BasicBlock',
     'Bottleneck',
+    'CSPDarknet',
     'Darknet',
+    'Focus',
     'HourglassNet',
     'MobileNetV2',
     'ResLayer',

@@ -9,6 +9,7 @@ from .retina_head import RetinaHead
 from .rpn_head import RPNHead
 from .ssd_head import SSDHead
 from .yolo_head import YOLOV3Head
+from .yolox_head import YOLOXHead
 
 __all__ = [
     'AnchorFreeHead',
@@ -22,4 +23,5 @@ __all__ = [
     'RetinaHead',
     'SSDHead',
     'YOLOV3Head',
+    'YOLOXHead',
 ]

@@ -2,7 +2,7 @@ from .base import BaseDetector
 from .cornernet import CornerNet
 from .detr import DETR
 from .point_rend import PointRend
-from .single_stage import FCOS, FSAF, YOLOV3, RetinaNet, SingleStageDetector
+from .single_stage import FCOS, FSAF, YOLOV3, YOLOX, RetinaNet, SingleStageDetector
 from .two_stage import CascadeRCNN, FasterRCNN, MaskRCNN, TwoStageDetector
 
 __all__ = [
@@ -19,4 +19,5 @@ __all__ = [
     'SingleStageDetector',
     'TwoStageDetector',
     'YOLOV3',
+    'YOLOX',
 ]

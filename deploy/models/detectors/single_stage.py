@@ -74,3 +74,22 @@ class FSAF(SingleStageDetector):
 @MODELS.register_module()
 class YOLOV3(SingleStageDetector):
     """YOLOv3 (Redmon and Farhadi, 2018): Darknet-53 + YOLOV3Neck + :class:`YOLOV3Head`."""
+
+
+@MODELS.register_module()
+class YOLOX(SingleStageDetector):
+    """YOLOX (Ge et al., 2021): CSPDarknet + YOLOXPAFPN + :class:`YOLOXHead`.
+
+    ``input_size``, ``random_size_range`` and ``random_size_interval`` (MMDetection 2.x's
+    multi-scale training) are accepted for config compatibility and unused at test time.
+    """
+
+    def __init__(
+        self,
+        *args,
+        input_size: tuple = (640, 640),
+        random_size_range: tuple = (15, 25),
+        random_size_interval: int = 10,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)

@@ -5,5 +5,6 @@ from .fpn import FPN
 from .gap import GlobalAveragePooling
 from .ssd_neck import SSDNeck
 from .yolo_neck import YOLOV3Neck
+from .yolox_pafpn import YOLOXPAFPN
 
-__all__ = ['ChannelMapper', 'FPN', 'GlobalAveragePooling', 'SSDNeck', 'YOLOV3Neck']
+__all__ = ['ChannelMapper', 'FPN', 'GlobalAveragePooling', 'SSDNeck', 'YOLOV3Neck', 'YOLOXPAFPN']
