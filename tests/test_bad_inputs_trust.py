@@ -1,0 +1,148 @@
+"""The bad-input catalogue, second round: the data a run reads (pickles, annotation files, class
+maps), non-finite numbers, and files that must outlive a crash.
+
+Same rules as ``test_bad_inputs.py``: each case runs a tool's ``main()`` through ``run_cli``
+and ends in one ``error:`` line (exit 2) naming the problem, or a named ``warning:``; never a
+traceback, never executed code, never a leftover temporary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_checks import one_line_error, temporaries, warnings_of
+from conftest import ROOT, call_tool
+
+BUNDLED = ROOT / 'configs' / 'bundled'
+RETINA_CFG = BUNDLED / 'retinanet_r18_tiny_synthetic.py'
+RETINA_CKPT = ROOT / 'checkpoints' / 'retinanet_r18_tiny_synthetic.pth'
+
+
+class _RunsCode:
+    """Pickles to a call of ``os.system`` that creates ``marker``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}',))
+
+
+@pytest.fixture(scope='module')
+def ws(tmp_path_factory):
+    """A 4-image data set, the bundled RetinaNet pointed at it, and crafted files."""
+    from deploy.datasets.synthetic import generate_synthetic_coco
+
+    root = tmp_path_factory.mktemp('trust')
+    paths = generate_synthetic_coco(root / 'data', num_train=0, num_val=4, seed=11)
+    img_dir = root / 'data' / 'val2017'
+    cfg = root / 'retinanet.py'
+    cfg.write_text(
+        f'_base_ = {str(RETINA_CFG)!r}\n'
+        f'data = dict(test=dict(ann_file={str(paths["val"])!r}, img_prefix={str(img_dir)!r}))\n'
+    )
+    marker = root / 'code_ran'
+    bad = root / 'bad'
+    bad.mkdir()
+    (bad / 'evil_results.pkl').write_bytes(pickle.dumps([{'filename': _RunsCode(marker)}]))
+    good = [
+        dict(filename=str(img_dir / f'{i}.jpg'), scores=np.array([0.2, 0.8], np.float32))
+        for i in range(2)
+    ]
+    (bad / 'results.pkl').write_bytes(pickle.dumps(good))
+    return dict(root=root, ann=paths['val'], img_dir=img_dir, cfg=cfg, marker=marker, bad=bad)
+
+
+@dataclass
+class Case:
+    """``tool`` run with ``args`` (``{name}`` filled from the workspace, ``{w}`` a fresh output
+    folder) ends in one error line naming every needle (``code`` 2), or, with ``code`` 0, in
+    success with a warning line naming every needle; ``absent`` paths must not exist."""
+
+    tool: str
+    args: tuple
+    needles: tuple = ()
+    absent: tuple = ()
+    code: int = 2
+    setup: str = ''  # name of a workspace file maker (see MAKERS)
+    extra: dict = field(default_factory=dict)
+
+
+def case(tool, *args, needles=(), absent=(), code=2, setup='') -> Case:
+    return Case(tool, tuple(args), tuple(needles), tuple(absent), code, setup)
+
+
+PSEUDO = 'pseudo_labels.py'
+
+CASES: dict[str, Case] = {
+    # ---- (1) code execution through a pickle ----------------------------------------------
+    'pseudo labels: results pickle runs os.system': case(
+        PSEUDO,
+        '{bad}/evil_results.pkl',
+        '{img_dir}',
+        '{w}/labels.txt',
+        needles=('evil_results.pkl', 'system', 'not allowed'),
+        absent=('{w}/labels.txt',),
+    ),
+}
+
+
+def _fill(value: str, ws: dict, folder: Path) -> str:
+    return value.format(w=folder, **{k: str(v) for k, v in ws.items()})
+
+
+@pytest.mark.parametrize('name', list(CASES))
+def test_bad_input(name, ws, tmp_path):
+    case = CASES[name]
+    folder = tmp_path / 'w'
+    folder.mkdir()
+    if case.setup:
+        MAKERS[case.setup](ws)
+    args = [_fill(a, ws, folder) for a in case.args]
+    outcome = call_tool(case.tool, *args, cwd=tmp_path)
+    needles = [_fill(n, ws, folder) for n in case.needles]
+    if case.code == 0:
+        assert outcome.code == 0, outcome.stderr[-3000:]
+        assert 'Traceback' not in outcome.stderr
+        found = warnings_of(outcome)
+        assert any(all(n in line for n in needles) for line in found), (needles, found)
+    else:
+        one_line_error(outcome, *needles, code=case.code)
+    for path in case.absent:
+        assert not Path(_fill(path, ws, folder)).exists(), path
+    assert temporaries(tmp_path) == []
+    assert not ws['marker'].exists(), 'a crafted pickle ran code'
+
+
+MAKERS: dict = {}
+
+
+# --------------------------------------------------------------------------------------------
+# (1) every pickle reader
+# --------------------------------------------------------------------------------------------
+def test_restricted_reader_still_reads_real_results(ws, tmp_path):
+    """The allow-list is not so tight that a real results pickle (numpy arrays) is refused."""
+    out = tmp_path / 'labels.txt'
+    outcome = call_tool(PSEUDO, ws['bad'] / 'results.pkl', ws['img_dir'], out, cwd=tmp_path)
+    assert outcome.code == 0, outcome.stderr
+    assert out.read_text().split() == ['0.jpg', '1', '1.jpg', '1']
+
+
+def test_resume_refuses_a_crafted_pickle(ws, tmp_path):
+    """``tools/train.py --resume`` reads its checkpoint weights-only: a crafted one is an error."""
+    import torch
+
+    from deploy.errors import CheckpointError
+    from deploy.training.loop import load_training_checkpoint
+
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {}, 'meta': _RunsCode(ws['marker'])}, path)
+    with pytest.raises(CheckpointError, match='evil.pth'):
+        load_training_checkpoint(path)
+    assert not ws['marker'].exists()
