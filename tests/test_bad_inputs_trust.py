@@ -56,7 +56,51 @@ def ws(tmp_path_factory):
         for i in range(2)
     ]
     (bad / 'results.pkl').write_bytes(pickle.dumps(good))
-    return dict(root=root, ann=paths['val'], img_dir=img_dir, cfg=cfg, marker=marker, bad=bad)
+    _write_annotation_variants(json.loads(paths['val'].read_text()), bad)
+    return dict(
+        root=root,
+        ann=paths['val'],
+        img_dir=img_dir,
+        cfg=cfg,
+        ckpt=RETINA_CKPT,
+        marker=marker,
+        bad=bad,
+    )
+
+
+def _annotation_variants(data: dict) -> dict:
+    """Broken or doubtful copies of a good COCO file, by name."""
+    imgs, anns, cats = data['images'], data['annotations'], data['categories']
+
+    def but(**changes):
+        return {**data, **changes}
+
+    def ann0(**changes):
+        return [{**anns[0], **changes}, *anns[1:]]
+
+    no_segm = [{k: v for k, v in a.items() if k != 'segmentation'} for a in anns]
+    return {
+        'dup_image_ids': but(images=[*imgs, {**imgs[1], 'id': imgs[0]['id']}]),
+        'dup_ann_ids': but(annotations=ann0(id=anns[1]['id'])),
+        'dup_cat_ids': but(categories=[*cats, {**cats[0], 'name': 'another'}]),
+        'unknown_image': but(annotations=ann0(image_id=999999)),
+        'unknown_category': but(annotations=ann0(category_id=999)),
+        'no_images': but(images=[], annotations=[]),
+        'bbox_missing': but(annotations=ann0(bbox=None)),
+        'bbox_nan': but(annotations=ann0(bbox=[1.0, 2.0, float('nan'), 3.0])),
+        'bbox_negative': but(annotations=ann0(bbox=[1.0, 2.0, -5.0, 3.0])),
+        'area_missing': but(annotations=[{k: v for k, v in anns[0].items() if k != 'area'}]),
+        'zero_area_box': but(annotations=ann0(bbox=[5.0, 5.0, 0.0, 10.0])),
+        'box_outside': but(annotations=ann0(bbox=[5.0, 5.0, 5000.0, 10.0])),
+        'no_annotations': but(annotations=[]),
+        'segm_missing': but(annotations=no_segm),
+        'segm_empty': but(annotations=ann0(segmentation=[])),
+    }
+
+
+def _write_annotation_variants(data: dict, folder: Path) -> None:
+    for name, variant in _annotation_variants(data).items():
+        (folder / f'{name}.json').write_text(json.dumps(variant))
 
 
 @dataclass
@@ -79,6 +123,17 @@ def case(tool, *args, needles=(), absent=(), code=2, setup='') -> Case:
 
 
 PSEUDO = 'pseudo_labels.py'
+TEST_PT = ('test.py', '{cfg}', '{ckpt}', '--backend', 'pytorch')
+
+
+def with_ann(name: str, metric: str = 'bbox') -> tuple:
+    """``tools/test.py`` of the bundled RetinaNet on the annotation variant ``name``."""
+    return (*TEST_PT, '--eval', metric, '--cfg-options', f'data.test.ann_file={{bad}}/{name}.json')
+
+
+def ann_case(name, *needles, metric='bbox', code=2) -> Case:
+    return case(*with_ann(name, metric), needles=(f'{name}.json', *needles), code=code)
+
 
 CASES: dict[str, Case] = {
     # ---- (1) code execution through a pickle ----------------------------------------------
@@ -90,6 +145,22 @@ CASES: dict[str, Case] = {
         needles=('evil_results.pkl', 'system', 'not allowed'),
         absent=('{w}/labels.txt',),
     ),
+    # ---- (2) the annotation file ----------------------------------------------------------
+    'coco: image ids collide': ann_case('dup_image_ids', 'images id', 'more than once'),
+    'coco: annotation ids collide': ann_case('dup_ann_ids', 'annotations id', 'more than once'),
+    'coco: category ids collide': ann_case('dup_cat_ids', 'categories id', 'more than once'),
+    'coco: annotation of an unknown image': ann_case('unknown_image', 'image_id'),
+    'coco: annotation of an unknown category': ann_case('unknown_category', 'category_id'),
+    'coco: empty image list': ann_case('no_images', 'no images'),
+    'coco: annotation without bbox': ann_case('bbox_missing', 'bbox'),
+    'coco: NaN in a bbox': ann_case('bbox_nan', 'bbox', 'finite'),
+    'coco: negative bbox width': ann_case('bbox_negative', 'bbox'),
+    'coco: annotation without area': ann_case('area_missing', 'area'),
+    'coco: segm without segmentation': ann_case('segm_missing', 'segm', metric='segm'),
+    'coco: segm with an empty segmentation': ann_case('segm_empty', 'segm', metric='segm'),
+    'coco: box with no area (warning)': ann_case('zero_area_box', 'boxes-without-area', code=0),
+    'coco: box beyond its image (warning)': ann_case('box_outside', 'boxes-outside-image', code=0),
+    'coco: no annotations (warning)': ann_case('no_annotations', 'no-annotations', code=0),
 }
 
 

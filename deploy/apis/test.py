@@ -16,6 +16,7 @@ from ..datasets.coco import CocoDetectionDataset, build_dataloader
 from ..datasets.pipeline import load_image, network_inputs
 from ..errors import ConfigError, DeployError
 from ..evaluation.class_map import resolve_class_map
+from ..evaluation.coco_check import check_coco_annotations
 from ..fileio import write_atomic
 from ..postprocess import outputs_to_results
 from ..structures import DetectionResult
@@ -146,6 +147,9 @@ def run_test(
     dataset = CocoDetectionDataset(
         data_cfg['ann_file'], data_cfg['img_prefix'], pipeline, data_cfg['key']
     )
+    if metrics:  # before any image is run: a meaningless AP is refused, a doubtful one named
+        for line in check_coco_annotations(dataset.coco.dataset, data_cfg['ann_file'], metrics):
+            logger(f'warning: {line}')
     class_names = plan.spec.class_names
     label_to_cat = resolve_class_map(
         class_names, plan.spec.num_classes, dataset.class_names, dataset.cat_ids, class_map
