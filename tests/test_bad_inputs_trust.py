@@ -37,6 +37,7 @@ class _RunsCode:
 @pytest.fixture(scope='module')
 def ws(tmp_path_factory):
     """A 4-image data set, the bundled RetinaNet pointed at it, and crafted files."""
+    from deploy.apis.export import export_model
     from deploy.datasets.synthetic import generate_synthetic_coco
 
     root = tmp_path_factory.mktemp('trust')
@@ -57,12 +58,26 @@ def ws(tmp_path_factory):
     ]
     (bad / 'results.pkl').write_bytes(pickle.dumps(good))
     _write_annotation_variants(json.loads(paths['val'].read_text()), bad)
+    _write_nonfinite_files(bad, paths['val'])
+    onnx_file = root / 'retinanet.onnx'
+    export_model(
+        str(cfg),
+        str(RETINA_CKPT),
+        onnx_file,
+        input_img=img_dir / sorted(os.listdir(img_dir))[0],
+        dynamic=True,
+        exporter='torchscript',
+        logger=lambda *a: None,
+    )
+    _poison_output(onnx_file, bad / 'nan_scores.onnx')
     return dict(
         root=root,
         ann=paths['val'],
         img_dir=img_dir,
+        img=img_dir / sorted(os.listdir(img_dir))[0],
         cfg=cfg,
         ckpt=RETINA_CKPT,
+        onnx=onnx_file,
         marker=marker,
         bad=bad,
     )
@@ -101,6 +116,34 @@ def _annotation_variants(data: dict) -> dict:
 def _write_annotation_variants(data: dict, folder: Path) -> None:
     for name, variant in _annotation_variants(data).items():
         (folder / f'{name}.json').write_text(json.dumps(variant))
+
+
+def _write_nonfinite_files(folder: Path, ann_file: Path) -> None:
+    import torch
+
+    checkpoint = torch.load(RETINA_CKPT, map_location='cpu', weights_only=True)
+    key = next(k for k, v in checkpoint['state_dict'].items() if v.is_floating_point())
+    checkpoint['state_dict'][key] = checkpoint['state_dict'][key].clone().fill_(float('nan'))
+    torch.save(checkpoint, folder / 'nan_weights.pth')
+    image_id = json.loads(ann_file.read_text())['images'][0]['id']
+    det = dict(image_id=image_id, category_id=1, bbox=[1.0, 2.0, 30.0, 40.0], score=0.9)
+    dets = [det, {**det, 'score': float('nan')}, {**det, 'bbox': [1.0, 2.0, float('inf'), 4.0]}]
+    (folder / 'nan_results.json').write_text(json.dumps(dets))
+
+
+def _poison_output(model_file: Path, out: Path) -> None:
+    """A copy of ``model_file`` whose ``dets`` scores are NaN (an engine gone wrong)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(model_file)
+    graph = model.graph
+    [producer] = [n for n in graph.node if 'dets' in n.output]
+    producer.output[list(producer.output).index('dets')] = 'dets_clean'
+    nan = numpy_helper.from_array(np.array([0, 0, 0, 0, np.nan], np.float32), 'nan_score')
+    graph.initializer.append(nan)
+    graph.node.append(helper.make_node('Add', ['dets_clean', 'nan_score'], ['dets']))
+    onnx.save(model, out)
 
 
 @dataclass
@@ -161,6 +204,63 @@ CASES: dict[str, Case] = {
     'coco: box with no area (warning)': ann_case('zero_area_box', 'boxes-without-area', code=0),
     'coco: box beyond its image (warning)': ann_case('box_outside', 'boxes-outside-image', code=0),
     'coco: no annotations (warning)': ann_case('no_annotations', 'no-annotations', code=0),
+    # ---- (3) non-finite numbers -----------------------------------------------------------
+    'NaN weights: export': case(
+        'pytorch2onnx.py',
+        '{cfg}',
+        '{bad}/nan_weights.pth',
+        '--output-file',
+        '{w}/m.onnx',
+        needles=('nan_weights.pth', 'NaN or Inf'),
+        absent=('{w}/m.onnx',),
+    ),
+    'NaN weights: test.py': case(
+        'test.py',
+        '{cfg}',
+        '{bad}/nan_weights.pth',
+        '--backend',
+        'pytorch',
+        '--eval',
+        'bbox',
+        needles=('nan_weights.pth', 'NaN or Inf'),
+    ),
+    'NaN weights: demo': case(
+        'image_demo.py',
+        '{img}',
+        '{cfg}',
+        '{bad}/nan_weights.pth',
+        needles=('nan_weights.pth', 'NaN'),
+    ),
+    'NaN scores from the engine: test.py --out': case(
+        'test.py',
+        '{cfg}',
+        '{bad}/nan_scores.onnx',
+        '--backend',
+        'onnxruntime',
+        '--eval',
+        'bbox',
+        '--out',
+        '{w}/r.pkl',
+        needles=('nan_scores.onnx', 'onnxruntime', 'NaN or Inf', 'dets'),
+        absent=('{w}/r.pkl',),
+    ),
+    'NaN scores from the engine: demo': case(
+        'image_demo.py',
+        '{img}',
+        '{cfg}',
+        '{bad}/nan_scores.onnx',
+        '--backend',
+        'onnxruntime',
+        needles=('nan_scores.onnx', 'NaN or Inf'),
+    ),
+    'NaN in pseudo ground truth': case(
+        'pseudo_ground_truth.py',
+        '{bad}/nan_results.json',
+        '{ann}',
+        '{w}/gt.json',
+        needles=('nan_results.json', '2 detection(s)', 'NaN'),
+        absent=('{w}/gt.json',),
+    ),
 }
 
 

@@ -7,6 +7,7 @@ import numpy as np
 from ..backends import build_backend
 from ..config import load_config
 from ..datasets.pipeline import collate, load_image, network_inputs
+from ..finite import check_outputs_finite
 from ..postprocess import outputs_to_results
 from ..structures import ClassificationResult, DetectionResult
 from .contract import plan_run
@@ -34,6 +35,7 @@ def inference_image(
     plan = plan_run(runner, cfg, model_file, logger)
     img, metas = collate([plan.pipeline()(image)])
     outputs = runner(network_inputs(img, metas))
+    check_outputs_finite(outputs, f'{model_file} ({backend})')
     if plan.spec.task == 'classification':
         return image, ClassificationResult(outputs['scores'][0]), plan.spec.class_names
     result = outputs_to_results(outputs, metas, plan.result_filter)[0]

@@ -18,6 +18,7 @@ from ..errors import ConfigError, DeployError
 from ..evaluation.class_map import resolve_class_map
 from ..evaluation.coco_check import check_coco_annotations
 from ..fileio import write_atomic
+from ..finite import check_outputs_finite
 from ..postprocess import outputs_to_results
 from ..structures import DetectionResult
 from .contract import plan_run
@@ -169,6 +170,7 @@ def run_test(
         start = time.perf_counter()
         outputs = runner(inputs)
         infer_seconds += time.perf_counter() - start
+        check_outputs_finite(outputs, f'{model_file} ({backend})')
         # Masks are pasted and RLE-encoded batch by batch, so memory stays flat on any data set.
         batch_results = outputs_to_results(outputs, metas, plan.result_filter)
         results.extend(batch_results)
