@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-WARNING = re.compile(r'^warning: ')
+NAMED = re.compile(r'^(warning|note): ')
 
 
 def one_line_error(outcome, *needles: str, code: int = 2) -> str:
@@ -22,10 +22,10 @@ def one_line_error(outcome, *needles: str, code: int = 2) -> str:
     return errors[0]
 
 
-def warnings_of(outcome) -> list[str]:
-    """The ``warning:`` lines of a run (stderr and stdout)."""
+def named_lines(outcome) -> list[str]:
+    """The ``warning:`` and ``note:`` lines of a run (stderr and stdout)."""
     lines = (outcome.stderr + '\n' + outcome.stdout).replace('\r', '\n').splitlines()
-    return [line for line in lines if WARNING.match(line)]
+    return [line for line in lines if NAMED.match(line)]
 
 
 def temporaries(*folders: Path) -> list[Path]:

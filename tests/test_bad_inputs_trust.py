@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_checks import one_line_error, temporaries, warnings_of
+from cli_checks import named_lines, one_line_error, temporaries
 from conftest import ROOT, call_tool
 
 BUNDLED = ROOT / 'configs' / 'bundled'
@@ -59,6 +59,8 @@ def ws(tmp_path_factory):
     (bad / 'results.pkl').write_bytes(pickle.dumps(good))
     _write_annotation_variants(json.loads(paths['val'].read_text()), bad)
     _write_nonfinite_files(bad, paths['val'])
+    for name, mapping in CLASS_MAPS.items():
+        (bad / f'{name}.json').write_text(json.dumps(mapping))
     onnx_file = root / 'retinanet.onnx'
     export_model(
         str(cfg),
@@ -116,6 +118,16 @@ def _annotation_variants(data: dict) -> dict:
 def _write_annotation_variants(data: dict, folder: Path) -> None:
     for name, variant in _annotation_variants(data).items():
         (folder / f'{name}.json').write_text(json.dumps(variant))
+
+
+SHAPES = ('circle', 'square', 'triangle', 'star', 'ring', 'cross')
+CLASS_MAPS = {
+    'map_merge': {name: 'circle' if name in ('circle', 'ring') else name for name in SHAPES},
+    'map_partial': {name: name for name in SHAPES[:2]},
+    'map_nothing': {},
+    'map_unknown_class': {'dragon': 'circle', **{name: name for name in SHAPES}},
+    'map_unknown_category': {'circle': 'dragon'},
+}
 
 
 def _write_nonfinite_files(folder: Path, ann_file: Path) -> None:
@@ -261,6 +273,50 @@ CASES: dict[str, Case] = {
         needles=('nan_results.json', '2 detection(s)', 'NaN'),
         absent=('{w}/gt.json',),
     ),
+    # ---- (4) class maps -------------------------------------------------------------------
+    'class map merges classes (note)': case(
+        *TEST_PT,
+        '--eval',
+        'bbox',
+        '--class-map',
+        '{bad}/map_merge.json',
+        needles=('merges 2 model classes', "'circle'", "'ring'"),
+        code=0,
+    ),
+    'class map leaves classes out (note with counts)': case(
+        *TEST_PT,
+        '--eval',
+        'bbox',
+        '--class-map',
+        '{bad}/map_partial.json',
+        needles=('leaves out', 'of', 'detections'),
+        code=0,
+    ),
+    'class map leaves every detection out (warning)': case(
+        *TEST_PT,
+        '--eval',
+        'bbox',
+        '--class-map',
+        '{bad}/map_nothing.json',
+        needles=('warning: the class map leaves out all',),
+        code=0,
+    ),
+    'class map names an unknown class': case(
+        *TEST_PT,
+        '--eval',
+        'bbox',
+        '--class-map',
+        '{bad}/map_unknown_class.json',
+        needles=('map_unknown_class.json', "'dragon'", 'not a model class'),
+    ),
+    'class map names an unknown category': case(
+        *TEST_PT,
+        '--eval',
+        'bbox',
+        '--class-map',
+        '{bad}/map_unknown_category.json',
+        needles=('map_unknown_category.json', "'dragon'", 'not a data-set category'),
+    ),
 }
 
 
@@ -281,7 +337,7 @@ def test_bad_input(name, ws, tmp_path):
     if case.code == 0:
         assert outcome.code == 0, outcome.stderr[-3000:]
         assert 'Traceback' not in outcome.stderr
-        found = warnings_of(outcome)
+        found = named_lines(outcome)
         assert any(all(n in line for n in needles) for line in found), (needles, found)
     else:
         one_line_error(outcome, *needles, code=case.code)

@@ -16,6 +16,7 @@ from ..datasets.coco import CocoDetectionDataset, build_dataloader
 from ..datasets.pipeline import load_image, network_inputs
 from ..errors import ConfigError, DeployError
 from ..evaluation.class_map import resolve_class_map
+from ..evaluation.class_map_report import describe_class_map, left_out_line
 from ..evaluation.coco_check import check_coco_annotations
 from ..fileio import write_atomic
 from ..finite import check_outputs_finite
@@ -155,6 +156,11 @@ def run_test(
     label_to_cat = resolve_class_map(
         class_names, plan.spec.num_classes, dataset.class_names, dataset.cat_ids, class_map
     )
+    if class_map is not None:
+        for line in describe_class_map(
+            label_to_cat, class_names, dataset.class_names, dataset.cat_ids
+        ):
+            logger(f'note: {line}')
     indices = list(range(len(dataset)))[:num_images]
     if world_size > 1:
         indices = [indices[i] for i in shard_indices(len(indices), rank, world_size)]
@@ -188,6 +194,9 @@ def run_test(
         logger(f'drawings of {len(results)} images written to {show_dir}/')
     if metrics:
         from ..evaluation.coco_metric import evaluate_coco
+
+        if (line := left_out_line(results, label_to_cat)) is not None:
+            logger(line)
 
         # The data set's own COCO: the annotation file is parsed once per run.
         run.metrics = evaluate_coco(
