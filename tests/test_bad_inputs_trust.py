@@ -373,3 +373,47 @@ def test_resume_refuses_a_crafted_pickle(ws, tmp_path):
     with pytest.raises(CheckpointError, match='evil.pth'):
         load_training_checkpoint(path)
     assert not ws['marker'].exists()
+
+
+# --------------------------------------------------------------------------------------------
+# (5) caches are keyed on everything the model reads
+# --------------------------------------------------------------------------------------------
+def _save_with_external_data(model_file: Path, out: Path, cls_bias: float | None = None) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(model_file)
+    if cls_bias is not None:  # a model that finds nothing: every class logit very low
+        [bias] = [t for t in model.graph.initializer if t.name.endswith('retina_cls.bias')]
+        silenced = np.full(numpy_helper.to_array(bias).shape, cls_bias, np.float32)
+        bias.CopyFrom(numpy_helper.from_array(silenced, bias.name))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(
+        model,
+        out,
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=f'{out.name}.data',
+        size_threshold=0,
+    )
+
+
+def test_openvino_cache_sees_new_external_weights(ws, tmp_path):
+    """Replacing only the external data file beside a graph gives the new model's detections,
+    never the cached IR of the old one."""
+    pytest.importorskip('openvino')
+    from deploy.apis.inference import inference_image
+
+    served = tmp_path / 'served' / 'model.onnx'
+    _save_with_external_data(ws['onnx'], served)
+    silent = tmp_path / 'silent' / 'model.onnx'
+    _save_with_external_data(ws['onnx'], silent, cls_bias=-50.0)
+    quiet = dict(backend='openvino', logger=lambda *a: None)
+    _, before, _ = inference_image(str(ws['cfg']), served, ws['img'], **quiet)
+    assert len(before.scores) > 0
+    data = served.with_name('model.onnx.data')
+    data.write_bytes(silent.with_name('model.onnx.data').read_bytes())  # the graph is unchanged
+    _, after, _ = inference_image(str(ws['cfg']), served, ws['img'], **quiet)
+    assert len(after.scores) == 0, 'the IR cache served the old weights'
+    assert len(list((served.parent / 'model.onnx.openvino').glob('*.xml'))) == 2
+    assert temporaries(served.parent) == []

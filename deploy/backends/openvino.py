@@ -18,8 +18,9 @@ Precision is a run-time choice of OpenVINO's CPU plugin, not a property of the f
 
 The default (``None``) is the file's own precision (``int8`` for a quantised file, else
 ``fp32``). The converted model is cached as OpenVINO IR next to the ONNX file, in
-``<name>.openvino/``, under a key of the OpenVINO version, the ONNX file's SHA-256 and the
-precision, so a later load skips the ONNX import.
+``<name>.openvino/``, under a key of the OpenVINO version, the SHA-256 of the ONNX file and of
+its external data files (:func:`deploy.model_digest.model_digest`) and the precision, so a later
+load skips the ONNX import.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendError, BackendUnavailable
+from ..model_digest import model_digest
 from ..spec import read_onnx_spec
 from .base import Backend
 
@@ -172,9 +174,8 @@ class OpenVINOBackend(Backend):
         """The ONNX model through the IR cache: ``<file>.openvino/<key>.xml``."""
         key = None
         if cache:
-            key = (
-                f'ov{self.ov_version.split("-")[0]}-{file_digest(model_file)[:16]}-{self.precision}'
-            )
+            digest = model_digest(model_file)[:16]  # the graph and its external data
+            key = f'ov{self.ov_version.split("-")[0]}-{digest}-{self.precision}'
             xml = cache_dir(model_file) / f'{key}.xml'
             if xml.is_file() and xml.with_suffix('.bin').is_file():
                 try:
