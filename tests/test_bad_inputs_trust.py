@@ -178,6 +178,19 @@ def case(tool, *args, needles=(), absent=(), code=2, setup='') -> Case:
 
 
 PSEUDO = 'pseudo_labels.py'
+QUANT = (
+    'quantize.py',
+    '{cfg}',
+    '{onnx}',
+    '--output-file',
+    '{w}/q.onnx',
+    '--calib-images',
+    '2',
+    '--check-images',
+    '0',
+    '--calib-split',
+    'test',
+)
 TEST_PT = ('test.py', '{cfg}', '{ckpt}', '--backend', 'pytorch')
 
 
@@ -317,6 +330,23 @@ CASES: dict[str, Case] = {
         '{bad}/map_unknown_category.json',
         needles=('map_unknown_category.json', "'dragon'", 'not a data-set category'),
     ),
+    # ---- (6) files ------------------------------------------------------------------------
+    'quantize --verify: unreadable checkpoint, before quantising': case(
+        *QUANT,
+        '--verify',
+        '--checkpoint',
+        '{bad}/evil_results.pkl',
+        needles=('evil_results.pkl',),
+        absent=('{w}/q.onnx',),
+    ),
+    'quantize --verify: NaN checkpoint, before quantising': case(
+        *QUANT,
+        '--verify',
+        '--checkpoint',
+        '{bad}/nan_weights.pth',
+        needles=('nan_weights.pth', 'NaN'),
+        absent=('{w}/q.onnx',),
+    ),
 }
 
 
@@ -417,3 +447,99 @@ def test_openvino_cache_sees_new_external_weights(ws, tmp_path):
     assert len(after.scores) == 0, 'the IR cache served the old weights'
     assert len(list((served.parent / 'model.onnx.openvino').glob('*.xml'))) == 2
     assert temporaries(served.parent) == []
+
+
+# --------------------------------------------------------------------------------------------
+# (6) verify-before-replace and signal cleanup (one mechanism: deploy.fileio)
+# --------------------------------------------------------------------------------------------
+def _quantize_args(ws, out: Path) -> list:
+    return [
+        ws['cfg'],
+        ws['onnx'],
+        '--output-file',
+        out,
+        '--calib-images',
+        '2',
+        '--check-images',
+        '0',
+        '--calib-split',
+        'test',
+    ]
+
+
+def test_failed_quantize_verify_keeps_the_previous_file(ws, tmp_path, monkeypatch):
+    """The verification runs on the new file under its temporary name; a failure keeps the
+    previous file and leaves the new one as ``<stem>.failed-verify.onnx``."""
+    from types import SimpleNamespace
+
+    import deploy.apis.quantize as quantize_api
+
+    out = tmp_path / 'out' / 'q.onnx'
+    out.parent.mkdir()
+    out.write_bytes(b'the previous, good file')
+    seen = []
+
+    def failing(config, checkpoint, path, **kwargs):
+        seen.append(Path(path))
+        assert Path(path) != out and Path(path).is_file()
+        return {'onnxruntime': [SimpleNamespace(passed=False)]}
+
+    monkeypatch.setattr(quantize_api, 'verify_quantized', failing)
+    args = _quantize_args(ws, out) + ['--verify', '--checkpoint', ws['ckpt']]
+    outcome = call_tool('quantize.py', *args, cwd=tmp_path)
+    assert outcome.code == 1, outcome.stderr[-2000:]
+    assert 'Traceback' not in outcome.stderr
+    assert 'verification FAILED' in outcome.stdout and 'was not replaced' in outcome.stdout
+    assert seen and out.read_bytes() == b'the previous, good file'
+    assert (out.parent / 'q.failed-verify.onnx').is_file()
+    assert temporaries(tmp_path) == []
+
+
+def _start_quantize(ws, out: Path):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1')
+    tool = ROOT / 'tools' / 'quantize.py'
+    args = [sys.executable, str(tool), *map(str, _quantize_args(ws, out))]
+    return subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _wait_for_working_folder(proc, folder: Path, timeout: float = 120.0) -> None:
+    import time
+
+    end = time.monotonic() + timeout
+    while not any(p.is_dir() and p.name.endswith('.tmp') for p in folder.iterdir()):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < end, 'the quantisation never started'
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize('signum', ['SIGTERM', 'SIGKILL'])
+def test_killed_quantize_leaves_nothing(ws, tmp_path, signum):
+    """A real signal to a real process in the middle of quantising: SIGTERM cleans up as Ctrl-C
+    does (exit 143); after SIGKILL the next run that writes the same file removes what is left."""
+    import signal
+
+    from deploy.fileio import clean_stale_temporaries
+
+    folder = tmp_path / 'out'
+    folder.mkdir()
+    (folder / 'q.onnx').write_bytes(b'previous')
+    proc = _start_quantize(ws, folder / 'q.onnx')
+    try:
+        _wait_for_working_folder(proc, folder)
+        proc.send_signal(getattr(signal, signum))
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if signum == 'SIGTERM':
+        assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+        assert 'Traceback' not in stderr and 'terminated' in stderr
+    else:
+        clean_stale_temporaries(folder / 'q.onnx')  # what the next run does first
+    assert sorted(p.name for p in folder.iterdir()) == ['q.onnx']
+    assert (folder / 'q.onnx').read_bytes() == b'previous'

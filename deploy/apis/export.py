@@ -26,7 +26,7 @@ from ..export.verify import (
     verify_backend,
 )
 from ..export.verify_classifier import format_classifier_verify_table
-from ..fileio import commit, discard, staging_path
+from ..fileio import commit, discard, publish, staging_path
 from ..progress import Stages
 from .checks import (
     check_device,
@@ -284,9 +284,7 @@ def export_model(
             if in_graph is not None:
                 logger(resize_difference(in_graph, [image, other], pipeline))
             if not result.verified:
-                kept = output_file.with_name(f'{output_file.stem}.failed-verify.onnx')
-                commit(staged, kept)
-                result.output_file = kept
+                kept = result.output_file = publish(staged, output_file, verified=False)
                 logger(
                     f'verification failed: {output_file} was left as it was; the new export '
                     f'is kept as {kept} for inspection'

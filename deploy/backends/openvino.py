@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendError, BackendUnavailable
+from ..fileio import is_temporary, temporary_folder
 from ..model_digest import model_digest
 from ..spec import read_onnx_spec
 from .base import Backend
@@ -173,7 +174,7 @@ class OpenVINOBackend(Backend):
     def _read(self, core, ov, model_file: Path, cache: bool):
         """The ONNX model through the IR cache: ``<file>.openvino/<key>.xml``."""
         key = None
-        if cache:
+        if cache and not is_temporary(model_file):  # a staged file is renamed in a moment
             digest = model_digest(model_file)[:16]  # the graph and its external data
             key = f'ov{self.ov_version.split("-")[0]}-{digest}-{self.precision}'
             xml = cache_dir(model_file) / f'{key}.xml'
@@ -195,12 +196,11 @@ class OpenVINOBackend(Backend):
         """Write the IR atomically (a temporary name, renamed); an unwritable folder only
         costs the cache."""
         import os
-        import tempfile
 
         folder = cache_dir(model_file)
         try:
             folder.mkdir(exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=folder, prefix='.tmp-') as tmp:
+            with temporary_folder(folder / key) as tmp:
                 staged = Path(tmp) / f'{key}.xml'
                 ov.save_model(model, str(staged), compress_to_fp16=False)
                 os.replace(staged.with_suffix('.bin'), folder / f'{key}.bin')
