@@ -22,6 +22,8 @@ from conftest import ROOT, call_tool
 BUNDLED = ROOT / 'configs' / 'bundled'
 RETINA_CFG = BUNDLED / 'retinanet_r18_tiny_synthetic.py'
 RETINA_CKPT = ROOT / 'checkpoints' / 'retinanet_r18_tiny_synthetic.pth'
+MASK_CFG = BUNDLED / 'mask_rcnn_r18_tiny_synthetic.py'
+MASK_CKPT = ROOT / 'checkpoints' / 'mask_rcnn_r18_tiny_synthetic.pth'
 
 
 class _RunsCode:
@@ -72,6 +74,7 @@ def ws(tmp_path_factory):
         logger=lambda *a: None,
     )
     _poison_output(onnx_file, bad / 'nan_scores.onnx')
+    _write_spec_variants(onnx_file, bad)
     return dict(
         root=root,
         ann=paths['val'],
@@ -156,6 +159,31 @@ def _poison_output(model_file: Path, out: Path) -> None:
     graph.initializer.append(nan)
     graph.node.append(helper.make_node('Add', ['dets_clean', 'nan_score'], ['dets']))
     onnx.save(model, out)
+
+
+SPEC_VARIANTS = {
+    'spec_malformed': lambda spec: '{"spec_version": 1, "model_type": ',
+    'spec_a_list': lambda spec: '[1, 2]',
+    'spec_num_classes_text': lambda spec: json.dumps({**spec, 'num_classes': 'six'}),
+    'spec_class_names_number': lambda spec: json.dumps({**spec, 'class_names': 5}),
+    'spec_preprocess_text': lambda spec: json.dumps({**spec, 'preprocess': 'x'}),
+    'spec_keep_ratio_text': lambda spec: json.dumps(
+        {**spec, 'preprocess': {**spec['preprocess'], 'keep_ratio': 'yes'}}
+    ),
+}
+
+
+def _write_spec_variants(model_file: Path, folder: Path) -> None:
+    """Copies of ``model_file`` whose stored spec JSON is malformed or wrong-typed."""
+    import onnx
+
+    from deploy.spec import METADATA_KEY
+
+    for name, make in SPEC_VARIANTS.items():
+        model = onnx.load(model_file)
+        [prop] = [p for p in model.metadata_props if p.key == METADATA_KEY]
+        prop.value = make(json.loads(prop.value))
+        onnx.save(model, folder / f'{name}.onnx')
 
 
 @dataclass
@@ -346,6 +374,73 @@ CASES: dict[str, Case] = {
         '{bad}/nan_weights.pth',
         needles=('nan_weights.pth', 'NaN'),
         absent=('{w}/q.onnx',),
+    ),
+    # ---- (7) tracebacks that were ------------------------------------------------------------
+    **{
+        f'{name}: {tool}': case(
+            *args, needles=(f'{name}.onnx', 'model spec', 'unreadable', 'export it again')
+        )
+        for name in SPEC_VARIANTS
+        for tool, args in (
+            (
+                'test.py',
+                (
+                    'test.py',
+                    '{cfg}',
+                    f'{{bad}}/{name}.onnx',
+                    '--backend',
+                    'onnxruntime',
+                    '--eval',
+                    'bbox',
+                ),
+            ),
+            (
+                'demo',
+                (
+                    'image_demo.py',
+                    '{img}',
+                    '{cfg}',
+                    f'{{bad}}/{name}.onnx',
+                    '--backend',
+                    'onnxruntime',
+                ),
+            ),
+        )
+    },
+    'export with max_per_img=0': case(
+        'pytorch2onnx.py',
+        '{cfg}',
+        '{ckpt}',
+        '--output-file',
+        '{w}/m.onnx',
+        '--cfg-options',
+        'model.test_cfg.max_per_img=0',
+        needles=('max_per_img', 'at least 1'),
+        absent=('{w}/m.onnx',),
+    ),
+    'export with rcnn max_per_img=0': case(
+        'pytorch2onnx.py',
+        str(MASK_CFG),
+        str(MASK_CKPT),
+        '--output-file',
+        '{w}/m.onnx',
+        '--cfg-options',
+        'model.test_cfg.rcnn.max_per_img=0',
+        needles=('model.test_cfg.rcnn.max_per_img', 'at least 1'),
+        absent=('{w}/m.onnx',),
+    ),
+    'test.py --eval segm, annotations without segmentation (mask model)': case(
+        'test.py',
+        str(MASK_CFG),
+        str(MASK_CKPT),
+        '--backend',
+        'pytorch',
+        '--eval',
+        'segm',
+        '--cfg-options',
+        'data.test.ann_file={bad}/segm_missing.json',
+        'data.test.img_prefix={img_dir}',
+        needles=('segm_missing.json', '--eval segm', 'segmentation'),
     ),
 }
 
