@@ -442,6 +442,20 @@ CASES: dict[str, Case] = {
         'data.test.img_prefix={img_dir}',
         needles=('segm_missing.json', '--eval segm', 'segmentation'),
     ),
+    # ---- (8) static shapes and batches ---------------------------------------------------
+    'test.py --batch-size 2 says AP can depend on it': case(
+        'test.py',
+        '{cfg}',
+        '{onnx}',
+        '--backend',
+        'onnxruntime',
+        '--eval',
+        'bbox',
+        '--batch-size',
+        '2',
+        needles=('--batch-size 2', 'largest of its batch'),
+        code=0,
+    ),
 }
 
 
@@ -638,3 +652,55 @@ def test_killed_quantize_leaves_nothing(ws, tmp_path, signum):
         clean_stale_temporaries(folder / 'q.onnx')  # what the next run does first
     assert sorted(p.name for p in folder.iterdir()) == ['q.onnx']
     assert (folder / 'q.onnx').read_bytes() == b'previous'
+
+
+# --------------------------------------------------------------------------------------------
+# (8) static shapes: one stated rule, followed by the reference, counted in test.py
+# --------------------------------------------------------------------------------------------
+def test_static_in_graph_export_verifies_on_a_portrait_image(ws, tmp_path):
+    """The README's static ``--preprocess-in-graph --verify`` on ``demo/demo.jpg`` (portrait):
+    the graph resizes by MMDetection's rule, and so does the reference it is verified against."""
+    import cv2
+
+    demo = ROOT / 'demo' / 'demo.jpg'
+    h, w = cv2.imread(str(demo)).shape[:2]
+    assert h > w, 'the case needs a portrait image'
+    out = tmp_path / 'in_graph.onnx'
+    args = [
+        RETINA_CFG,
+        RETINA_CKPT,
+        '--preprocess-in-graph',
+        '--verify',
+        '--input-img',
+        demo,
+        '--exporter',
+        'torchscript',
+        '--output-file',
+        out,
+    ]
+    outcome = call_tool('pytorch2onnx.py', *args, cwd=tmp_path)
+    assert outcome.code == 0, outcome.stdout[-3000:] + outcome.stderr[-2000:]
+    assert 'verification passed' in outcome.stdout and out.is_file()
+    assert 'same resized sizes' in outcome.stdout
+
+
+def test_static_file_says_how_many_images_it_fitted_differently(ws, tmp_path):
+    """A static file fits every image into its canvas; test.py counts the images that differ
+    from PyTorch's size (with the default canvas: exactly the portrait ones)."""
+    import re
+
+    static = tmp_path / 'static.onnx'
+    export = [ws['cfg'], ws['ckpt'], '--exporter', 'torchscript', '--output-file', static]
+    assert call_tool('pytorch2onnx.py', *export, cwd=tmp_path).code == 0
+    outcome = call_tool(
+        'test.py', ws['cfg'], static, '--backend', 'onnxruntime', '--eval', 'bbox', cwd=tmp_path
+    )
+    assert outcome.code == 0, outcome.stderr[-2000:]
+    images = json.loads(Path(ws['ann']).read_text())['images']
+    portrait = sum(img['height'] > img['width'] for img in images)
+    [note] = [line for line in named_lines(outcome) if 'static' in line and 'input' in line]
+    counted = re.search(r'(\d+) of (\d+) images', note)
+    if portrait:
+        assert counted and counted.groups() == (str(portrait), str(len(images))), note
+    else:
+        assert 'all' in note and counted is None, note

@@ -99,11 +99,16 @@ def plan_run(runner: Backend, cfg, model_file, logger=print) -> RunPlan:
                 f'the config pre-processes images differently from {model_file} ({name}: '
                 f'{want} in the config, {have} in the file): use the config it was exported from'
             )
-    if preprocess.scale != spec.preprocess.scale:
+    fixed_shape = None if spec.inputs.dynamic else spec.inputs.static_shape
+    if preprocess.scale != spec.preprocess.scale and fixed_shape is not None:
+        logger(
+            f'note: {model_file} has a static {fixed_shape[0]}x{fixed_shape[1]} input: every '
+            f"image is fitted into it; the config's scale {preprocess.scale} does not apply"
+        )
+    elif preprocess.scale != spec.preprocess.scale:
         logger(
             f'note: resizing to {preprocess.scale} (the config), {model_file} was exported with '
             f'{spec.preprocess.scale}'
         )
     result_filter = reconcile_settings(spec, wanted.test_cfg, str(model_file))
-    fixed_shape = None if spec.inputs.dynamic else spec.inputs.static_shape
     return RunPlan(spec, result_filter, preprocess, fixed_shape)

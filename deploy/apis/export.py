@@ -185,7 +185,9 @@ def export_model(
     dynamic_size = get_preprocess_cfg(cfg).keep_ratio
     if dynamic and not dynamic_size:
         static_shape = tuple(shape or default_static_shape(cfg))
-    pipeline = build_pipeline(cfg, None if dynamic else static_shape)
+    # A graph with the pre-processing inside resizes by the config's rule at any image size:
+    # its reference is PyTorch's own pipeline, not the static canvas (deploy.datasets.static_fit).
+    pipeline = build_pipeline(cfg, None if dynamic or preprocess_in_graph else static_shape)
     first = pipeline(image)
     # Dynamic export traces a batch of 2 (torch.export specialises sizes 0 and 1).
     flipped = image[:, ::-1].copy()

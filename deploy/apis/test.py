@@ -14,6 +14,7 @@ from ..backends import build_backend
 from ..config import get_test_dataset_cfg, load_config
 from ..datasets.coco import CocoDetectionDataset, build_dataloader
 from ..datasets.pipeline import load_image, network_inputs
+from ..datasets.static_fit import fitted_differently, static_note
 from ..errors import ConfigError, DeployError
 from ..evaluation.class_map import resolve_class_map
 from ..evaluation.class_map_report import describe_class_map, left_out_line
@@ -117,6 +118,12 @@ def run_test(
         reason = 'takes decoded images' if plan.decoded_images else 'has a static input shape'
         logger(f'note: the model {reason}: batch size forced to 1')
         batch_size = 1
+    elif batch_size > 1 and plan.fixed_shape is None:
+        logger(
+            f'note: --batch-size {batch_size} pads each image to the largest of its batch '
+            "(MMDetection's semantics): detections, and the AP, can differ slightly from "
+            '--batch-size 1'
+        )
     if plan.spec.task == 'classification':
         from .classification import run_classification_test
 
@@ -169,10 +176,13 @@ def run_test(
 
     results: list[DetectionResult] = []
     img_ids: list[int] = []
+    refitted = 0  # images a static file ran at another size than PyTorch does
     infer_seconds = 0.0
     run_start = time.perf_counter()
     for img, metas in _progress(loader, backend, len(indices), progress):
         inputs = network_inputs(img, metas)
+        if plan.fixed_shape is not None:
+            refitted += fitted_differently(metas, plan.preprocess)
         start = time.perf_counter()
         outputs = runner(inputs)
         infer_seconds += time.perf_counter() - start
@@ -185,6 +195,8 @@ def run_test(
             _draw(batch_results, metas, class_names, show_dir, show_score_thr)
 
     latency_ms = 1000 * infer_seconds / max(len(results), 1)
+    if plan.fixed_shape is not None and not plan.decoded_images:
+        logger(static_note(refitted, len(results), plan.fixed_shape))
     gathered = gather_results(results, img_ids)
     if gathered is None:  # not rank 0: rank 0 writes and evaluates
         return TestRun(results, img_ids, class_names=class_names, latency_ms=latency_ms)
