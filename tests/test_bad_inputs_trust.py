@@ -704,3 +704,32 @@ def test_static_file_says_how_many_images_it_fitted_differently(ws, tmp_path):
         assert counted and counted.groups() == (str(portrait), str(len(images))), note
     else:
         assert 'all' in note and counted is None, note
+
+
+# --------------------------------------------------------------------------------------------
+# (9) real config files run unchanged
+# --------------------------------------------------------------------------------------------
+MMDET3 = ROOT / 'tests' / 'data' / 'configs' / 'mmdet_3.3.0'
+CORNERNET_3X = MMDET3 / 'cornernet' / 'cornernet_hourglass104_10xb5-crop511-210e-mstest_coco.py'
+CORNERNET_2X = ROOT / 'configs' / 'cornernet' / 'cornernet_hourglass104_mstest_10x5_210e_coco.py'
+
+
+def test_mmdet3_cornernet_config_without_resize_runs_unchanged():
+    """MMDetection 3.3.0 leaves Resize out of CornerNet's test pipeline on purpose (the image
+    keeps its size, RandomCenterCropPad pads it): the file reads as the same model, settings and
+    pre-processing as the 2.x file, and its pipeline feeds the network the same tensor."""
+    import cv2
+
+    from deploy.config import get_test_dataset_cfg, load_config
+    from deploy.config.loader import get_preprocess_cfg
+    from deploy.config.model_spec import spec_from_config
+    from deploy.datasets.pipeline import TestPipeline
+
+    new, old = load_config(str(CORNERNET_3X)), load_config(str(CORNERNET_2X))
+    assert get_preprocess_cfg(new).resize_factor == 1.0
+    assert spec_from_config(new) == spec_from_config(old)
+    assert get_test_dataset_cfg(new)['ann_file'].endswith('instances_val2017.json')
+    image = cv2.imread(str(ROOT / 'demo' / 'demo.jpg'))
+    (a, meta_a), (b, meta_b) = (TestPipeline(get_preprocess_cfg(c))(image) for c in (new, old))
+    assert a.shape == b.shape and bool((a == b).all())
+    assert meta_a['img_shape'] == image.shape[:2] and meta_a['img_offset'] == meta_b['img_offset']
