@@ -733,3 +733,73 @@ def test_mmdet3_cornernet_config_without_resize_runs_unchanged():
     (a, meta_a), (b, meta_b) = (TestPipeline(get_preprocess_cfg(c))(image) for c in (new, old))
     assert a.shape == b.shape and bool((a == b).all())
     assert meta_a['img_shape'] == image.shape[:2] and meta_a['img_offset'] == meta_b['img_offset']
+
+
+# --------------------------------------------------------------------------------------------
+# (10) configs are code: a model file is scored without one
+# --------------------------------------------------------------------------------------------
+def _same_metrics_without_config(cfg, model_file, ann, img_dir, backend, metrics) -> dict:
+    from deploy.apis.test import TestData, run_test
+
+    quiet = dict(metrics=metrics, progress=False, num_workers=0, logger=lambda *a: None)
+    with_config = run_test(str(cfg), str(model_file), backend, **quiet).metrics
+    alone = run_test(None, str(model_file), backend, data=TestData(str(ann), str(img_dir)), **quiet)
+    assert with_config and alone.metrics == with_config, (alone.metrics, with_config)
+    return with_config
+
+
+@pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])
+def test_model_file_alone_scores_like_the_config(ws, tmp_path, backend):
+    """``tools/test.py MODEL.onnx --ann-file A --img-dir D --eval bbox`` runs no config code and
+    gives exactly the AP of the run with the config."""
+    if backend == 'openvino':
+        pytest.importorskip('openvino')
+    metrics = _same_metrics_without_config(
+        ws['cfg'], ws['onnx'], ws['ann'], ws['img_dir'], backend, ('bbox',)
+    )
+    assert metrics['bbox_mAP'] > 0
+    args = [ws['onnx'], '--ann-file', ws['ann'], '--img-dir', ws['img_dir'], '--eval', 'bbox']
+    outcome = call_tool('test.py', *args, '--backend', backend, cwd=tmp_path)
+    assert outcome.code == 0, outcome.stderr[-2000:]
+    assert f'{metrics["bbox_mAP"]:.3f}' in outcome.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])
+def test_mask_model_file_alone_scores_like_the_config(ws, tmp_path_factory, backend):
+    """The same for the bundled Mask R-CNN, bbox and segm."""
+    from deploy.apis.export import export_model
+
+    if backend == 'openvino':
+        pytest.importorskip('openvino')
+    folder = tmp_path_factory.mktemp('mask')
+    cfg = folder / 'mask_rcnn.py'
+    cfg.write_text(
+        f'_base_ = {str(MASK_CFG)!r}\n'
+        f'data = dict(test=dict(ann_file={str(ws["ann"])!r}, img_prefix={str(ws["img_dir"])!r}))\n'
+    )
+    onnx_file = folder / 'mask_rcnn.onnx'
+    export_model(
+        str(cfg),
+        str(MASK_CKPT),
+        onnx_file,
+        input_img=ws['img'],
+        dynamic=True,
+        exporter='torchscript',
+        logger=lambda *a: None,
+    )
+    metrics = _same_metrics_without_config(
+        cfg, onnx_file, ws['ann'], ws['img_dir'], backend, ('bbox', 'segm')
+    )
+    assert metrics['bbox_mAP'] > 0 and metrics['segm_mAP'] > 0
+
+
+def test_model_file_alone_bad_inputs(ws, tmp_path):
+    """Without a config: the data set is required, --cfg-options is refused, and a checkpoint
+    (which needs its config's code to be built) is refused, each in one line."""
+    one_line_error(call_tool('test.py', ws['onnx'], '--eval', 'bbox', cwd=tmp_path), '--ann-file')
+    data = ['--ann-file', ws['ann'], '--img-dir', ws['img_dir'], '--eval', 'bbox']
+    outcome = call_tool('test.py', ws['onnx'], *data, '--cfg-options', 'a=1', cwd=tmp_path)
+    one_line_error(outcome, '--cfg-options')
+    outcome = call_tool('test.py', ws['ckpt'], *data, cwd=tmp_path)
+    one_line_error(outcome, 'pytorch', 'config')

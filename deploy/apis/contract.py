@@ -68,7 +68,8 @@ class RunPlan:
 
 
 def plan_run(runner: Backend, cfg, model_file, logger=print) -> RunPlan:
-    """Check ``runner``'s model against ``cfg`` and say how to run it.
+    """Check ``runner``'s model against ``cfg`` and say how to run it (``cfg`` None: as the
+    model file's own spec says, without any config).
 
     Raises:
         ConfigError: the file has no spec, describes another model or pre-processing, or a
@@ -85,6 +86,10 @@ def plan_run(runner: Backend, cfg, model_file, logger=print) -> RunPlan:
             f'{model_file} holds raw head outputs (--skip-postprocess): export it with '
             'post-processing to run it'
         )
+    if cfg is None:  # the file alone: its own pre-processing and settings, no config code run
+        fixed_shape = None if spec.inputs.dynamic else spec.inputs.static_shape
+        result_filter = reconcile_settings(spec, spec.test_cfg, str(model_file))
+        return RunPlan(spec, result_filter, spec.preprocess, fixed_shape)
     wanted = spec_from_config(cfg)
     if wanted.model_type != spec.model_type:
         raise ConfigError(

@@ -48,6 +48,25 @@ class TestRun:
         return (len(self.results) / self.wall_seconds) / (1000.0 / self.latency_ms)
 
 
+@dataclass(frozen=True)
+class TestData:
+    """A COCO test set given directly (``--ann-file``, ``--img-dir``) rather than by a config."""
+
+    __test__ = False  # not a pytest test class
+
+    ann_file: str
+    img_dir: str
+
+
+def dataset_paths(cfg, data: TestData | None) -> dict:
+    """``ann_file``, ``img_prefix`` and the flag or config key that names them."""
+    if data is not None:
+        return dict(ann_file=data.ann_file, img_prefix=data.img_dir, key='--ann-file')
+    if cfg is None:
+        raise ConfigError('without a config, give the data set: --ann-file and --img-dir')
+    return get_test_dataset_cfg(cfg)
+
+
 def run_test(
     config,
     model_file,
@@ -72,6 +91,7 @@ def run_test(
     launcher: str = 'none',
     precision: str | None = None,
     progress: bool = True,
+    data: TestData | None = None,
     logger=print,
 ) -> TestRun:
     """Run a model on the config's test set and evaluate it.
@@ -92,11 +112,15 @@ def run_test(
         show_dir: draw detections above ``show_score_thr`` into this folder.
         precision: inference precision of backends that choose it at load time (``openvino``:
             ``fp32``, ``bf16``, ``int8``); ``None``: the file's.
+        data: the annotation file and image folder, instead of the config's test set; with
+            ``config=None`` the model file alone says how to run it (no config code is run).
         launcher: ``'pytorch'`` under ``torchrun``: each rank runs its shard of the data set on
             its own backend session (GPU ``LOCAL_RANK`` for ``cuda``), rank 0 gathers the results
             and alone writes and evaluates; the other ranks return their shard, without metrics.
     """
     cfg = load_config(config, cfg_options) if isinstance(config, (str, Path)) else config
+    if cfg is None and backend == 'pytorch':
+        raise ConfigError('the pytorch backend needs the config to build the model')
     rank, world_size = init_distributed(launcher, device=device)
     if world_size > 1 and device in ('cuda', 'gpu'):
         device = f'cuda:{os.environ.get("LOCAL_RANK", rank)}'
@@ -124,6 +148,8 @@ def run_test(
             "(MMDetection's semantics): detections, and the AP, can differ slightly from "
             '--batch-size 1'
         )
+    if plan.spec.task == 'classification' and cfg is None:
+        raise ConfigError(f'{model_file} is a classifier: give its config for the data set')
     if plan.spec.task == 'classification':
         from .classification import run_classification_test
 
@@ -151,7 +177,7 @@ def run_test(
             f'--eval accuracy is for classifiers; {model_file} is a {plan.spec.model_type}: '
             'use bbox, segm or proposal'
         )
-    data_cfg = get_test_dataset_cfg(cfg)
+    data_cfg = dataset_paths(cfg, data)
     pipeline = plan.pipeline()
     dataset = CocoDetectionDataset(
         data_cfg['ann_file'], data_cfg['img_prefix'], pipeline, data_cfg['key']
