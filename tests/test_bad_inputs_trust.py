@@ -803,3 +803,15 @@ def test_model_file_alone_bad_inputs(ws, tmp_path):
     one_line_error(outcome, '--cfg-options')
     outcome = call_tool('test.py', ws['ckpt'], *data, cwd=tmp_path)
     one_line_error(outcome, 'pytorch', 'config')
+
+
+def test_demo_runs_a_model_file_alone(ws, tmp_path):
+    """``demo/image_demo.py IMG MODEL.onnx``: the same detections as with the config."""
+    drawn = []
+    for config in ([ws['cfg']], []):
+        out = tmp_path / f'{len(config)}.jpg'
+        args = [ws['img'], *config, ws['onnx'], '--out-file', out]
+        outcome = call_tool('image_demo.py', *args, cwd=tmp_path)
+        assert outcome.code == 0 and out.is_file(), outcome.stderr[-2000:]
+        drawn.append(outcome.stdout.split(' drawn to ')[0])
+    assert drawn[0] == drawn[1] and not drawn[0].startswith('0 detections'), drawn

@@ -7,6 +7,7 @@ import numpy as np
 from ..backends import build_backend
 from ..config import load_config
 from ..datasets.pipeline import collate, load_image, network_inputs
+from ..errors import ConfigError
 from ..finite import check_outputs_finite
 from ..postprocess import outputs_to_results
 from ..structures import ClassificationResult, DetectionResult
@@ -29,6 +30,8 @@ def inference_image(
     classifier's result: its class scores). ``precision``: for backends that choose it at load
     (``openvino``); ``None``: the file's."""
     cfg = load_config(config, cfg_options) if isinstance(config, (str, Path)) else config
+    if cfg is None and backend == 'pytorch':
+        raise ConfigError('the pytorch backend needs the config to build the model')
     image = load_image(img_path)  # a bad image is reported before the model is loaded
     extra = {} if precision is None else dict(precision=precision)
     runner = build_backend(backend, model_file, cfg=cfg, device=device, strict=strict, **extra)
