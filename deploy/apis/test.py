@@ -15,10 +15,10 @@ from ..config import get_test_dataset_cfg, load_config
 from ..datasets.coco import CocoDetectionDataset, build_dataloader
 from ..datasets.pipeline import load_image, network_inputs
 from ..datasets.static_fit import fitted_differently, static_note
-from ..errors import ConfigError, DeployError
+from ..errors import ConfigError, DeployError, ImageError
 from ..evaluation.class_map import resolve_class_map
 from ..evaluation.class_map_report import describe_class_map, left_out_line
-from ..evaluation.coco_check import check_coco_annotations
+from ..evaluation.coco_check import check_coco_annotations, missing_image_files
 from ..fileio import write_atomic
 from ..finite import check_outputs_finite
 from ..postprocess import outputs_to_results
@@ -182,9 +182,10 @@ def run_test(
     dataset = CocoDetectionDataset(
         data_cfg['ann_file'], data_cfg['img_prefix'], pipeline, data_cfg['key']
     )
-    if metrics:  # before any image is run: a meaningless AP is refused, a doubtful one named
-        for line in check_coco_annotations(dataset.coco.dataset, data_cfg['ann_file'], metrics):
-            logger(f'warning: {line}')
+    missing = missing_image_files(dataset.coco.dataset, data_cfg['img_prefix'])
+    if missing:
+        more = f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''
+        raise ImageError(f'image not found: {missing[0]}{more}')
     class_names = plan.spec.class_names
     label_to_cat = resolve_class_map(
         class_names, plan.spec.num_classes, dataset.class_names, dataset.cat_ids, class_map
@@ -194,6 +195,9 @@ def run_test(
             label_to_cat, class_names, dataset.class_names, dataset.cat_ids
         ):
             logger(f'note: {line}')
+    if metrics:  # before any image is run: a meaningless AP is refused, a doubtful one named
+        for line in check_coco_annotations(dataset.coco.dataset, data_cfg['ann_file'], metrics):
+            logger(f'warning: {line}')
     indices = list(range(len(dataset)))[:num_images]
     if world_size > 1:
         indices = [indices[i] for i in shard_indices(len(indices), rank, world_size)]

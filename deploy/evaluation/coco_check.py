@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from ..errors import ConfigError
 
@@ -159,3 +160,11 @@ def check_coco_annotations(data: dict, name: str, metrics: Sequence[str] = ()) -
     if 'segm' in metrics:
         _check_segmentation(data, name)
     return _warnings(data, name)
+
+
+def missing_image_files(data: dict, img_dir: str | Path) -> list[Path]:
+    """The image files ``data`` lists that are not in ``img_dir`` (checked before any image is
+    run, so a missing one is not found minutes into a run)."""
+    img_dir = Path(img_dir)
+    paths = (img_dir / str(img.get('file_name', '')) for img in data.get('images', []))
+    return [p for p in paths if not p.is_file()]
