@@ -18,7 +18,11 @@ from ..datasets.static_fit import fitted_differently, static_note
 from ..errors import ConfigError, DeployError, ImageError
 from ..evaluation.class_map import resolve_class_map
 from ..evaluation.class_map_report import describe_class_map, left_out_line
-from ..evaluation.coco_check import check_coco_annotations, missing_image_files
+from ..evaluation.coco_check import (
+    check_coco_annotations,
+    check_coco_ids,
+    missing_image_files,
+)
 from ..fileio import write_atomic
 from ..finite import check_outputs_finite
 from ..postprocess import outputs_to_results
@@ -182,6 +186,7 @@ def run_test(
     dataset = CocoDetectionDataset(
         data_cfg['ann_file'], data_cfg['img_prefix'], pipeline, data_cfg['key']
     )
+    check_coco_ids(dataset.coco.dataset, data_cfg['ann_file'])
     missing = missing_image_files(dataset.coco.dataset, data_cfg['img_prefix'])
     if missing:
         more = f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''

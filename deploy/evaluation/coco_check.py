@@ -31,7 +31,9 @@ def _examples(values: Sequence, limit: int = 3) -> str:
     return shown + (', ...' if len(values) > limit else '')
 
 
-def _check_ids(data: dict, name: str) -> None:
+def check_coco_ids(data: dict, name: str) -> None:
+    """Raise :class:`ConfigError` for ids used twice or an empty image list (checked before
+    anything else reads the file's categories: a duplicate would mislead that too)."""
     for key in ('images', 'categories', 'annotations'):
         dups = _duplicates(item.get('id') for item in data.get(key, []))
         if dups:
@@ -155,7 +157,7 @@ def _warnings(data: dict, name: str) -> list[str]:
 def check_coco_annotations(data: dict, name: str, metrics: Sequence[str] = ()) -> list[str]:
     """Raise :class:`ConfigError` for what makes a COCO AP on ``data`` meaningless; return the
     named warnings (one line each) for what is legal but suspicious. ``name`` names the file."""
-    _check_ids(data, name)
+    check_coco_ids(data, name)
     _check_annotations(data, name)
     if 'segm' in metrics:
         _check_segmentation(data, name)
