@@ -626,7 +626,7 @@ def _wait_for_working_folder(proc, folder: Path, timeout: float = 120.0) -> None
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize('signum', ['SIGTERM', 'SIGKILL'])
+@pytest.mark.parametrize('signum', ['SIGTERM', pytest.param('SIGKILL', marks=pytest.mark.slow)])
 def test_killed_quantize_leaves_nothing(ws, tmp_path, signum):
     """A real signal to a real process in the middle of quantising: SIGTERM cleans up as Ctrl-C
     does (exit 143); after SIGKILL the next run that writes the same file removes what is left."""
@@ -815,3 +815,27 @@ def test_demo_runs_a_model_file_alone(ws, tmp_path):
         assert outcome.code == 0 and out.is_file(), outcome.stderr[-2000:]
         drawn.append(outcome.stdout.split(' drawn to ')[0])
     assert drawn[0] == drawn[1] and not drawn[0].startswith('0 detections'), drawn
+
+
+def test_a_killed_runs_working_folder_is_removed_by_the_next_run(tmp_path):
+    """What SIGKILL leaves (a working folder of a process that is gone) goes at the next run
+    that writes the same output; a live process's folder stays."""
+    import subprocess
+    import sys
+
+    from deploy.fileio import staging_path, temporary_folder
+
+    gone = subprocess.run(
+        [sys.executable, '-c', 'import os; print(os.getpid())'],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead = tmp_path / f'.q.onnx.{gone.stdout.strip()}.0badf00d.tmp'
+    (dead / 'calibration').mkdir(parents=True)
+    (dead / 'calibration' / 'ranges.json').write_text('{}')
+    with temporary_folder(tmp_path / 'q.onnx') as live:
+        assert live.is_dir() and not dead.exists()
+        staging_path(tmp_path / 'q.onnx')  # another writer of the same output: live stays
+        assert live.is_dir()
+    assert list(tmp_path.iterdir()) == []
