@@ -2,6 +2,7 @@
 
 python demo/image_demo.py demo/demo.jpg CONFIG MODEL [--backend onnxruntime] [--out-file F]
 python demo/image_demo.py demo/demo.jpg CONFIG model.onnx --backend openvino --precision bf16
+python demo/image_demo.py demo/demo.jpg model.onnx      # the model file alone, no config code
 """
 
 import sys
@@ -19,8 +20,10 @@ from deploy.errors import ConfigError  # noqa: E402
 def parse_args(argv=None):
     parser = ArgumentParser(description='Detect objects in one image and draw them')
     parser.add_argument('img', help='image file')
-    parser.add_argument('config', help='model config')
-    parser.add_argument('model', help='checkpoint (.pth), .onnx or .engine')
+    parser.add_argument(
+        'config', help='model config; leave it out to run a model file alone (no config code)'
+    )
+    parser.add_argument('model', nargs='?', help='checkpoint (.pth), .onnx or .engine')
     parser.add_argument(
         '--backend', choices=BACKENDS, default=None, help='default: from the model file suffix'
     )
@@ -37,7 +40,12 @@ def parse_args(argv=None):
     parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
     add_checkpoint_arguments(parser)
     add_cfg_options_argument(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.model is None:  # IMG MODEL: the model file's own spec, no config
+        args.config, args.model = None, args.config
+        if args.cfg_options:
+            parser.error('--cfg-options needs a config; without one the model file is run as is')
+    return args
 
 
 def main(argv=None) -> int:

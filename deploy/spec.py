@@ -602,6 +602,12 @@ def parse_settings(cls: type, values: Mapping | None, where: str) -> Any:
                 f'got {kwargs[key]!r}'
             )
     settings = cls(**kwargs)
+    max_per_img = getattr(settings, 'max_per_img', None)
+    if isinstance(max_per_img, int) and max_per_img < 1:
+        raise ConfigError(
+            f'`{where}.max_per_img` must be at least 1, got {max_per_img} (a model that keeps no '
+            'detection per image cannot be exported or scored)'
+        )
     nms = getattr(settings, 'nms', None)
     if isinstance(settings, StageSettings) and nms is not None:
         if nms.type not in cls.NMS_TYPES:
@@ -720,8 +726,19 @@ class ModelSpec:
         return _from_json(cls, data)
 
     @classmethod
-    def from_json(cls, text: str) -> ModelSpec:
-        return cls.from_dict(json.loads(text))
+    def from_json(cls, text: str, source: str = 'the model file') -> ModelSpec:
+        """The spec stored in ``source`` as JSON; a malformed or wrong-typed one is a
+        :class:`ConfigError` naming ``source``, never a traceback."""
+        try:
+            data = json.loads(text)
+            if not isinstance(data, Mapping):
+                raise TypeError(f'the spec is a JSON {type(data).__name__}, not an object')
+            return cls.from_dict(data)
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            raise ConfigError(
+                f'the model spec stored in {source} is unreadable ({type(err).__name__}: {err}): '
+                'export it again'
+            ) from None
 
 
 def _to_json(obj: Any) -> Any:
@@ -736,9 +753,11 @@ def _to_json(obj: Any) -> Any:
     return obj
 
 
-def _from_json(cls: type, data: Any) -> Any:
+def _from_json(cls: type, data: Any, where: str = 'spec') -> Any:
     if data is None:
         return None
+    if not isinstance(data, Mapping):
+        raise TypeError(f'{where} must be an object, got {data!r}')
     if isinstance(cls, type) and issubclass(cls, StageSettings):
         data = dict(data)
         cls = SETTINGS_BY_KIND[data.pop('kind', cls.KIND)]
@@ -746,23 +765,33 @@ def _from_json(cls: type, data: Any) -> Any:
     kwargs = {}
     for f in fields(cls):
         if f.name in data:
-            kwargs[f.name] = _decode(data[f.name], annotations[f.name])
+            kwargs[f.name] = _decode(data[f.name], annotations[f.name], f'{where}.{f.name}')
     return cls(**kwargs)
 
 
-def _decode(value: Any, annotation: Any) -> Any:
+#: the JSON values a field of each plain type accepts (a float field takes an integer)
+_LEAF_TYPES = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}
+
+
+def _decode(value: Any, annotation: Any, where: str = 'spec') -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if value is None:
         return None
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
-        return _decode(value, inner[0])
+        return _decode(value, inner[0], where)
     if dataclasses.is_dataclass(annotation):
-        return _from_json(annotation, value)
+        return _from_json(annotation, value, where)
     if origin is tuple:
-        item = args[0] if args else Any
-        return tuple(_decode(v, item) for v in value)
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f'{where} must be a list, got {value!r}')
+        item = args[0] if args and args[-1] is Ellipsis else Any
+        return tuple(_decode(v, item, f'{where}[{i}]') for i, v in enumerate(value))
+    expected = _LEAF_TYPES.get(annotation)
+    wrong_bool = isinstance(value, bool) and annotation is not bool
+    if expected and (not isinstance(value, expected) or wrong_bool):
+        raise TypeError(f'{where} must be a {annotation.__name__}, got {value!r}')
     return value
 
 

@@ -11,6 +11,7 @@ below --min-parity-ap the most sensitive layers are kept in float automatically.
 tools/test.py, tools/benchmark.py and the demo like any ONNX file (onnxruntime or openvino).
 """
 
+import functools
 import sys
 from pathlib import Path
 
@@ -137,6 +138,12 @@ def main(argv=None) -> int:
     check_input_file(args.model, 'ONNX file')
     check_output_file(args.output_file, '--output-file')
     check_positive('--calib-images', args.calib_images, allow_none=False)
+    verify = None
+    if args.verify:  # an unreadable checkpoint is found before minutes of quantising
+        from deploy.models.checkpoint import load_checkpoint_file
+
+        load_checkpoint_file(args.checkpoint)
+        verify = functools.partial(verify_file, args)
     result = quantize_model(
         args.config,
         args.model,
@@ -153,25 +160,32 @@ def main(argv=None) -> int:
         min_parity_ap=(DEFAULT_MIN_PARITY_AP if args.min_parity_ap is None else args.min_parity_ap),
         max_float_layers=args.max_float_layers,
         cfg_options=args.cfg_options,
+        verify=verify,
     )
     ok = result.passed or not args.check_images
-    if args.verify:
-        from deploy.apis.quantize import verify_quantized
+    if not result.verified:
+        print(f'{args.output_file} was not replaced; the unverified file is {result.output_file}')
+    return 0 if ok and result.verified else 1
 
-        tables = verify_quantized(
-            args.config,
-            args.checkpoint,
-            args.output_file,
-            input_img=args.input_img,
-            backends=tuple(args.verify_backends),
-            cfg_options=args.cfg_options,
-        )
-        verified = bool(tables) and all(r.passed for rows in tables.values() for r in rows)
-        if not tables:
-            print('nothing verified: no engine of --verify-backends runs this file in INT8 here')
-        print('verification passed' if verified else 'verification FAILED')
-        ok = ok and verified
-    return 0 if ok else 1
+
+def verify_file(args, path) -> bool:
+    """``--verify`` of the INT8 file at ``path`` (its temporary name, before it replaces
+    ``--output-file``)."""
+    from deploy.apis.quantize import verify_quantized
+
+    tables = verify_quantized(
+        args.config,
+        args.checkpoint,
+        path,
+        input_img=args.input_img,
+        backends=tuple(args.verify_backends),
+        cfg_options=args.cfg_options,
+    )
+    verified = bool(tables) and all(r.passed for rows in tables.values() for r in rows)
+    if not tables:
+        print('nothing verified: no engine of --verify-backends runs this file in INT8 here')
+    print('verification passed' if verified else 'verification FAILED')
+    return verified
 
 
 if __name__ == '__main__':

@@ -26,7 +26,11 @@ from deploy.serving.cli import add_triton_arguments, triton_options  # noqa: E40
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('config', help='model config (its test data set is used)')
+    parser.add_argument(
+        'config',
+        help='model config (its test data set is used); leave it out to run a model file alone '
+        '(MODEL --ann-file A --img-dir D): a config is Python code, a model file is not',
+    )
     parser.add_argument(
         'model',
         nargs='?',
@@ -34,8 +38,13 @@ def parse_args(argv=None):
         'with --backend triton: the served model name (or --model-name)',
     )
     parser.add_argument(
-        '--backend', choices=BACKENDS + SERVED_BACKENDS, required=True, help='runtime to use'
+        '--backend',
+        choices=BACKENDS + SERVED_BACKENDS,
+        default=None,
+        help='runtime to use (default: by the model file suffix)',
     )
+    parser.add_argument('--ann-file', default=None, help="COCO annotation file (not the config's)")
+    parser.add_argument('--img-dir', default=None, help="image folder (not the config's)")
     parser.add_argument(
         '--precision',
         choices=OPENVINO_PRECISIONS,
@@ -103,6 +112,16 @@ def parse_args(argv=None):
         help='extra evaluation arguments, e.g. classwise=True',
     )
     args = parser.parse_args(argv)
+    # one positional on a local backend: the model file alone, no config
+    if args.model is None and args.backend != 'triton':
+        args.config, args.model = None, args.config
+        if args.cfg_options:
+            parser.error('--cfg-options needs a config; without one the model file is run as is')
+    if (args.ann_file is None) != (args.img_dir is None):
+        parser.error('--ann-file and --img-dir go together')
+    if args.config is None and args.ann_file is None:
+        parser.error('without a config, give the data set: --ann-file A --img-dir D')
+    args.backend = args.backend or backend_by_suffix(args.model, parser)
     args.triton = triton_options(args, parser)
     if not (args.out or args.eval or args.format_only or args.show_dir):
         parser.error('give at least one of --out, --eval, --format-only, --show-dir')
@@ -116,6 +135,16 @@ def parse_args(argv=None):
             f'{args.backend} runs the precision of the model file'
         )
     return args
+
+
+def backend_by_suffix(model: str, parser) -> str:
+    """The default backend of a model file: ``.onnx`` ONNX Runtime, ``.engine`` TensorRT,
+    ``.pth`` PyTorch."""
+    by_suffix = {'.onnx': 'onnxruntime', '.engine': 'tensorrt', '.pth': 'pytorch'}
+    backend = by_suffix.get(Path(model).suffix)
+    if backend is None:
+        parser.error(f'--backend is needed for {model} (no known suffix)')
+    return backend
 
 
 def check_args(args) -> None:
@@ -142,6 +171,10 @@ def check_args(args) -> None:
     check_output_file(args.format_only, '--format-only')
     check_output_dir(args.show_dir, '--show-dir')
     check_output_dir(args.work_dir, '--work-dir')
+    if args.ann_file is not None:
+        check_input_file(args.ann_file, '--ann-file')
+        if not Path(args.img_dir).is_dir():
+            raise ConfigError(f'--img-dir is not a folder: {args.img_dir}')
 
 
 def parse_eval_options(pairs) -> dict:
@@ -169,7 +202,7 @@ def main(argv=None) -> int:
     import os
 
     from deploy.apis.distributed import cleanup_distributed
-    from deploy.apis.test import run_test
+    from deploy.apis.test import TestData, run_test
 
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     try:
@@ -196,6 +229,7 @@ def main(argv=None) -> int:
             launcher=args.launcher,
             precision=args.precision,
             triton=args.triton,
+            data=TestData(args.ann_file, args.img_dir) if args.ann_file else None,
         )
     finally:
         cleanup_distributed()

@@ -55,9 +55,11 @@ def run_cli(main: Callable[[], int | None]) -> None:
     Set ``DEPLOY_DEBUG=1`` to see the full traceback instead. On a busy machine PyTorch's
     OpenMP threads wait passively (:mod:`deploy.threads`).
     """
+    from ..fileio import Terminated, terminate_like_interrupt
     from ..threads import passive_openmp_when_busy
 
     passive_openmp_when_busy()
+    terminate_like_interrupt()
     try:
         code = main()
     except DeployError as err:
@@ -71,7 +73,9 @@ def run_cli(main: Callable[[], int | None]) -> None:
         where = f': {err.filename}' if err.filename else ''
         print(f'error: {err.strerror or err}{where}', file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print('interrupted', file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as stop:
+        # Every finally/with block has run: temporaries are gone. 128 + signal number.
+        signum = stop.signum if isinstance(stop, Terminated) else 2
+        print('interrupted' if signum == 2 else f'terminated ({stop})', file=sys.stderr)
+        sys.exit(128 + signum)
     sys.exit(code or 0)

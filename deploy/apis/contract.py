@@ -69,7 +69,8 @@ class RunPlan:
 
 
 def plan_run(runner: Backend, cfg, model_file, logger=print) -> RunPlan:
-    """Check ``runner``'s model against ``cfg`` and say how to run it.
+    """Check ``runner``'s model against ``cfg`` and say how to run it (``cfg`` None: as the
+    model file's own spec says, without any config).
 
     Raises:
         ConfigError: the file has no spec, describes another model or pre-processing, or a
@@ -86,6 +87,10 @@ def plan_run(runner: Backend, cfg, model_file, logger=print) -> RunPlan:
             f'{model_file} holds raw head outputs (--skip-postprocess): export it with '
             'post-processing to run it'
         )
+    if cfg is None:  # the file alone: its own pre-processing and settings, no config code run
+        fixed_shape = None if spec.inputs.dynamic else spec.inputs.static_shape
+        result_filter = reconcile_settings(spec, spec.test_cfg, str(model_file))
+        return RunPlan(spec, result_filter, spec.preprocess, fixed_shape)
     wanted = spec_from_config(cfg)
     if wanted.model_type != spec.model_type:
         raise ConfigError(
@@ -100,11 +105,16 @@ def plan_run(runner: Backend, cfg, model_file, logger=print) -> RunPlan:
                 f'the config pre-processes images differently from {model_file} ({name}: '
                 f'{want} in the config, {have} in the file): use the config it was exported from'
             )
-    if preprocess.scale != spec.preprocess.scale:
+    fixed_shape = None if spec.inputs.dynamic else spec.inputs.static_shape
+    if preprocess.scale != spec.preprocess.scale and fixed_shape is not None:
+        logger(
+            f'note: {model_file} has a static {fixed_shape[0]}x{fixed_shape[1]} input: every '
+            f"image is fitted into it; the config's scale {preprocess.scale} does not apply"
+        )
+    elif preprocess.scale != spec.preprocess.scale:
         logger(
             f'note: resizing to {preprocess.scale} (the config), {model_file} was exported with '
             f'{spec.preprocess.scale}'
         )
     result_filter = reconcile_settings(spec, wanted.test_cfg, str(model_file))
-    fixed_shape = None if spec.inputs.dynamic else spec.inputs.static_shape
     return RunPlan(spec, result_filter, preprocess, fixed_shape)

@@ -26,7 +26,7 @@ from ..export.verify import (
     verify_backend,
 )
 from ..export.verify_classifier import format_classifier_verify_table
-from ..fileio import commit, discard, staging_path
+from ..fileio import commit, discard, publish, staging_path
 from ..progress import Stages
 from .checks import (
     check_device,
@@ -187,7 +187,9 @@ def export_model(
     dynamic_size = get_preprocess_cfg(cfg).keep_ratio
     if dynamic and not dynamic_size:
         static_shape = tuple(shape or default_static_shape(cfg))
-    pipeline = build_pipeline(cfg, None if dynamic else static_shape)
+    # A graph with the pre-processing inside resizes by the config's rule at any image size:
+    # its reference is PyTorch's own pipeline, not the static canvas (deploy.datasets.static_fit).
+    pipeline = build_pipeline(cfg, None if dynamic or preprocess_in_graph else static_shape)
     first = pipeline(image)
     # Dynamic export traces a batch of 2 (torch.export specialises sizes 0 and 1).
     flipped = image[:, ::-1].copy()
@@ -286,9 +288,7 @@ def export_model(
             if in_graph is not None:
                 logger(resize_difference(in_graph, [image, other], pipeline))
             if not result.verified:
-                kept = output_file.with_name(f'{output_file.stem}.failed-verify.onnx')
-                commit(staged, kept)
-                result.output_file = kept
+                kept = result.output_file = publish(staged, output_file, verified=False)
                 logger(
                     f'verification failed: {output_file} was left as it was; the new export '
                     f'is kept as {kept} for inspection'

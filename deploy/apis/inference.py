@@ -7,6 +7,8 @@ import numpy as np
 from ..backends import build_backend
 from ..config import load_config
 from ..datasets.pipeline import collate, load_image, network_inputs
+from ..errors import ConfigError
+from ..finite import check_outputs_finite
 from ..postprocess import outputs_to_results
 from ..structures import ClassificationResult, DetectionResult
 from .contract import plan_run
@@ -28,12 +30,15 @@ def inference_image(
     classifier's result: its class scores). ``precision``: for backends that choose it at load
     (``openvino``); ``None``: the file's."""
     cfg = load_config(config, cfg_options) if isinstance(config, (str, Path)) else config
+    if cfg is None and backend == 'pytorch':
+        raise ConfigError('the pytorch backend needs the config to build the model')
     image = load_image(img_path)  # a bad image is reported before the model is loaded
     extra = {} if precision is None else dict(precision=precision)
     runner = build_backend(backend, model_file, cfg=cfg, device=device, strict=strict, **extra)
     plan = plan_run(runner, cfg, model_file, logger)
     img, metas = collate([plan.pipeline()(image)])
     outputs = runner(network_inputs(img, metas))
+    check_outputs_finite(outputs, f'{model_file} ({backend})')
     if plan.spec.task == 'classification':
         return image, ClassificationResult(outputs['scores'][0]), plan.spec.class_names
     result = outputs_to_results(outputs, metas, plan.result_filter)[0]

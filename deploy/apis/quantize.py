@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from ..datasets.coco import load_coco
 from ..datasets.pipeline import collate, network_inputs
 from ..errors import BackendUnavailable, ConfigError, ExportError
 from ..evaluation.parity import parity_ap
-from ..fileio import commit, discard, staging_path
+from ..fileio import publish, temporary_folder
 from ..onnx_graph.int8 import (
     CALIBRATION_METHODS,
     WEIGHT_CHOICES,
@@ -64,6 +65,9 @@ class QuantizeResult:
     quantized_layers: int = 0
     attempts: list[dict] = field(default_factory=list)
     calibration: dict = field(default_factory=dict)
+    #: the file passed ``verify`` (True without one); False: it was kept as ``output_file``
+    #: (``<stem>.failed-verify.onnx``) and the previous file was not replaced
+    verified: bool = True
 
     @property
     def passed(self) -> bool:
@@ -113,6 +117,7 @@ def quantize_model(
     min_parity_ap: float = DEFAULT_MIN_PARITY_AP,
     max_float_layers: int = 8,
     cfg_options=None,
+    verify: Callable[[Path], bool] | None = None,
     logger=print,
 ) -> QuantizeResult:
     """Quantise the FP32 ``onnx_file`` of ``config`` to a static QDQ INT8 ``output_file``.
@@ -131,6 +136,8 @@ def quantize_model(
         exclude: node names to keep in float from the start.
         min_parity_ap: the INT8 file's detections, scored against FP32's, must reach this;
             below it, the most sensitive layers are kept in float (up to ``max_float_layers``).
+        verify: called with the finished file under its temporary name; ``False`` keeps the
+            previous ``output_file`` (verify-before-replace, :func:`deploy.fileio.publish`).
     """
     cfg = load_config(config, cfg_options) if isinstance(config, (str, Path)) else config
     check_input_file(onnx_file, 'ONNX file')
@@ -197,7 +204,7 @@ def quantize_model(
         min_parity_ap=min_parity_ap,
     )
     result.calibration = record
-    with tempfile.TemporaryDirectory(prefix='quantize_') as tmp:
+    with temporary_folder(output_file) as tmp:
         cache = Path(tmp) / 'calibration.json'
         logger(f'weights: {weights}; {weights_reason}')
         with stages(
@@ -219,7 +226,9 @@ def quantize_model(
                 ranking = None
                 while result.parity_ap < min_parity_ap and float_count <= max_float_layers:
                     if ranking is None:
-                        ranking = layer_sensitivity(quantized, checks[:2], plan8.quantize)
+                        ranking = layer_sensitivity(
+                            quantized, checks[:2], plan8.quantize, workdir=tmp
+                        )
                         worst = ', '.join(f'{n} ({db:.1f} dB)' for n, db in ranking[:4])
                         logger(f'most sensitive layers (quantisation SQNR): {worst}')
                     keep = tuple(n for n, _ in ranking[:float_count])
@@ -250,15 +259,14 @@ def quantize_model(
         write_onnx_spec(
             quantized, spec.replace(precision='int8', extra=dict(spec.extra, int8=int8))
         )
-    staged = staging_path(output_file)
-    try:
+    with temporary_folder(output_file) as folder:
+        staged = folder / Path(output_file).name  # its own name: engines cache beside it
         onnx.save(quantized, str(staged))
-        commit(staged, output_file)
-    finally:
-        discard(staged)
+        result.verified = verify is None or bool(verify(staged))
+        result.output_file = publish(staged, output_file, result.verified)
     logger(
-        f'saved {output_file}: {result.quantized_layers} convolutions / matrix products in INT8, '
-        f'{len(result.float_layers)} in float'
+        f'saved {result.output_file}: {result.quantized_layers} convolutions / matrix products '
+        f'in INT8, {len(result.float_layers)} in float'
         + (f' ({", ".join(result.float_layers)})' if result.float_layers else '')
     )
     if checks and not result.passed:
@@ -290,7 +298,9 @@ def _parity(quantized: onnx.ModelProto, checks, reference, tmp: Path) -> float:
     return float(parity_ap(reference, tests) or 0.0)
 
 
-def layer_sensitivity(int8: onnx.ModelProto, samples, layers: list[str]) -> list[tuple[str, float]]:
+def layer_sensitivity(
+    int8: onnx.ModelProto, samples, layers: list[str], workdir: Path | None = None
+) -> list[tuple[str, float]]:
     """``[(node name, SQNR dB)]`` of the quantised compute layers, worst first.
 
     The noise is measured where it is made: at each layer's quantised input and output, the
@@ -311,7 +321,7 @@ def layer_sensitivity(int8: onnx.ModelProto, samples, layers: list[str]) -> list
 
     feed_names = {i.name for i in int8.graph.input}
     batches = [{k: v for k, v in s['inputs'].items() if k in feed_names} for s in samples]
-    with tempfile.TemporaryDirectory(prefix='sensitivity_') as tmp:
+    with tempfile.TemporaryDirectory(prefix='sensitivity_', dir=workdir) as tmp:
         src, aug = Path(tmp) / 'int8.onnx', Path(tmp) / 'int8_aug.onnx'
         onnx.save(int8, str(src))
         modify_model_output_intermediate_tensors(str(src), str(aug))

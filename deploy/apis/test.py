@@ -14,9 +14,17 @@ from ..backends import build_backend
 from ..config import get_test_dataset_cfg, load_config
 from ..datasets.coco import CocoDetectionDataset, build_dataloader
 from ..datasets.pipeline import load_image, network_inputs
-from ..errors import ConfigError, DeployError
+from ..datasets.static_fit import fitted_differently, static_note
+from ..errors import ConfigError, DeployError, ImageError
 from ..evaluation.class_map import resolve_class_map
+from ..evaluation.class_map_report import describe_class_map, left_out_line
+from ..evaluation.coco_check import (
+    check_coco_annotations,
+    check_coco_ids,
+    missing_image_files,
+)
 from ..fileio import write_atomic
+from ..finite import check_outputs_finite
 from ..postprocess import outputs_to_results
 from ..structures import DetectionResult
 from .contract import plan_run
@@ -44,6 +52,25 @@ class TestRun:
         return (len(self.results) / self.wall_seconds) / (1000.0 / self.latency_ms)
 
 
+@dataclass(frozen=True)
+class TestData:
+    """A COCO test set given directly (``--ann-file``, ``--img-dir``) rather than by a config."""
+
+    __test__ = False  # not a pytest test class
+
+    ann_file: str
+    img_dir: str
+
+
+def dataset_paths(cfg, data: TestData | None) -> dict:
+    """``ann_file``, ``img_prefix`` and the flag or config key that names them."""
+    if data is not None:
+        return dict(ann_file=data.ann_file, img_prefix=data.img_dir, key='--ann-file')
+    if cfg is None:
+        raise ConfigError('without a config, give the data set: --ann-file and --img-dir')
+    return get_test_dataset_cfg(cfg)
+
+
 def run_test(
     config,
     model_file,
@@ -69,6 +96,7 @@ def run_test(
     precision: str | None = None,
     triton=None,
     progress: bool = True,
+    data: TestData | None = None,
     logger=print,
 ) -> TestRun:
     """Run a model on the config's test set and evaluate it.
@@ -91,11 +119,15 @@ def run_test(
             ``fp32``, ``bf16``, ``int8``); ``None``: the file's.
         triton: :class:`~deploy.backends.triton.TritonOptions` of a served model (backend
             ``triton``): each image is one request, ``concurrency`` images are read at a time.
+        data: the annotation file and image folder, instead of the config's test set; with
+            ``config=None`` the model file alone says how to run it (no config code is run).
         launcher: ``'pytorch'`` under ``torchrun``: each rank runs its shard of the data set on
             its own backend session (GPU ``LOCAL_RANK`` for ``cuda``), rank 0 gathers the results
             and alone writes and evaluates; the other ranks return their shard, without metrics.
     """
     cfg = load_config(config, cfg_options) if isinstance(config, (str, Path)) else config
+    if cfg is None and backend == 'pytorch':
+        raise ConfigError('the pytorch backend needs the config to build the model')
     rank, world_size = init_distributed(launcher, device=device)
     if world_size > 1 and device in ('cuda', 'gpu'):
         device = f'cuda:{os.environ.get("LOCAL_RANK", rank)}'
@@ -119,6 +151,14 @@ def run_test(
         reason = 'takes decoded images' if plan.decoded_images else 'has a static input shape'
         logger(f'note: the model {reason}: batch size forced to 1')
         batch_size = 1
+    elif batch_size > 1 and plan.fixed_shape is None:
+        logger(
+            f'note: --batch-size {batch_size} pads each image to the largest of its batch '
+            "(MMDetection's semantics): detections, and the AP, can differ slightly from "
+            '--batch-size 1'
+        )
+    if plan.spec.task == 'classification' and cfg is None:
+        raise ConfigError(f'{model_file} is a classifier: give its config for the data set')
     if plan.spec.task == 'classification':
         from .classification import run_classification_test
 
@@ -146,15 +186,28 @@ def run_test(
             f'--eval accuracy is for classifiers; {model_file} is a {plan.spec.model_type}: '
             'use bbox, segm or proposal'
         )
-    data_cfg = get_test_dataset_cfg(cfg)
+    data_cfg = dataset_paths(cfg, data)
     pipeline = plan.pipeline()
     dataset = CocoDetectionDataset(
         data_cfg['ann_file'], data_cfg['img_prefix'], pipeline, data_cfg['key']
     )
+    check_coco_ids(dataset.coco.dataset, data_cfg['ann_file'])
+    missing = missing_image_files(dataset.coco.dataset, data_cfg['img_prefix'])
+    if missing:
+        more = f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''
+        raise ImageError(f'image not found: {missing[0]}{more}')
     class_names = plan.spec.class_names
     label_to_cat = resolve_class_map(
         class_names, plan.spec.num_classes, dataset.class_names, dataset.cat_ids, class_map
     )
+    if class_map is not None:
+        for line in describe_class_map(
+            label_to_cat, class_names, dataset.class_names, dataset.cat_ids
+        ):
+            logger(f'note: {line}')
+    if metrics:  # before any image is run: a meaningless AP is refused, a doubtful one named
+        for line in check_coco_annotations(dataset.coco.dataset, data_cfg['ann_file'], metrics):
+            logger(f'warning: {line}')
     indices = list(range(len(dataset)))[:num_images]
     if world_size > 1:
         indices = [indices[i] for i in shard_indices(len(indices), rank, world_size)]
@@ -163,13 +216,17 @@ def run_test(
 
     results: list[DetectionResult] = []
     img_ids: list[int] = []
+    refitted = 0  # images a static file ran at another size than PyTorch does
     infer_seconds = 0.0
     run_start = time.perf_counter()
     for img, metas in _progress(loader, backend, len(indices), progress):
         inputs = network_inputs(img, metas)
+        if plan.fixed_shape is not None:
+            refitted += fitted_differently(metas, plan.preprocess)
         start = time.perf_counter()
         outputs = runner(inputs)
         infer_seconds += time.perf_counter() - start
+        check_outputs_finite(outputs, f'{model_file} ({backend})')
         # Masks are pasted and RLE-encoded batch by batch, so memory stays flat on any data set.
         batch_results = outputs_to_results(outputs, metas, plan.result_filter)
         results.extend(batch_results)
@@ -178,6 +235,8 @@ def run_test(
             _draw(batch_results, metas, class_names, show_dir, show_score_thr)
 
     latency_ms = 1000 * infer_seconds / max(len(results), 1)
+    if plan.fixed_shape is not None and not plan.decoded_images:
+        logger(static_note(refitted, len(results), plan.fixed_shape))
     gathered = gather_results(results, img_ids)
     if gathered is None:  # not rank 0: rank 0 writes and evaluates
         return TestRun(results, img_ids, class_names=class_names, latency_ms=latency_ms)
@@ -187,6 +246,9 @@ def run_test(
         logger(f'drawings of {len(results)} images written to {show_dir}/')
     if metrics:
         from ..evaluation.coco_metric import evaluate_coco
+
+        if (line := left_out_line(results, label_to_cat)) is not None:
+            logger(line)
 
         # The data set's own COCO: the annotation file is parsed once per run.
         run.metrics = evaluate_coco(

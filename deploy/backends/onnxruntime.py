@@ -55,7 +55,7 @@ class OnnxRuntimeBackend(Backend):
         self.model_file = model_file
         # The spec travels in the file's metadata_props, which the session has already read.
         stored = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-        self.spec = ModelSpec.from_json(stored) if stored else None
+        self.spec = ModelSpec.from_json(stored, str(model_file)) if stored else None
         self.input_names = tuple(i.name for i in self.session.get_inputs())
         self.output_names = tuple(o.name for o in self.session.get_outputs())
         self._input_rules = {

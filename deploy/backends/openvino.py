@@ -18,8 +18,9 @@ Precision is a run-time choice of OpenVINO's CPU plugin, not a property of the f
 
 The default (``None``) is the file's own precision (``int8`` for a quantised file, else
 ``fp32``). The converted model is cached as OpenVINO IR next to the ONNX file, in
-``<name>.openvino/``, under a key of the OpenVINO version, the ONNX file's SHA-256 and the
-precision, so a later load skips the ONNX import.
+``<name>.openvino/``, under a key of the OpenVINO version, the SHA-256 of the ONNX file and of
+its external data files (:func:`deploy.model_digest.model_digest`) and the precision, so a later
+load skips the ONNX import.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendError, BackendUnavailable
+from ..fileio import is_temporary, temporary_folder
+from ..model_digest import model_digest
 from ..spec import read_onnx_spec
 from .base import Backend
 
@@ -171,10 +174,9 @@ class OpenVINOBackend(Backend):
     def _read(self, core, ov, model_file: Path, cache: bool):
         """The ONNX model through the IR cache: ``<file>.openvino/<key>.xml``."""
         key = None
-        if cache:
-            key = (
-                f'ov{self.ov_version.split("-")[0]}-{file_digest(model_file)[:16]}-{self.precision}'
-            )
+        if cache and not is_temporary(model_file):  # a staged file is renamed in a moment
+            digest = model_digest(model_file)[:16]  # the graph and its external data
+            key = f'ov{self.ov_version.split("-")[0]}-{digest}-{self.precision}'
             xml = cache_dir(model_file) / f'{key}.xml'
             if xml.is_file() and xml.with_suffix('.bin').is_file():
                 try:
@@ -194,12 +196,11 @@ class OpenVINOBackend(Backend):
         """Write the IR atomically (a temporary name, renamed); an unwritable folder only
         costs the cache."""
         import os
-        import tempfile
 
         folder = cache_dir(model_file)
         try:
             folder.mkdir(exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=folder, prefix='.tmp-') as tmp:
+            with temporary_folder(folder / key) as tmp:
                 staged = Path(tmp) / f'{key}.xml'
                 ov.save_model(model, str(staged), compress_to_fp16=False)
                 os.replace(staged.with_suffix('.bin'), folder / f'{key}.bin')

@@ -415,6 +415,10 @@ def get_preprocess_cfg(cfg: Config) -> PreprocessConfig:
     if len(normalisations) > 1:
         places = ', '.join(n[0] for n in normalisations)
         raise ConfigError(f'ambiguous normalisation in {file}: found {places}; keep exactly one')
+    if not resizes and center_pad is not None:
+        # MMDetection 3.x's CornerNet leaves Resize out on purpose: the image keeps its size
+        # and RandomCenterCropPad pads it, which its 2.x file writes as a resize by 1.0.
+        resizes.append((PreprocessConfig.scale, True, 1.0))
     if not resizes:
         raise ConfigError(
             f'no `Resize` in `{where}` of {file}: the test-time input scale is needed'

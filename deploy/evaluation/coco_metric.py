@@ -209,7 +209,7 @@ def evaluate_coco(
         )
         log(f'Evaluating {metric} ({backend})...')
         if not dets:
-            log(f'no detections: every {metric} metric is 0')
+            log(f'no detections to score: every {metric} metric is 0')
             out.update(dict.fromkeys(_metric_keys(metric, proposal_nums), 0.0))
             continue
         with contextlib.redirect_stdout(io.StringIO()):

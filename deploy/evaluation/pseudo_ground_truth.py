@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..errors import DeployError
 from ..fileio import write_atomic
+from ..finite import check_detections_finite
 
 
 def pseudo_ground_truth(
@@ -37,6 +38,7 @@ def pseudo_ground_truth(
     """
     from pycocotools import mask as mask_utils
 
+    check_detections_finite(coco_results, 'the reference detections')
     by_image: dict[int, list[dict]] = {}
     for det in coco_results:
         by_image.setdefault(int(det['image_id']), []).append(det)

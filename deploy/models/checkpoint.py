@@ -39,6 +39,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..fileio import atomic_output
+from ..finite import check_weights_finite
 
 __all__ = [
     'RestrictedUnpickler',
@@ -314,6 +315,7 @@ def _split_checkpoint(obj: Any, source: str) -> dict:
         raise CheckpointError(f'{source} has no `state_dict` (top-level keys: {keys})')
     meta = dict(meta) if isinstance(meta, Mapping) else {}
     state_dict = strip_prefix(_as_state_dict(state_dict), 'module.')
+    check_weights_finite(state_dict, source)
     if 'state_dict' in obj and 'class_names' in obj:  # a load_checkpoint_file() result
         class_names = obj['class_names']
     else:

@@ -41,6 +41,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     from deploy.evaluation.pseudo_ground_truth import write_pseudo_ground_truth
+    from deploy.finite import check_detections_finite
 
     results_file = Path(args.results)
     if not results_file.is_file():
@@ -53,6 +54,7 @@ def main(argv=None) -> int:
         raise DeployError(
             f'{results_file} is not a COCO results list (as tools/test.py --format-only writes)'
         )
+    check_detections_finite(coco_results, str(results_file))
     out = write_pseudo_ground_truth(
         coco_results,
         args.ann_file,

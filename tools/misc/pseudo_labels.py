@@ -15,7 +15,6 @@ image it classifies differently:
 """
 
 import argparse
-import pickle
 import sys
 from pathlib import Path
 
@@ -38,15 +37,15 @@ def main(argv=None) -> int:
     import numpy as np
 
     from deploy.evaluation.accuracy import write_pseudo_labels
+    from deploy.pickles import load_pickle
 
+    what = 'classifier results pickle of tools/test.py --out'
+    records = load_pickle(args.results, what)
     try:
-        records = pickle.loads(Path(args.results).read_bytes())
         filenames = [r['filename'] for r in records]
         scores = np.stack([r['scores'] for r in records])
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as err:
-        raise DeployError(
-            f'{args.results} is not a classifier results pickle of tools/test.py --out: {err}'
-        ) from None
+    except (KeyError, TypeError, ValueError) as err:
+        raise DeployError(f'{args.results} is not a {what}: {err}') from None
     try:
         out = write_pseudo_labels(filenames, scores, args.img_prefix, args.out)
     except ValueError as err:  # an image outside img_prefix

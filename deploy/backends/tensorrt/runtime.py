@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import BackendError, ConfigError
+from ...model_digest import model_digest
 from ...spec import ModelSpec, read_onnx_spec
 from ..base import Backend
 from .engine import (
@@ -26,7 +27,6 @@ from .engine import (
     create_trt_object,
     cuda_device,
     engine_cache_key,
-    file_sha256,
     gpu_info,
     import_tensorrt,
     read_sidecar,
@@ -95,7 +95,7 @@ def engine_for_onnx(
     if settings.timing_cache is None:
         settings.timing_cache = timing_cache_path(onnx_path, trt.__version__, gpu['name'])
     key = engine_cache_key(
-        file_sha256(onnx_path),
+        model_digest(onnx_path),
         settings.profiles,
         settings.precision,
         trt.__version__,
