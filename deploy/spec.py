@@ -135,6 +135,11 @@ class PreprocessConfig:
             resized (no rounding to uint8 there) and center-padded.
         center_pad: paste the image into the middle of a canvas (:class:`CenterPad`) instead of
             at the top-left corner of the network input; boxes come out relative to the image.
+        pad_to_size: ``(h, w)``: MMDetection 3.x's ``Pad(size=...)`` (RTMDet): the resized image
+            is padded bottom/right to exactly this size with :attr:`pad_to_size_value`, in raw
+            pixel values before normalisation, and the padded size becomes its ``img_shape``
+            (what boxes are clipped to), as MMDetection's ``Pad`` does.
+        pad_to_size_value: the raw pixel value of that padding (RTMDet's 114).
     """
 
     mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
@@ -151,6 +156,8 @@ class PreprocessConfig:
     resize_factor: float | None = None
     to_float32: bool = False
     center_pad: CenterPad | None = None
+    pad_to_size: tuple[int, int] | None = None
+    pad_to_size_value: float = 0.0
 
     def image_offset(self, h, w):
         """``(top, left)`` of an ``h x w`` (resized) image inside the network input: ``(0, 0)``

@@ -63,6 +63,7 @@ class ImageModule(nn.Module):
                 ('resize by a scale factor', preprocess.resize_factor is not None),
                 ('to_float32 loading', preprocess.to_float32),
                 ('RandomCenterCropPad', preprocess.center_pad is not None),
+                ('Pad(size=...)', preprocess.pad_to_size is not None),
             )
             if used
         ]

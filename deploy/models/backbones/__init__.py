@@ -1,5 +1,6 @@
 """Backbones, registered under MMDetection's type names."""
 
+from .cspnext import CSPNeXt
 from .darknet import Darknet
 from .hourglass import HourglassNet
 from .mobilenet_v2 import MobileNetV2
@@ -10,6 +11,7 @@ __all__ = [
     'SSDVGG',
     'BasicBlock',
     'Bottleneck',
+    'CSPNeXt',
     'Darknet',
     'HourglassNet',
     'MobileNetV2',

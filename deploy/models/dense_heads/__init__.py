@@ -7,6 +7,7 @@ from .fcos_head import FCOSHead
 from .fsaf_head import FSAFHead
 from .retina_head import RetinaHead
 from .rpn_head import RPNHead
+from .rtmdet_head import RTMDetSepBNHead
 from .ssd_head import SSDHead
 from .yolo_head import YOLOV3Head
 
@@ -20,6 +21,7 @@ __all__ = [
     'FSAFHead',
     'RPNHead',
     'RetinaHead',
+    'RTMDetSepBNHead',
     'SSDHead',
     'YOLOV3Head',
 ]
