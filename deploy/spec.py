@@ -36,6 +36,7 @@ from .errors import ConfigError
 __all__ = [
     'CenterPad',
     'CornerSettings',
+    'DenseMaskSettings',
     'DenseSettings',
     'DetrSettings',
     'InputSpec',
@@ -264,6 +265,16 @@ class DenseSettings(StageSettings):
 
 
 @dataclass(frozen=True)
+class DenseMaskSettings(DenseSettings):
+    """``model.test_cfg`` of a one-stage instance-segmentation head (RTMDet-Ins): the dense
+    settings plus ``mask_thr_binary`` (mask probabilities strictly above it are foreground)."""
+
+    KIND: ClassVar[str] = 'dense_mask'
+
+    mask_thr_binary: float = 0.5
+
+
+@dataclass(frozen=True)
 class RpnSettings(StageSettings):
     """``model.test_cfg.rpn``: class-agnostic proposals, NMS per FPN level.
 
@@ -380,6 +391,7 @@ SETTINGS_BY_KIND: dict[str, type[StageSettings]] = {
     cls.KIND: cls
     for cls in (
         DenseSettings,
+        DenseMaskSettings,
         RpnSettings,
         RcnnSettings,
         PointRendSettings,
@@ -395,6 +407,7 @@ SETTINGS_BY_HEAD_TYPE: dict[str, type[StageSettings]] = {
     'CentripetalHead': CornerSettings,
     'DETRHead': DetrSettings,
     'PointRendRoIHead': PointRendSettings,
+    'RTMDetInsSepBNHead': DenseMaskSettings,
 }
 
 
@@ -676,8 +689,7 @@ class ModelSpec:
 
     @property
     def mask_thr_binary(self) -> float:
-        rcnn = self.test_cfg.rcnn
-        return rcnn.mask_thr_binary if rcnn is not None else 0.5
+        return getattr(self.test_cfg.final, 'mask_thr_binary', 0.5)
 
     # -- JSON ------------------------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -8,6 +8,8 @@ reference produces some detections but not all: what ``--verify`` needs to be me
 model nobody has trained. Never use this on a trained model.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -80,6 +82,8 @@ def _rtmdet_detections_likely(model: nn.Module, bias: float) -> None:
     that batch (no ties at a saturated 1.0), box distances of about two strides."""
     img = _photo_like_canvas(128)
     head = model.bbox_head
+    # RTMDet-Ins thresholds at 0.05, RTMDet at 0.001: the mean logit half a unit above either
+    bias = max(bias, math.log(head.test_cfg.score_thr / (1 - head.test_cfg.score_thr)) + 0.5)
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     for norm in norms:  # the head's towers too: their BN is per level
         norm.reset_running_stats()

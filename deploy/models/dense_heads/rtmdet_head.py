@@ -147,26 +147,34 @@ class RTMDetSepBNHead(BaseDenseHead):
     def predict_by_feat_deploy(
         self, head_outputs: tuple, img_shape: Tensor, cfg: DenseSettings | None = None
     ) -> tuple[Tensor, Tensor]:
-        """The eager selection with class-dense scores: per level, the (prior, class) pairs
-        above ``score_thr`` and among the best ``nms_pre`` (a mask, no ``TopK``: 30000 is
-        beyond TensorRT's TopK limit), every prior's box decoded once, pairs of boxes not
-        wider and taller than ``min_bbox_size`` zeroed, then :func:`multiclass_nms`.
+        """The eager selection with class-dense scores (:meth:`dense_candidates`), then
+        :func:`multiclass_nms`.
 
         Returns:
             ``dets [B, K, 5]`` and ``labels [B, K]`` (K = ``max_per_img``; padding label -1).
         """
         cfg = self._cfg(cfg)
-        cls_scores, bbox_preds = head_outputs[:2]
-        priors = self.get_priors(
-            [c.shape[-2:] for c in cls_scores], cls_scores[0].dtype, cls_scores[0].device
+        boxes, scores = self.dense_candidates(head_outputs[0], head_outputs[1], img_shape, cfg)
+        return multiclass_nms(
+            boxes, scores, cfg.boxes_per_class, cfg.nms.iou_threshold, 0.0, cfg.max_per_img
         )
+
+    def dense_candidates(
+        self, cls_scores: list, bbox_preds: list, img_shape: Tensor, cfg: DenseSettings
+    ) -> tuple[Tensor, Tensor]:
+        """Every prior's box ``[B, N, 4]`` and class scores ``[B, N, C]``, zero where a pair is
+        no candidate: per level at or below ``score_thr``, or outside the best ``nms_pre``
+        (a mask, no ``TopK``: 30000 is beyond TensorRT's TopK limit), or its box is not wider
+        and taller than ``min_bbox_size``."""
+        first = cls_scores[0]
+        sizes = [c.shape[-2:] for c in cls_scores]
+        priors = self.get_priors(sizes, first.dtype, first.device)
         all_boxes, all_scores = [], []
         for cls_score, bbox_pred, level_priors in zip(cls_scores, bbox_preds, priors):
             scores, box_preds, _ = self.level_outputs(cls_score, bbox_pred)
-            batch, _, num_classes = scores.shape
             scores = torch.where(scores > cfg.score_thr, scores, 0.0)
             if cfg.nms_pre > 0:
-                keep = top_k_mask(scores.reshape(batch, -1), cfg.nms_pre)
+                keep = top_k_mask(scores.reshape(scores.shape[0], -1), cfg.nms_pre)
                 scores = torch.where(keep.reshape(scores.shape), scores, 0.0)
             all_boxes.append(self.decode(level_priors, box_preds, max_shape=img_shape))
             all_scores.append(scores)
@@ -175,9 +183,7 @@ class RTMDetSepBNHead(BaseDenseHead):
             wh = boxes[..., 2:] - boxes[..., :2]
             large = (wh[..., 0] > cfg.min_bbox_size) & (wh[..., 1] > cfg.min_bbox_size)
             scores = torch.where(large.unsqueeze(-1), scores, 0.0)
-        return multiclass_nms(
-            boxes, scores, cfg.boxes_per_class, cfg.nms.iou_threshold, 0.0, cfg.max_per_img
-        )
+        return boxes, scores
 
     def level_outputs(self, cls_score: Tensor, bbox_pred: Tensor):
         scores = self.flatten_level(cls_score, self.num_classes).sigmoid()
