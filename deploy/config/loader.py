@@ -398,6 +398,11 @@ def get_preprocess_cfg(cfg: Config) -> PreprocessConfig:
             if transform.get('size_divisor'):
                 size_divisor = int(transform['size_divisor'])
             elif transform.get('size') is not None:
+                if any(n[0].startswith('Normalize') for n in normalisations):
+                    raise ConfigError(
+                        f'Pad(size=...) after Normalize in {where} of {file} is not supported; '
+                        'use size_divisor'
+                    )
                 # 3.x Pad(size=(w, h)): raw pixels, before the data preprocessor normalises
                 pad_w, pad_h = _as_scale(transform['size'], f'Pad.size in {where}', file)
                 pad_to_size = (pad_h, pad_w)
