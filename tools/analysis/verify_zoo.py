@@ -35,6 +35,8 @@ MODELS = {
     'mobilenet_v2': 'configs/mobilenet_v2/mobilenet_v2_b32x8_imagenet.py',
     'detr': 'configs/detr/detr_r50_8x2_150e_coco.py',
     'cornernet': 'configs/cornernet/cornernet_hourglass104_mstest_10x5_210e_coco.py',
+    'rtmdet_tiny': 'configs/rtmdet/rtmdet_tiny_8xb32-300e_coco.py',
+    'rtmdet_ins_tiny': 'configs/rtmdet/rtmdet-ins_tiny_8xb32-300e_coco.py',
 }
 TWO_STAGE = {'faster_rcnn', 'mask_rcnn', 'cascade_rcnn', 'cascade_mask_rcnn'}
 # own sizes (the classifier: resize + crop; CornerNet: each image at its own size)
