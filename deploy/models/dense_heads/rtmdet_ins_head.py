@@ -154,11 +154,13 @@ class RTMDetInsSepBNHead(RTMDetSepBNHead):
         cfg = self._cfg(cfg)
         cls_scores, bbox_preds, kernel_preds, mask_feat = head_outputs
         priors, kernels = self._flat_priors_and_kernels(kernel_preds)
-        boxes, scores, _ = self._all_levels(cls_scores, bbox_preds, priors)
+        outs = [self.level_outputs(c, b) for c, b in zip(cls_scores, bbox_preds)]
+        scores_per_level = [o[0] for o in outs]
+        distances = torch.cat([o[1] for o in outs], 1)  # [B, N, 4]
         results = []
         for i, meta in enumerate(img_metas):
-            cand, labels, level_scores = self._select_single(scores, i, cfg)
-            cand_boxes = self.decode(priors[cand], boxes[i, cand], meta['img_shape'][:2])
+            cand, labels, level_scores = self._select_single(scores_per_level, i, cfg)
+            cand_boxes = self.decode(priors[cand], distances[i, cand], meta['img_shape'][:2])
             wh = cand_boxes[:, 2:] - cand_boxes[:, :2]
             if cfg.min_bbox_size >= 0:
                 large = (wh[:, 0] > cfg.min_bbox_size) & (wh[:, 1] > cfg.min_bbox_size)
@@ -173,11 +175,6 @@ class RTMDetInsSepBNHead(RTMDetSepBNHead):
             dets = torch.cat([cand_boxes[keep], level_scores[keep, None]], 1)
             results.append(dict(dets=dets, labels=labels[keep], mask_logits=logits))
         return results
-
-    def _all_levels(self, cls_scores, bbox_preds, priors):
-        outs = [self.level_outputs(c, b) for c, b in zip(cls_scores, bbox_preds)]
-        level_sizes = [o[0].shape[1] for o in outs]
-        return torch.cat([o[1] for o in outs], 1), [o[0] for o in outs], level_sizes
 
     def _select_single(self, level_scores: list, i: int, cfg) -> tuple[Tensor, Tensor, Tensor]:
         """Per level the pairs above ``score_thr``, best ``nms_pre`` -> global prior index,
