@@ -16,6 +16,7 @@ from deploy.apis.test import run_test
 from deploy.backends.onnxruntime import OnnxRuntimeBackend
 from deploy.backends.pytorch import PyTorchBackend
 from deploy.backends.tensorrt.compat import check_tensorrt_compat
+from deploy.backends.tensorrt.profiles import resolve_profiles
 from deploy.datasets.pipeline import TestPipeline, collate, network_inputs
 from deploy.datasets.synthetic import CATEGORIES, generate_synthetic_coco
 from deploy.evaluation.parity import match_result_lists
@@ -28,6 +29,7 @@ from deploy.models.dense_heads.rtmdet_ins_head import (
 )
 from deploy.models.random_weights import make_detections_likely
 from deploy.postprocess import outputs_to_results
+from deploy.spec import read_onnx_spec
 
 MANIFEST = json.loads((ROOT / 'tests' / 'data' / 'mmdet3_rtmdet_state_dict_keys.json').read_text())
 TINY = 'configs/rtmdet/rtmdet-ins_tiny_8xb32-300e_coco.py'
@@ -146,6 +148,9 @@ def test_graph_is_standard_and_tensorrt_compatible(tiny_onnx):
     assert [o.name for o in graph.graph.output] == ['dets', 'labels', 'mask_logits']
     assert check_tensorrt_compat(graph) == []
     assert check_tensorrt_compat(graph, {'input': [1, 3, 320, 320], 'img_shape': [1, 2]}) == []
+    # what the engine builder checks: the default profile's smallest shapes (32x32)
+    profiles = resolve_profiles(graph, read_onnx_spec(graph))
+    assert check_tensorrt_compat(graph, {k: list(v.min) for k, v in profiles.items()}) == []
 
 
 def test_onnxruntime_masks_equal_eager_and_batch_equals_single(tiny, tiny_onnx, val_set):
