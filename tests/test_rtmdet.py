@@ -192,3 +192,11 @@ def test_onnxruntime_box_ap_equals_pytorch(tiny, tiny_onnx, options, val_set, tm
     assert pt.metrics['bbox_mAP'] > 0.2, pt.metrics
     for key in ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75'):
         assert abs(pt.metrics[key] - ort.metrics[key]) <= 0.001, (key, pt.metrics, ort.metrics)
+
+
+def test_preprocess_in_graph_refuses_the_fixed_canvas(tiny):
+    from deploy.errors import ExportError
+    from deploy.export.onnx_export import ImageModule
+
+    with pytest.raises(ExportError, match=r'Pad\(size=\.\.\.\)'):
+        ImageModule(tiny, tiny.spec.preprocess)
