@@ -2,6 +2,7 @@
 the head's priors and shared convs, and the exported graph against eager (batch parity, standard
 ops, TensorRT rules, COCO AP on generated data)."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -200,3 +201,11 @@ def test_preprocess_in_graph_refuses_the_fixed_canvas(tiny):
 
     with pytest.raises(ExportError, match=r'Pad\(size=\.\.\.\)'):
         ImageModule(tiny, tiny.spec.preprocess)
+
+
+def test_resize_larger_than_the_pad_is_one_clear_error():
+    from deploy.errors import ImageError
+
+    cfg = dataclasses.replace(get_preprocess_cfg(load_config(str(ROOT / TINY))), scale=(800, 800))
+    with pytest.raises(ImageError, match='larger than the Pad size 640x640'):
+        TestPipeline(cfg)(np.zeros((100, 100, 3), np.uint8))
