@@ -170,8 +170,9 @@ class TestPipeline:
         if cfg.center_pad is not None:
             image, offset = center_pad(image, cfg.center_pad)
         img_shape = (new_h, new_w)
-        if cfg.pad_to_size is not None:
-            image = pad_raw_to_size(image, cfg.pad_to_size, cfg.pad_to_size_value)
+        if cfg.pad_to_size is not None:  # a static graph's own size is the canvas
+            canvas = self.fixed_shape or cfg.pad_to_size
+            image = pad_raw_to_size(image, canvas, cfg.pad_to_size_value)
             img_shape = image.shape[:2]  # MMDetection 3.x's Pad: boxes clip to the canvas
         image = normalize(image, cfg.mean, cfg.std, cfg.to_rgb)
         if self.fixed_shape is not None:
