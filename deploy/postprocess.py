@@ -9,8 +9,11 @@ stream through. Every backend goes through this same code, so masks differ betwe
 where their probabilities do.
 """
 
+import math
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .ops.mask_paste import paste_mask_region
 from .spec import ResultFilter
@@ -57,6 +60,14 @@ def outputs_to_results(
             scale = np.tile(scale, 2)
         boxes = (dets[keep, :4] / scale).astype(np.float32)
         masks = None
+        if outputs.get('mask_logits') is not None:
+            masks = canvas_masks_to_image(
+                outputs['mask_logits'][i][keep],
+                meta,
+                _original_shape(meta, scale),
+                result_filter.mask_thr_binary,
+                mask_format,
+            )
         if outputs.get('masks') is not None:
             masks = paste_masks_to_image(
                 outputs['masks'][i][keep],
@@ -101,6 +112,46 @@ def paste_masks_to_image(
         rles.append(_encode_rle(canvas))
         canvas[y0:y1, x0:x1] = 0
     return bitmaps if bitmaps is not None else rles
+
+
+def canvas_masks_to_image(
+    logits: np.ndarray,
+    meta: dict,
+    image_shape: tuple[int, int],
+    mask_thr_binary: float = 0.5,
+    mask_format: str = 'rle',
+):
+    """One-stage mask logits over the input canvas (RTMDet-Ins, ``[N, h, w]`` at the mask
+    stride) -> RLE dicts or ``[N, H, W]`` bool masks of the original image, as MMDetection:
+    bilinear upsampling to the canvas, bilinear resize to ``ceil(canvas_h / sx)`` x
+    ``ceil(canvas_w / sy)`` (its height divided by the *x* factor and the width by the *y* one),
+    crop to the image, ``sigmoid > mask_thr_binary``."""
+    height, width = image_shape
+    num, h, w = logits.shape
+    canvas_h, canvas_w = meta.get('batch_input_shape') or (h * 8, w * 8)
+    stride = canvas_h // h
+    # MMDetection's factors are float64 new/old sizes: recover them from the float32 ones
+    factor = np.asarray(meta.get('scale_factor', np.ones(2)), np.float64).reshape(-1)[:2]
+    new_w, new_h = round(factor[0] * width), round(factor[1] * height)
+    size = (
+        math.ceil(h * stride * (1 / (new_w / width))),
+        math.ceil(w * stride * (1 / (new_h / height))),
+    )
+    bitmaps = np.zeros((num, height, width), bool)
+    source = torch.from_numpy(np.ascontiguousarray(logits, np.float32))
+    for start in range(0, num, 8):  # a few canvases at a time: memory stays flat
+        x = F.interpolate(
+            source[None, start : start + 8],
+            size=(h * stride, w * stride),
+            mode='bilinear',
+            align_corners=False,
+        )
+        x = F.interpolate(x, size=size, mode='bilinear', align_corners=False)[0, :, :height, :width]
+        masks = (x.sigmoid() > mask_thr_binary).numpy()
+        bitmaps[start : start + len(masks), : masks.shape[1], : masks.shape[2]] = masks
+    if mask_format == 'bitmap':
+        return bitmaps
+    return [_encode_rle(np.asfortranarray(m.astype(np.uint8))) for m in bitmaps]
 
 
 def _encode_rle(mask: np.ndarray) -> dict:

@@ -37,6 +37,7 @@ from .errors import ConfigError
 __all__ = [
     'CenterPad',
     'CornerSettings',
+    'DenseMaskSettings',
     'DenseSettings',
     'DetrSettings',
     'InputSpec',
@@ -139,6 +140,11 @@ class PreprocessConfig:
             at the top-left corner of the network input; boxes come out relative to the image.
         pad_to_square: ``Pad(pad_to_square=True)`` (YOLOX): pad bottom/right to a square of the
             longer side with ``pad_value`` before the ``size_divisor`` pad.
+        pad_to_size: ``(h, w)``: MMDetection 3.x's ``Pad(size=...)`` (RTMDet): the resized image
+            is padded bottom/right to exactly this size with :attr:`pad_to_size_value`, in raw
+            pixel values before normalisation, and the padded size becomes its ``img_shape``
+            (what boxes are clipped to), as MMDetection's ``Pad`` does.
+        pad_to_size_value: the raw pixel value of that padding (RTMDet's 114).
     """
 
     mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
@@ -156,6 +162,8 @@ class PreprocessConfig:
     to_float32: bool = False
     center_pad: CenterPad | None = None
     pad_to_square: bool = False
+    pad_to_size: tuple[int, int] | None = None
+    pad_to_size_value: float = 0.0
 
     def image_offset(self, h, w):
         """``(top, left)`` of an ``h x w`` (resized) image inside the network input: ``(0, 0)``
@@ -278,6 +286,16 @@ class YOLOXSettings(DenseSettings):
 
 
 @dataclass(frozen=True)
+class DenseMaskSettings(DenseSettings):
+    """``model.test_cfg`` of a one-stage instance-segmentation head (RTMDet-Ins): the dense
+    settings plus ``mask_thr_binary`` (mask probabilities strictly above it are foreground)."""
+
+    KIND: ClassVar[str] = 'dense_mask'
+
+    mask_thr_binary: float = 0.5
+
+
+@dataclass(frozen=True)
 class RpnSettings(StageSettings):
     """``model.test_cfg.rpn``: class-agnostic proposals, NMS per FPN level.
 
@@ -395,6 +413,7 @@ SETTINGS_BY_KIND: dict[str, type[StageSettings]] = {
     for cls in (
         DenseSettings,
         YOLOXSettings,
+        DenseMaskSettings,
         RpnSettings,
         RcnnSettings,
         PointRendSettings,
@@ -411,6 +430,7 @@ SETTINGS_BY_HEAD_TYPE: dict[str, type[StageSettings]] = {
     'DETRHead': DetrSettings,
     'PointRendRoIHead': PointRendSettings,
     'YOLOXHead': YOLOXSettings,
+    'RTMDetInsSepBNHead': DenseMaskSettings,
 }
 
 
@@ -698,8 +718,7 @@ class ModelSpec:
 
     @property
     def mask_thr_binary(self) -> float:
-        rcnn = self.test_cfg.rcnn
-        return rcnn.mask_thr_binary if rcnn is not None else 0.5
+        return getattr(self.test_cfg.final, 'mask_thr_binary', 0.5)
 
     # -- JSON ------------------------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -29,6 +29,7 @@ _FIXED_PREPROCESS = (
     'to_float32',
     'center_pad',  # the graph derives each image's offset inside the input from it
     'pad_to_square',
+    'pad_to_size_value',  # the canvas the network saw around the image
 )
 
 

@@ -58,6 +58,7 @@ class PyTorchBackend(Backend):
         metas = [dict(img_shape=tuple(int(v) for v in shape)) for shape in img_shape.tolist()]
         per_image = self.model.predict(img, metas)
         outputs = pad_detections(per_image, self._max_rows())
-        if 'masks' in self.output_names:
-            outputs['masks'] = self.model.pad_masks(per_image, self._max_rows())
+        for name in ('masks', 'mask_logits'):
+            if name in self.output_names:
+                outputs[name] = self.model.pad_masks(per_image, self._max_rows())
         return outputs

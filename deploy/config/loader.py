@@ -376,6 +376,7 @@ def get_preprocess_cfg(cfg: Config) -> PreprocessConfig:
     to_float32 = False
     center_pad = None
     pad_to_square = False
+    pad_to_size, pad_to_size_value = None, 0.0
     for transform, wrapper in _walk_transforms(pipeline):
         _refuse_test_time_augmentation(pipeline, wrapper, where, file)
         name = _type_name(transform)
@@ -398,9 +399,16 @@ def get_preprocess_cfg(cfg: Config) -> PreprocessConfig:
             if transform.get('size_divisor'):
                 size_divisor = int(transform['size_divisor'])
             elif transform.get('size') is not None:
-                raise ConfigError(
-                    f'Pad(size=...) in {where} of {file} is not supported; use size_divisor'
-                )
+                if any(n[0].startswith('Normalize') for n in normalisations):
+                    raise ConfigError(
+                        f'Pad(size=...) after Normalize in {where} of {file} is not supported; '
+                        'use size_divisor'
+                    )
+                # 3.x Pad(size=(w, h)): raw pixels, before the data preprocessor normalises
+                pad_w, pad_h = _as_scale(transform['size'], f'Pad.size in {where}', file)
+                pad_to_size = (pad_h, pad_w)
+                pad_to_size_value = _pad_value(transform.get('pad_val', 0))
+                continue
             pad_value = _pad_value(transform.get('pad_val', 0))
             pad_to_square = pad_to_square or bool(transform.get('pad_to_square', False))
 
@@ -440,6 +448,8 @@ def get_preprocess_cfg(cfg: Config) -> PreprocessConfig:
         to_float32=to_float32,
         center_pad=center_pad,
         pad_to_square=pad_to_square,
+        pad_to_size=pad_to_size,
+        pad_to_size_value=pad_to_size_value,
     )
 
 

@@ -66,7 +66,13 @@ def _task(model: Mapping) -> str:
     roi_head = model.get('roi_head')
     if isinstance(roi_head, Mapping) and roi_head.get('mask_head') is not None:
         return 'instance-segmentation'
+    if registry_type_name((model.get('bbox_head') or {}).get('type', '')) in MASK_LOGIT_HEADS:
+        return 'instance-segmentation'
     return 'detection'
+
+
+#: one-stage heads whose masks leave the graph as ``mask_logits`` over the input canvas
+MASK_LOGIT_HEADS = ('RTMDetInsSepBNHead',)
 
 
 def spec_from_config(cfg: Config, class_names: tuple[str, ...] | None = None) -> ModelSpec:
@@ -87,6 +93,8 @@ def spec_from_config(cfg: Config, class_names: tuple[str, ...] | None = None) ->
         'instance-segmentation': ('dets', 'labels', 'masks'),
         'classification': ('scores',),
     }[task]
+    if registry_type_name((model.get('bbox_head') or {}).get('type', '')) in MASK_LOGIT_HEADS:
+        outputs = ('dets', 'labels', 'mask_logits')
     return ModelSpec(
         model_type=registry_type_name(model.get('type', '')),
         task=task,

@@ -77,6 +77,18 @@ def pad_to(image: np.ndarray, height: int, width: int, value: float = 0.0) -> np
     return out
 
 
+def pad_raw_to_size(image: np.ndarray, size: tuple[int, int], value: float) -> np.ndarray:
+    """MMDetection 3.x's ``Pad(size=...)``: the resized raw image padded bottom/right with
+    ``value`` to ``size (h, w)``; ImageError when it is larger (a resize scale above the pad)."""
+    h, w = image.shape[:2]
+    if h > size[0] or w > size[1]:
+        raise ImageError(
+            f'the resized image ({h}x{w}) is larger than the Pad size {size[0]}x{size[1]} of '
+            'the test pipeline: make the Resize scale fit the Pad size'
+        )
+    return pad_to(image, size[0], size[1], value)
+
+
 def center_pad(image: np.ndarray, pad: CenterPad) -> tuple[np.ndarray, tuple[int, int]]:
     """MMDetection's ``RandomCenterCropPad`` in test mode: ``image`` (``HxWx3``) pasted into the
     middle of a canvas filled with ``pad.fill`` (see :class:`~deploy.spec.CenterPad`).
@@ -157,6 +169,11 @@ class TestPipeline:
         offset = (0, 0)
         if cfg.center_pad is not None:
             image, offset = center_pad(image, cfg.center_pad)
+        img_shape = (new_h, new_w)
+        if cfg.pad_to_size is not None:  # a static graph's own size is the canvas
+            canvas = self.fixed_shape or cfg.pad_to_size
+            image = pad_raw_to_size(image, canvas, cfg.pad_to_size_value)
+            img_shape = image.shape[:2]  # MMDetection 3.x's Pad: boxes clip to the canvas
         image = normalize(image, cfg.mean, cfg.std, cfg.to_rgb)
         if self.fixed_shape is not None:
             pad_h, pad_w = self.fixed_shape
@@ -169,7 +186,7 @@ class TestPipeline:
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         meta = dict(
             ori_shape=(ori_h, ori_w),
-            img_shape=(new_h, new_w),
+            img_shape=img_shape,
             pad_shape=(pad_h, pad_w),
             batch_input_shape=(pad_h, pad_w),
             img_offset=offset,

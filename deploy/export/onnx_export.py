@@ -64,6 +64,7 @@ class ImageModule(nn.Module):
                 ('to_float32 loading', preprocess.to_float32),
                 ('RandomCenterCropPad', preprocess.center_pad is not None),
                 ('Pad(pad_to_square=True)', preprocess.pad_to_square),
+                ('Pad(size=...)', preprocess.pad_to_size is not None),
             )
             if used
         ]

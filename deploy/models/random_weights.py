@@ -8,12 +8,14 @@ reference produces some detections but not all: what ``--verify`` needs to be me
 model nobody has trained. Never use this on a trained model.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 #: class-logit bias of sigmoid heads, per detector type (RetinaNet's is also the default)
-SIGMOID_BIAS = {'RetinaNet': -1.5, 'FCOS': -3.6, 'FSAF': -3.2, 'YOLOV3': -3.5}
+SIGMOID_BIAS = {'RetinaNet': -1.5, 'FCOS': -3.6, 'FSAF': -3.2, 'YOLOV3': -3.5, 'RTMDet': -4.0}
 
 
 @torch.no_grad()
@@ -33,7 +35,15 @@ def make_detections_likely(
     CornerNet's heatmaps are calibrated instead (:func:`_corner_detections_likely`).
     """
     from .classifiers import ImageClassifier
-    from .dense_heads import CornerHead, DETRHead, FCOSHead, SSDHead, YOLOV3Head, YOLOXHead
+    from .dense_heads import (
+        CornerHead,
+        DETRHead,
+        FCOSHead,
+        RTMDetSepBNHead,
+        SSDHead,
+        YOLOV3Head,
+        YOLOXHead,
+    )
 
     if isinstance(model, ImageClassifier):
         _classifier_logits_spread(model)
@@ -66,6 +76,8 @@ def make_detections_likely(
             level_bias = level[-1].bias.view(-1, head.cls_out_channels)
             level_bias.zero_()
             level_bias[:, -1] = 4.0
+    elif isinstance(head, RTMDetSepBNHead):
+        _rtmdet_detections_likely(model, bias)
     elif isinstance(head, FCOSHead):  # thresholded before centerness
         head.conv_cls.bias.fill_(bias)
     else:  # RetinaHead and FSAFHead
@@ -107,6 +119,39 @@ def _yolox_detections_likely(model: nn.Module, fraction: float = 0.03) -> None:
     bias = biases[int(torch.argmin((torch.stack(passing) - fraction).abs()))]
     for conv_cls in head.multi_level_conv_cls:
         conv_cls.bias.fill_(float(bias))
+
+
+def _rtmdet_detections_likely(model: nn.Module, bias: float) -> None:
+    """RTMDet: BatchNorm statistics (head towers included) from a photo-like batch, variances
+    floored (random CSPNeXt activations grow stage by stage otherwise, and near-constant
+    channels amplify float rounding), class logits with mean ``bias`` and std 0.5 per level on
+    that batch (no ties at a saturated 1.0), box distances of about two strides."""
+    img = _photo_like_canvas(128)
+    head = model.bbox_head
+    # RTMDet-Ins thresholds at 0.05, RTMDet at 0.001: the mean logit half a unit above either
+    bias = max(bias, math.log(head.test_cfg.score_thr / (1 - head.test_cfg.score_thr)) + 0.5)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for norm in norms:  # the head's towers too: their BN is per level
+        norm.reset_running_stats()
+        norm.momentum = None
+        norm.train()
+    head(model.extract_feat(img))
+    for norm in norms:
+        norm.eval()
+        # channels nearly constant on this batch would amplify float rounding ~1000x
+        norm.running_var.clamp_(min=0.1)
+    for level, feat in enumerate(model.extract_feat(img)):
+        cls_feat = feat
+        for conv in head.cls_convs[level]:
+            cls_feat = conv(cls_feat)
+        inputs = cls_feat.permute(0, 2, 3, 1).reshape(-1, cls_feat.shape[1])
+        cls = head.rtm_cls[level]
+        logits = cls(cls_feat).permute(0, 2, 3, 1).reshape(-1, cls.out_channels)
+        cls.weight.mul_(0.5 / logits.std().clamp(min=1e-6))
+        cls.bias.copy_(bias - (inputs @ cls.weight.flatten(1).T).mean(0))
+        reg = head.rtm_reg[level]
+        reg.weight.mul_(0.05)
+        reg.bias.fill_(0.7 if head.exp_on_reg else 2.0)
 
 
 def _rcnn_detections_likely(heads, strong: bool) -> None:

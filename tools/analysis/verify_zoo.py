@@ -38,6 +38,8 @@ MODELS = {
     'cornernet': 'configs/cornernet/cornernet_hourglass104_mstest_10x5_210e_coco.py',
     **{f'yolox_{s}': f'configs/yolox/yolox_{s}_8xb8-300e_coco.py' for s in YOLOX_SIZES},
     'yolox_s_2x': 'configs/yolox/yolox_s_8x8_300e_coco.py',
+    'rtmdet_tiny': 'configs/rtmdet/rtmdet_tiny_8xb32-300e_coco.py',
+    'rtmdet_ins_tiny': 'configs/rtmdet/rtmdet-ins_tiny_8xb32-300e_coco.py',
 }
 TWO_STAGE = {'faster_rcnn', 'mask_rcnn', 'cascade_rcnn', 'cascade_mask_rcnn'}
 # own sizes (the classifier: resize + crop; CornerNet: each image at its own size)

@@ -1,6 +1,7 @@
 """Backbones, registered under MMDetection's type names."""
 
 from .csp_darknet import CSPDarknet, Focus
+from .cspnext import CSPNeXt
 from .darknet import Darknet
 from .hourglass import HourglassNet
 from .mobilenet_v2 import MobileNetV2
@@ -12,6 +13,7 @@ __all__ = [
     'BasicBlock',
     'Bottleneck',
     'CSPDarknet',
+    'CSPNeXt',
     'Darknet',
     'Focus',
     'HourglassNet',

@@ -7,6 +7,8 @@ from .fcos_head import FCOSHead
 from .fsaf_head import FSAFHead
 from .retina_head import RetinaHead
 from .rpn_head import RPNHead
+from .rtmdet_head import RTMDetSepBNHead
+from .rtmdet_ins_head import RTMDetInsSepBNHead
 from .ssd_head import SSDHead
 from .yolo_head import YOLOV3Head
 from .yolox_head import YOLOXHead
@@ -21,6 +23,8 @@ __all__ = [
     'FSAFHead',
     'RPNHead',
     'RetinaHead',
+    'RTMDetInsSepBNHead',
+    'RTMDetSepBNHead',
     'SSDHead',
     'YOLOV3Head',
     'YOLOXHead',

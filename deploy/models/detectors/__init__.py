@@ -2,6 +2,7 @@ from .base import BaseDetector
 from .cornernet import CornerNet
 from .detr import DETR
 from .point_rend import PointRend
+from .rtmdet import RTMDet
 from .single_stage import FCOS, FSAF, YOLOV3, YOLOX, RetinaNet, SingleStageDetector
 from .two_stage import CascadeRCNN, FasterRCNN, MaskRCNN, TwoStageDetector
 
@@ -15,6 +16,7 @@ __all__ = [
     'FasterRCNN',
     'MaskRCNN',
     'PointRend',
+    'RTMDet',
     'RetinaNet',
     'SingleStageDetector',
     'TwoStageDetector',
