@@ -28,7 +28,7 @@ from ..errors import ConfigError, DeployError
 from ..evaluation.accuracy import accuracy
 from ..structures import ClassificationResult
 from .distributed import gather_results, shard_indices
-from .test import TestRun, write_metrics, write_output
+from .run_record import TestRun, write_metrics, write_output
 
 #: the metric ``--eval`` names for classifiers
 CLASSIFICATION_METRICS = ('accuracy',)

@@ -4,7 +4,6 @@ import json
 import os
 import pickle
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch.utils.data import Subset
@@ -16,32 +15,12 @@ from ..datasets.coco import CocoDetectionDataset, build_dataloader
 from ..datasets.pipeline import load_image, network_inputs
 from ..errors import ConfigError, DeployError
 from ..evaluation.class_map import resolve_class_map
-from ..fileio import write_atomic
 from ..postprocess import outputs_to_results
 from ..structures import DetectionResult
+from .classification import run_classification_test
 from .contract import plan_run
 from .distributed import gather_results, init_distributed, shard_indices
-
-
-@dataclass
-class TestRun:
-    """Results of :func:`run_test`."""
-
-    results: list[DetectionResult]
-    img_ids: list[int]
-    metrics: dict = field(default_factory=dict)
-    class_names: tuple | None = None
-    #: mean wall time of the backend call per image (pre/post-processing excluded), milliseconds
-    latency_ms: float = 0.0
-    #: wall time of the whole run: loading, inference, encoding, writing and evaluation
-    wall_seconds: float = 0.0
-
-    @property
-    def pipeline_efficiency(self) -> float:
-        """End-to-end throughput as a fraction of the backend's pure inference throughput."""
-        if not self.wall_seconds or not self.latency_ms:
-            return 0.0
-        return (len(self.results) / self.wall_seconds) / (1000.0 / self.latency_ms)
+from .run_record import TestRun, write_metrics, write_output
 
 
 def run_test(
@@ -115,8 +94,6 @@ def run_test(
         logger(f'note: the model {reason}: batch size forced to 1')
         batch_size = 1
     if plan.spec.task == 'classification':
-        from .classification import run_classification_test
-
         return run_classification_test(
             runner,
             plan,
@@ -232,33 +209,6 @@ def _progress(loader, backend: str, total: int, enabled: bool):
         for img, metas in loader:
             yield img, metas
             bar.update(len(metas))
-
-
-def write_metrics(
-    work_dir, cfg, model_file, backend: str, num_images: int, metrics: dict, logger, failures
-) -> None:
-    """``work_dir/eval_<time>.json``: the metrics with what produced them (MMDetection's
-    ``--work-dir`` record)."""
-    path = Path(work_dir) / f'eval_{time.strftime("%Y%m%d_%H%M%S")}.json'
-    record = dict(
-        config=getattr(cfg, 'filename', None),
-        model=str(model_file),
-        backend=backend,
-        num_images=num_images,
-        metrics=metrics,
-    )
-    write_output(path, json.dumps(record, indent=2), 'metrics', logger, failures)
-
-
-def write_output(path, data, what: str, logger, failures: list) -> None:
-    """Write one output file atomically; a failure is collected, not raised, so the others (and
-    the printed evaluation) survive it."""
-    try:
-        write_atomic(path, data)
-    except OSError as err:
-        failures.append(f'cannot write the {what} file {path}: {err.strerror or err}')
-        return
-    logger(f'{what} written to {path}')
 
 
 def _silent(*_args, **_kwargs) -> None:
