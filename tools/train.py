@@ -49,7 +49,8 @@ def main(argv=None) -> int:
 
     from deploy.config import load_config
     from deploy.models.checkpoint import save_checkpoint
-    from deploy.training.loop import config_text, train
+    from deploy.training.engine import config_text
+    from deploy.training.loop import train
 
     if args.threads:
         torch.set_num_threads(args.threads)
