@@ -35,6 +35,10 @@ from deploy.models.random_weights import make_detections_likely  # noqa: E402, F
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The tools the tests start in a subprocess import this checkout, whether the package is installed
+# (the tools themselves import the installed package) or not, and wherever it is installed from.
+os.environ['PYTHONPATH'] = os.pathsep.join(filter(None, (str(ROOT), os.environ.get('PYTHONPATH'))))
+
 # Every graph exported in the suite must also pass the CPU-side TensorRT compatibility check.
 os.environ['DEPLOY_CHECK_TENSORRT_COMPAT'] = '1'
 

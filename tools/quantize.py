@@ -11,14 +11,11 @@ below --min-parity-ap the most sensitive layers are kept in float automatically.
 tools/test.py, tools/benchmark.py and the demo like any ONNX file (onnxruntime or openvino).
 """
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from deploy.apis.cli import ArgumentParser, run_cli  # noqa: E402
-from deploy.config import add_cfg_options_argument  # noqa: E402
-from deploy.onnx_graph.int8 import CALIBRATION_METHODS, WEIGHT_CHOICES  # noqa: E402
+from deploy.apis.cli import ArgumentParser, run_cli
+from deploy.config import add_cfg_options_argument
+from deploy.onnx_graph.int8 import CALIBRATION_METHODS, WEIGHT_CHOICES
 
 
 def parse_args(argv=None):

@@ -21,6 +21,11 @@ class ArgumentParser(argparse.ArgumentParser):
         kwargs.setdefault('formatter_class', HelpFormatter)
         super().__init__(*args, **kwargs)
 
+    def parse_args(self, args=None, namespace=None):
+        """Positionals may come after options (``CFG --exporter dynamo CKPT``), as MMDetection's
+        tools accept and scripts written for them do."""
+        return self.parse_intermixed_args(args, namespace)
+
     def error(self, message: str):
         self.exit(2, f'error: {message} (see {self.prog} --help)\n')
 

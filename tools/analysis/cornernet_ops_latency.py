@@ -27,8 +27,6 @@ import time
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='ORT latency of corner pooling and soft-NMS')
