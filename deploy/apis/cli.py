@@ -4,7 +4,7 @@ that mean the same everywhere."""
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ..errors import DeployError
 
@@ -21,7 +21,9 @@ class ArgumentParser(argparse.ArgumentParser):
         kwargs.setdefault('formatter_class', HelpFormatter)
         super().__init__(*args, **kwargs)
 
-    def parse_args(self, args=None, namespace=None):
+    def parse_args(
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
         """Positionals may come after options (``CFG --exporter dynamo CKPT``), as MMDetection's
         tools accept and scripts written for them do."""
         return self.parse_intermixed_args(args, namespace)

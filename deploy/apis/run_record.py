@@ -1,38 +1,24 @@
-"""What a test run returns and how it writes its files; shared by the detection and the
-classification side of ``tools/test.py``."""
+"""How a test run writes its files: each atomically, a failure collected rather than raised."""
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmengine.config import Config
+
 from ..fileio import write_atomic
-from ..structures import DetectionResult
-
-
-@dataclass
-class TestRun:
-    """Results of :func:`run_test`."""
-
-    results: list[DetectionResult]
-    img_ids: list[int]
-    metrics: dict = field(default_factory=dict)
-    class_names: tuple | None = None
-    #: mean wall time of the backend call per image (pre/post-processing excluded), milliseconds
-    latency_ms: float = 0.0
-    #: wall time of the whole run: loading, inference, encoding, writing and evaluation
-    wall_seconds: float = 0.0
-
-    @property
-    def pipeline_efficiency(self) -> float:
-        """End-to-end throughput as a fraction of the backend's pure inference throughput."""
-        if not self.wall_seconds or not self.latency_ms:
-            return 0.0
-        return (len(self.results) / self.wall_seconds) / (1000.0 / self.latency_ms)
+from ..tasks.base import Logger, PathLike
 
 
 def write_metrics(
-    work_dir, cfg, model_file, backend: str, num_images: int, metrics: dict, logger, failures
+    work_dir: PathLike,
+    cfg: Config,
+    model_file: PathLike,
+    backend: str,
+    num_images: int,
+    metrics: dict,
+    logger: Logger,
+    failures: list[str],
 ) -> None:
     """``work_dir/eval_<time>.json``: the metrics with what produced them (MMDetection's
     ``--work-dir`` record)."""
@@ -47,7 +33,9 @@ def write_metrics(
     write_output(path, json.dumps(record, indent=2), 'metrics', logger, failures)
 
 
-def write_output(path, data, what: str, logger, failures: list) -> None:
+def write_output(
+    path: PathLike, data: str | bytes, what: str, logger: Logger, failures: list[str]
+) -> None:
     """Write one output file atomically; a failure is collected, not raised, so the others (and
     the printed evaluation) survive it."""
     try:

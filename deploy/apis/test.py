@@ -1,63 +1,38 @@
-"""The evaluation job behind ``tools/test.py``: a data set through a backend, then COCO metrics."""
+"""The evaluation job behind ``tools/test.py``: a data set through a backend, then the task's
+metrics (COCO for detectors, top-k accuracy for classifiers: :mod:`deploy.tasks`)."""
 
-import json
 import os
-import pickle
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from torch.utils.data import Subset
 from tqdm import tqdm
 
 from ..backends import build_backend
-from ..config import get_test_dataset_cfg, load_config
-from ..datasets.coco import CocoDetectionDataset, build_dataloader
-from ..datasets.pipeline import load_image, network_inputs
-from ..errors import ConfigError, DeployError
-from ..evaluation.class_map import resolve_class_map
-from ..postprocess import outputs_to_results
-from ..structures import DetectionResult
-from .classification import run_classification_test
-from .contract import plan_run
+from ..config import load_config
+from ..datasets.coco import build_dataloader
+from ..datasets.pipeline import network_inputs
+from ..errors import DeployError
+from ..tasks import TestData, TestRequest, TestRun, task_of_spec
+from ..tasks.base import Logger
+from .contract import RunPlan, plan_run
 from .distributed import gather_results, init_distributed, shard_indices
-from .run_record import TestRun, write_metrics, write_output
+from .run_record import write_metrics, write_output
+
+__all__ = ['TestOptions', 'TestRun', 'run_test', 'evaluate_model']
 
 
-def run_test(
-    config,
-    model_file,
-    backend: str = 'onnxruntime',
-    *,
-    cfg_options=None,
-    device: str = 'cpu',
-    batch_size: int = 1,
-    num_workers: int = 2,
-    num_threads: int | None = None,
-    num_images: int | None = None,
-    metrics=(),
-    eval_options: dict | None = None,
-    eval_backend: str = 'pycocotools',
-    class_map: str | None = None,
-    strict: bool = True,
-    out: str | None = None,
-    format_only: str | None = None,
-    work_dir: str | None = None,
-    show_dir: str | None = None,
-    show_score_thr: float = 0.3,
-    launcher: str = 'none',
-    precision: str | None = None,
-    progress: bool = True,
-    logger=print,
-) -> TestRun:
-    """Run a model on the config's test set and evaluate it.
+@dataclass(frozen=True)
+class TestOptions:
+    """Everything a test run is asked to do (``tools/test.py``'s flags).
 
     Args:
-        config: config path or loaded config.
-        model_file: checkpoint (``pytorch``), ``.onnx`` (``onnxruntime``), engine (``tensorrt``).
         num_images: only the first this many images of the test set (by id).
         metrics: any of ``bbox``, ``segm`` (mask models: masks are pasted with the config's
             ``mask_thr_binary`` and stream as COCO RLE), ``proposal``; ``accuracy`` for
-            classifiers (their run is :func:`deploy.apis.classification.run_classification_test`).
+            classifiers.
         class_map: how model labels become data-set categories
             (:func:`deploy.evaluation.class_map.resolve_class_map`; default: names must match).
         strict: checkpoint keys must match the model (``pytorch`` backend).
@@ -71,135 +46,165 @@ def run_test(
             its own backend session (GPU ``LOCAL_RANK`` for ``cuda``), rank 0 gathers the results
             and alone writes and evaluates; the other ranks return their shard, without metrics.
     """
-    cfg = load_config(config, cfg_options) if isinstance(config, (str, Path)) else config
-    rank, world_size = init_distributed(launcher, device=device)
-    if world_size > 1 and device in ('cuda', 'gpu'):
-        device = f'cuda:{os.environ.get("LOCAL_RANK", rank)}'
+
+    backend: str = 'onnxruntime'
+    cfg_options: dict | None = None
+    device: str = 'cpu'
+    batch_size: int = 1
+    num_workers: int = 2
+    num_threads: int | None = None
+    num_images: int | None = None
+    metrics: tuple[str, ...] = ()
+    eval_options: dict = field(default_factory=dict)
+    eval_backend: str = 'pycocotools'
+    class_map: str | None = None
+    strict: bool = True
+    out: str | None = None
+    format_only: str | None = None
+    work_dir: str | None = None
+    show_dir: str | None = None
+    show_score_thr: float = 0.3
+    launcher: str = 'none'
+    precision: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, 'metrics', tuple(self.metrics or ()))
+        object.__setattr__(self, 'eval_options', dict(self.eval_options or {}))
+
+    def request(self, model_file: str | os.PathLike) -> TestRequest:
+        """What the task's data set and outputs are asked for."""
+        fields = set(TestRequest.__dataclass_fields__) - {'model_file'}
+        values = {k: v for k, v in asdict(self).items() if k in fields}
+        return TestRequest(model_file=str(model_file), **values)
+
+
+def run_test(
+    config: Any,
+    model_file: str | os.PathLike,
+    backend: str = 'onnxruntime',
+    *,
+    logger: Logger = print,
+    **options: Any,
+) -> TestRun:
+    """Run a model on the config's test set and evaluate it: :func:`evaluate_model` with
+    ``TestOptions(backend=backend, **options)``."""
+    return evaluate_model(config, model_file, TestOptions(backend=backend, **options), logger)
+
+
+def evaluate_model(
+    config: Any, model_file: str | os.PathLike, options: TestOptions, logger: Logger = print
+) -> TestRun:
+    """Run ``model_file`` (checkpoint for ``pytorch``, ``.onnx``, engine, ...) on the test set of
+    ``config`` (a path or a loaded config) as ``options`` say, and evaluate it."""
+    cfg = load_config(config, options.cfg_options) if isinstance(config, (str, Path)) else config
+    rank, world_size = init_distributed(options.launcher, device=options.device)
     if rank != 0:
-        progress, logger = False, _silent
+        options, logger = _quiet(options), _silent
     # The model first: a bad model file is reported before any data is touched.
-    extra = {} if precision is None else dict(precision=precision)
-    runner = build_backend(
-        backend,
-        model_file,
-        cfg=cfg,
-        device=device,
-        num_threads=num_threads,
-        strict=strict,
-        **extra,
-    )
+    runner = _build_runner(cfg, model_file, options, rank, world_size)
     plan = plan_run(runner, cfg, model_file, logger)
-    if plan.max_batch is not None and batch_size > plan.max_batch:
-        reason = 'takes decoded images' if plan.decoded_images else 'has a static input shape'
-        logger(f'note: the model {reason}: batch size forced to 1')
-        batch_size = 1
-    if plan.spec.task == 'classification':
-        return run_classification_test(
-            runner,
-            plan,
-            cfg,
-            model_file,
-            backend,
-            rank=rank,
-            world_size=world_size,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            num_images=num_images,
-            metrics=metrics,
-            format_only=format_only,
-            out=out,
-            work_dir=work_dir,
-            show_dir=show_dir,
-            progress=progress,
-            logger=logger,
-        )
-    if 'accuracy' in metrics:
-        raise ConfigError(
-            f'--eval accuracy is for classifiers; {model_file} is a {plan.spec.model_type}: '
-            'use bbox, segm or proposal'
-        )
-    data_cfg = get_test_dataset_cfg(cfg)
-    pipeline = plan.pipeline()
-    dataset = CocoDetectionDataset(
-        data_cfg['ann_file'], data_cfg['img_prefix'], pipeline, data_cfg['key']
+    batch_size = _batch_size(plan, options.batch_size, logger)
+    task = task_of_spec(plan.spec)
+    data = task.test_data(
+        cfg, plan.spec, plan.pipeline(), plan.result_filter, options.request(model_file)
     )
-    class_names = plan.spec.class_names
-    label_to_cat = resolve_class_map(
-        class_names, plan.spec.num_classes, dataset.class_names, dataset.cat_ids, class_map
-    )
-    indices = list(range(len(dataset)))[:num_images]
-    if world_size > 1:
-        indices = [indices[i] for i in shard_indices(len(indices), rank, world_size)]
-    shard = dataset if len(indices) == len(dataset) else Subset(dataset, indices)
-    loader = build_dataloader(shard, batch_size=batch_size, num_workers=num_workers)
-
-    results: list[DetectionResult] = []
-    img_ids: list[int] = []
-    infer_seconds = 0.0
     run_start = time.perf_counter()
-    for img, metas in _progress(loader, backend, len(indices), progress):
-        inputs = network_inputs(img, metas)
-        start = time.perf_counter()
-        outputs = runner(inputs)
-        infer_seconds += time.perf_counter() - start
-        # Masks are pasted and RLE-encoded batch by batch, so memory stays flat on any data set.
-        batch_results = outputs_to_results(outputs, metas, plan.result_filter)
-        results.extend(batch_results)
-        img_ids.extend(int(m['img_id']) for m in metas)
-        if show_dir:
-            _draw(batch_results, metas, class_names, show_dir, show_score_thr)
-
-    latency_ms = 1000 * infer_seconds / max(len(results), 1)
+    results, img_ids, latency_ms = _infer(runner, plan, data, options, batch_size, rank, world_size)
     gathered = gather_results(results, img_ids)
     if gathered is None:  # not rank 0: rank 0 writes and evaluates
-        return TestRun(results, img_ids, class_names=class_names, latency_ms=latency_ms)
-    results, img_ids = gathered
-    run = TestRun(results, img_ids, class_names=class_names, latency_ms=latency_ms)
-    if show_dir:
-        logger(f'drawings of {len(results)} images written to {show_dir}/')
-    if metrics:
-        from ..evaluation.coco_metric import evaluate_coco
-
-        # The data set's own COCO: the annotation file is parsed once per run.
-        run.metrics = evaluate_coco(
-            dataset.coco,
-            results,
-            img_ids,
-            dataset.cat_ids,
-            metrics=tuple(metrics),
-            label_to_cat=label_to_cat,
-            backend=eval_backend,
-            **(eval_options or {}),
-        )
-    # Files last: a full disk or a bad path must not cost the evaluation just printed.
-    failures = []
-    if work_dir and run.metrics:
-        write_metrics(
-            work_dir, cfg, model_file, backend, len(results), run.metrics, logger, failures
-        )
-    if out:
-        payload = pickle.dumps(
-            [
-                dict(img_id=i, boxes=r.boxes, scores=r.scores, labels=r.labels, masks=r.masks)
-                for i, r in zip(img_ids, results)
-            ]
-        )
-        write_output(out, payload, 'results', logger, failures)
-    if format_only:
-        from ..evaluation.coco_metric import results_to_coco_json
-
-        dets = results_to_coco_json(results, img_ids, label_to_cat)
-        write_output(format_only, json.dumps(dets), 'COCO json', logger, failures)
+        return data.record(results, img_ids, latency_ms, gathered=False)
+    run = data.record(*gathered, latency_ms, gathered=True)
+    data.finish(run, logger)
+    failures = _write_outputs(run, data, cfg, model_file, options, logger)
     run.wall_seconds = time.perf_counter() - run_start
     if run.results:
         logger(
             f'{len(run.results)} images: {len(run.results) / run.wall_seconds:.1f} img/s end to '
-            f'end (load, infer, encode, evaluate), {1000 / max(latency_ms, 1e-9):.1f} img/s '
-            f'backend inference alone ({run.pipeline_efficiency:.0%})'
+            f'end ({data.stages}), {1000 / max(latency_ms, 1e-9):.1f} img/s backend '
+            f'inference alone ({run.pipeline_efficiency:.0%})'
         )
     if failures:
         raise DeployError('; '.join(failures))
     return run
+
+
+def _build_runner(cfg, model_file, options: TestOptions, rank: int, world_size: int):
+    device = options.device
+    if world_size > 1 and device in ('cuda', 'gpu'):
+        device = f'cuda:{os.environ.get("LOCAL_RANK", rank)}'
+    extra = {} if options.precision is None else dict(precision=options.precision)
+    return build_backend(
+        options.backend,
+        model_file,
+        cfg=cfg,
+        device=device,
+        num_threads=options.num_threads,
+        strict=options.strict,
+        **extra,
+    )
+
+
+def _batch_size(plan: RunPlan, wanted: int, logger: Logger) -> int:
+    if plan.max_batch is not None and wanted > plan.max_batch:
+        reason = 'takes decoded images' if plan.decoded_images else 'has a static input shape'
+        logger(f'note: the model {reason}: batch size forced to 1')
+        return 1
+    return wanted
+
+
+def _infer(
+    runner,
+    plan: RunPlan,
+    data: TestData,
+    options: TestOptions,
+    batch_size: int,
+    rank: int,
+    world_size: int,
+) -> tuple[list, list[int], float]:
+    """This rank's share of the test set through ``runner``: results, image ids and the mean
+    backend time per image (milliseconds)."""
+    dataset = data.dataset
+    indices = list(range(len(dataset)))[: options.num_images]
+    if world_size > 1:
+        indices = [indices[i] for i in shard_indices(len(indices), rank, world_size)]
+    shard = dataset if len(indices) == len(dataset) else Subset(dataset, indices)
+    loader = build_dataloader(shard, batch_size=batch_size, num_workers=options.num_workers)
+    results: list = []
+    img_ids: list[int] = []
+    infer_seconds = 0.0
+    for img, metas in _progress(loader, options.backend, len(indices), options.progress):
+        inputs = network_inputs(img, metas)
+        start = time.perf_counter()
+        outputs = runner(inputs)
+        infer_seconds += time.perf_counter() - start
+        results.extend(data.batch_results(outputs, metas))
+        img_ids.extend(int(m['img_id']) for m in metas)
+    return results, img_ids, 1000 * infer_seconds / max(len(results), 1)
+
+
+def _write_outputs(
+    run: TestRun, data: TestData, cfg, model_file, options: TestOptions, logger: Logger
+) -> list[str]:
+    """The output files, after the evaluation: a full disk or a bad path must not cost the
+    evaluation just printed; every file that can be is written, the failures are returned."""
+    failures: list[str] = []
+    if options.work_dir and run.metrics:
+        write_metrics(
+            options.work_dir,
+            cfg,
+            model_file,
+            options.backend,
+            len(run.results),
+            run.metrics,
+            logger,
+            failures,
+        )
+    if options.out:
+        write_output(options.out, data.results_payload(run), 'results', logger, failures)
+    if options.format_only:
+        write_output(options.format_only, data.coco_json(run), 'COCO json', logger, failures)
+    return failures
 
 
 def _progress(loader, backend: str, total: int, enabled: bool):
@@ -211,14 +216,12 @@ def _progress(loader, backend: str, total: int, enabled: bool):
             bar.update(len(metas))
 
 
+def _quiet(options: TestOptions) -> TestOptions:
+    """The options of ranks other than 0: no progress bar."""
+    from dataclasses import replace
+
+    return replace(options, progress=False)
+
+
 def _silent(*_args, **_kwargs) -> None:
     """The logger of ranks other than 0."""
-
-
-def _draw(results, metas, class_names, show_dir, score_thr) -> None:
-    from ..visualization import draw_detections, save_image
-
-    for result, meta in zip(results, metas):
-        image = load_image(meta['filename'])
-        name = Path(meta['filename']).stem + '.jpg'
-        save_image(Path(show_dir) / name, draw_detections(image, result, class_names, score_thr))
