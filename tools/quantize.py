@@ -11,6 +11,7 @@ below --min-parity-ap the most sensitive layers are kept in float automatically.
 tools/test.py, tools/benchmark.py and the demo like any ONNX file (onnxruntime or openvino).
 """
 
+import argparse
 from pathlib import Path
 
 from deploy.apis.cli import ArgumentParser, run_cli
@@ -125,19 +126,12 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    from deploy.apis.checks import check_input_file, check_output_file, check_positive
-    from deploy.apis.quantize import DEFAULT_MIN_PARITY_AP, quantize_model
+def quantize_options(args: argparse.Namespace):
+    """The job's options from the parsed command line (their cheap checks run here)."""
+    from deploy.apis.quantize import DEFAULT_MIN_PARITY_AP, QuantizeOptions
 
-    check_input_file(args.config, 'config')
-    check_input_file(args.model, 'ONNX file')
-    check_output_file(args.output_file, '--output-file')
-    check_positive('--calib-images', args.calib_images, allow_none=False)
-    result = quantize_model(
-        args.config,
-        args.model,
-        args.output_file,
+    min_parity_ap = args.min_parity_ap
+    return QuantizeOptions(
         calib_images=args.calib_images,
         check_images=args.check_images,
         method=args.method,
@@ -147,10 +141,22 @@ def main(argv=None) -> int:
         roi_heads=not args.float_roi_heads,
         calib_split=args.calib_split,
         exclude=tuple(args.exclude),
-        min_parity_ap=(DEFAULT_MIN_PARITY_AP if args.min_parity_ap is None else args.min_parity_ap),
+        min_parity_ap=DEFAULT_MIN_PARITY_AP if min_parity_ap is None else min_parity_ap,
         max_float_layers=args.max_float_layers,
         cfg_options=args.cfg_options,
     )
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from deploy.apis.checks import check_input_file, check_output_file, check_positive
+    from deploy.apis.quantize import Quantizer
+
+    check_input_file(args.config, 'config')
+    check_input_file(args.model, 'ONNX file')
+    check_output_file(args.output_file, '--output-file')
+    check_positive('--calib-images', args.calib_images, allow_none=False)
+    result = Quantizer(args.config, args.model, args.output_file, quantize_options(args)).run()
     ok = result.passed or not args.check_images
     if args.verify:
         from deploy.apis.quantize import verify_quantized
