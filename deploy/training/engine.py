@@ -22,6 +22,7 @@ from ..errors import CheckpointError
 from ..fileio import atomic_output
 from ..models.checkpoint import save_checkpoint
 from .optim import LrSchedule, build_optimizer, max_epochs
+from .settings import GradClipSettings, schedule_settings
 
 
 def config_text(cfg) -> str:
@@ -41,14 +42,16 @@ def optimizer_step(
     model: torch.nn.Module,
     loss: torch.Tensor,
     optimizer: torch.optim.Optimizer,
-    grad_clip: dict | None = None,
+    grad_clip: GradClipSettings | None = None,
 ) -> None:
     """Back-propagate ``loss``, clip the gradients as the config says, update the weights."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip:
         params = [p for p in model.parameters() if p.grad is not None]
-        torch.nn.utils.clip_grad_norm_(params, **grad_clip)
+        torch.nn.utils.clip_grad_norm_(
+            params, max_norm=grad_clip.max_norm, norm_type=grad_clip.norm_type
+        )
     optimizer.step()
 
 
@@ -123,7 +126,7 @@ class TrainLog:
 
 #: one training step on a batch: ``(batch, optimizer, grad_clip) -> {name: value}``; the values
 #: are added up over the epoch, and ``loss`` (the batch's own) is shown on the progress bar
-StepFn = Callable[[object, torch.optim.Optimizer, 'dict | None'], dict]
+StepFn = Callable[[object, torch.optim.Optimizer, 'GradClipSettings | None'], dict]
 
 
 def _mean_per_batch(sums: dict[str, float], batches: int) -> dict[str, float]:
@@ -161,13 +164,12 @@ def fit(
     which ``describe`` formats (default: ``name value`` pairs). Closes ``log``.
     """
     start_time = time.perf_counter() if start_time is None else start_time
-    optimizer = build_optimizer(model, cfg['optimizer'])
+    settings = schedule_settings(cfg)
+    optimizer = build_optimizer(model, settings.optimizer)
     schedule_epochs = max_epochs(cfg)
     total_epochs = epochs or schedule_epochs
-    schedule = LrSchedule(
-        cfg.get('lr_config'), cfg['optimizer']['lr'], schedule_epochs, len(loader)
-    )
-    grad_clip = (cfg.get('optimizer_config') or {}).get('grad_clip')
+    schedule = LrSchedule(settings.lr, settings.base_lr, schedule_epochs, len(loader))
+    grad_clip = settings.grad_clip
 
     start_epoch = 0
     if resume:

@@ -34,6 +34,7 @@ from .engine import (
 )
 from .head_losses import detector_loss
 from .init import init_weights, load_pretrained
+from .settings import GradClipSettings
 
 
 def build_train_model(cfg, logger=print) -> torch.nn.Module:
@@ -52,7 +53,7 @@ def train_step(
     model: torch.nn.Module,
     batch: dict,
     optimizer: torch.optim.Optimizer,
-    grad_clip: dict | None = None,
+    grad_clip: GradClipSettings | None = None,
 ) -> dict[str, float]:
     """One SGD step; returns each loss and their sum (``loss``) as floats."""
     losses = detector_loss(model, batch)
