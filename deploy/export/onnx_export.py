@@ -17,7 +17,6 @@ failed export never leaves a partial file behind.
 import contextlib
 import io
 import logging
-import os
 import warnings
 from pathlib import Path
 
@@ -268,12 +267,6 @@ def export_onnx(
                     skip_postprocess=skip_postprocess,
                 ),
             )
-        if os.environ.get('DEPLOY_CHECK_TENSORRT_COMPAT') and not skip_postprocess:
-            # The test suite sets this so every exported graph is checked against TensorRT's
-            # rules on CPU (see deploy.backends.tensorrt.compat).
-            from ..backends.tensorrt.compat import assert_tensorrt_compatible
-
-            assert_tensorrt_compatible(model)
         onnx.save(model, tmp_name)
         commit(tmp_name, output_file)
     except ExportError:
