@@ -5,16 +5,13 @@ python demo/image_demo.py demo/demo.jpg CONFIG model.onnx --backend openvino --p
 python demo/image_demo.py demo/demo.jpg model.onnx      # the model file alone, no config code
 """
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from deploy.apis.cli import ArgumentParser, add_checkpoint_arguments, run_cli  # noqa: E402
-from deploy.backends import BACKENDS, PRECISION_BACKENDS  # noqa: E402
-from deploy.backends.openvino import PRECISIONS as OPENVINO_PRECISIONS  # noqa: E402
-from deploy.config import add_cfg_options_argument  # noqa: E402
-from deploy.errors import ConfigError  # noqa: E402
+from deploy.apis.cli import ArgumentParser, add_checkpoint_arguments, run_cli
+from deploy.backends import BACKENDS, PRECISION_BACKENDS
+from deploy.backends.openvino import PRECISIONS as OPENVINO_PRECISIONS
+from deploy.config import add_cfg_options_argument
+from deploy.errors import ConfigError
 
 
 def parse_args(argv=None):
@@ -83,7 +80,7 @@ def main(argv=None) -> int:
     from deploy.structures import ClassificationResult
 
     if isinstance(result, ClassificationResult):  # a classifier: its best classes on the image
-        from deploy.apis.classification import draw_classification
+        from deploy.tasks.classification import draw_classification
 
         save_image(args.out_file, draw_classification(image, result, class_names))
         name = class_names[result.label] if class_names else str(result.label)

@@ -6,7 +6,8 @@ settings from it), written into the ONNX metadata and the TensorRT sidecar at ex
 by every backend. Nothing else reads MMDetection's ``test_cfg`` dicts, so each setting has one
 default, stated here once.
 
-This module sits at the bottom of the package: it imports nothing of ours but the errors.
+This module sits at the bottom of the package: it imports nothing of ours but the errors and the
+settings parser (:mod:`deploy.settings`).
 
 Settings classes and the ``test_cfg`` part each one reads:
 
@@ -24,7 +25,6 @@ Settings classes and the ``test_cfg`` part each one reads:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import types
 import typing
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from .errors import ConfigError
+from .settings import parse_settings, unknown_key_error
 
 __all__ = [
     'CenterPad',
@@ -227,6 +228,21 @@ class StageSettings(_Replaceable):
     #: ``nms.type`` values the stage implements
     NMS_TYPES: ClassVar[tuple[str, ...]] = ('nms',)
 
+    def check_parsed(self, where: str) -> None:
+        """Refuse an NMS the stage does not implement, or a stage that keeps no detection."""
+        max_per_img = getattr(self, 'max_per_img', None)
+        if isinstance(max_per_img, int) and max_per_img < 1:
+            raise ConfigError(
+                f'`{where}.max_per_img` must be at least 1, got {max_per_img} (a model that keeps '
+                'no detection per image cannot be exported or scored)'
+            )
+        nms = getattr(self, 'nms', None)
+        if nms is not None and nms.type not in self.NMS_TYPES:
+            raise ConfigError(
+                f'`{where}.nms.type={nms.type!r}` is not supported by this head (it runs '
+                f'{" or ".join(self.NMS_TYPES)})'
+            )
+
     @property
     def output_cap(self) -> int:
         """Rows of the stage's padded output (``max_per_img``)."""
@@ -312,8 +328,17 @@ class RpnSettings(StageSettings):
         'max_num': 'max_per_img',
         'nms_thr': 'nms.iou_threshold',
         'nms_post': None,  # equal to max_per_img in every released config
-        'nms_across_levels': None,  # must be False; checked in parse_settings
+        'nms_across_levels': None,  # must be False: check_legacy
     }
+
+    @classmethod
+    def check_legacy(cls, key: str, value: Any, where: str) -> None:
+        """Refuse what a legacy key asks for and the stage does not do."""
+        if key == 'nms_across_levels' and value:
+            raise ConfigError(
+                f'`{where}.nms_across_levels=True` is not supported (MMDetection 2.12+ '
+                'runs NMS per level); set it to False'
+            )
 
     nms_pre: int = -1
     deploy_nms_pre: int = -1
@@ -502,140 +527,12 @@ def test_settings_for_model(
 test_settings_for_model.__test__ = False  # not a pytest test, whatever its name says
 
 
-# --------------------------------------------------------------------------------------------
-# parsing MMDetection dicts into settings, with one clear error per bad key
-# --------------------------------------------------------------------------------------------
-
-
 def _is_mapping(value: Any) -> bool:
     return isinstance(value, Mapping)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
-
-
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """``value`` as ``annotation`` (int, float, bool, str, tuples, nested settings)."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], where)
-    if dataclasses.is_dataclass(annotation):
-        if isinstance(value, annotation):
-            return value
-        if not _is_mapping(value):
-            raise ConfigError(f'{where} must be a dict, got {value!r}')
-        return parse_settings(annotation, value, where)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f'{where} must be True or False, got {value!r}')
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-            raise ConfigError(f'{where} must be an integer, got {value!r}')
-        return int(value)
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f'{where} must be a number, got {value!r}')
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f'{where} must be a string, got {value!r}')
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f'{where} must be a list, got {value!r}')
-        item = args[0] if args else Any
-        if len(args) == 2 and args[1] is Ellipsis or len(set(args)) == 1:
-            return tuple(_coerce(v, item, f'{where}[{i}]') for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f'{where} must have {len(args)} items, got {value!r}')
-        return tuple(_coerce(v, a, f'{where}[{i}]') for i, (v, a) in enumerate(zip(value, args)))
-    return value
-
-
-def unknown_key_error(key: str, known, where: str) -> ConfigError:
-    """``unknown key `model.test_cfg.scor_thr`; did you mean `score_thr`?`` (one line)."""
-    known = sorted(known)
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    hint = f'; did you mean `{close[0]}`?' if close else f' (known keys: {", ".join(known)})'
-    return ConfigError(f'unknown key `{where}.{key}`{hint}')
-
-
-def parse_settings(cls: type, values: Mapping | None, where: str) -> Any:
-    """Build the settings dataclass ``cls`` from an MMDetection dict, checking every key.
-
-    Args:
-        cls: a settings dataclass (:class:`DenseSettings`, :class:`NmsSettings`, ...).
-        values: the config's dict (``None``: every default).
-        where: the dotted config path, for errors (``model.test_cfg.rcnn``).
-
-    Raises:
-        ConfigError: an unknown key (with the closest known one), a value of the wrong type, or
-            a value outside the allowed choices.
-    """
-    if isinstance(values, cls):
-        return values
-    if values is None:
-        values = {}
-    if not _is_mapping(values):
-        raise ConfigError(f'`{where}` must be a dict, got {values!r}')
-    annotations = _field_types(cls)
-    known = {f.name for f in fields(cls)}
-    legacy = getattr(cls, 'LEGACY_KEYS', {})
-    kwargs: dict[str, Any] = {}
-    nested: dict[str, dict] = {}
-    for key, value in values.items():
-        if key in legacy:
-            target = legacy[key]
-            if key == 'nms_across_levels' and value:
-                raise ConfigError(
-                    f'`{where}.nms_across_levels=True` is not supported (MMDetection 2.12+ '
-                    'runs NMS per level); set it to False'
-                )
-            if target is None:
-                continue
-            if '.' in target:  # e.g. nms_thr -> nms.iou_threshold
-                outer, inner = target.split('.', 1)
-                nested.setdefault(outer, {})[inner] = value
-                continue
-            key = target
-        if key not in known:
-            raise unknown_key_error(key, known | set(legacy), where)
-        kwargs[key] = value
-    for outer, inner in nested.items():
-        merged = dict(kwargs.get(outer) or {})
-        for k, v in inner.items():
-            merged.setdefault(k, v)
-        kwargs[outer] = merged
-    for key, value in list(kwargs.items()):
-        kwargs[key] = _coerce(value, annotations[key], f'{where}.{key}')
-    choices = getattr(cls, 'CHOICES', {})
-    for key, allowed in choices.items():
-        if key in kwargs and kwargs[key] not in allowed:
-            raise ConfigError(
-                f'`{where}.{key}` must be one of {", ".join(map(repr, allowed))}, '
-                f'got {kwargs[key]!r}'
-            )
-    settings = cls(**kwargs)
-    max_per_img = getattr(settings, 'max_per_img', None)
-    if isinstance(max_per_img, int) and max_per_img < 1:
-        raise ConfigError(
-            f'`{where}.max_per_img` must be at least 1, got {max_per_img} (a model that keeps no '
-            'detection per image cannot be exported or scored)'
-        )
-    nms = getattr(settings, 'nms', None)
-    if isinstance(settings, StageSettings) and nms is not None:
-        if nms.type not in cls.NMS_TYPES:
-            raise ConfigError(
-                f'`{where}.nms.type={nms.type!r}` is not supported by this head (it runs '
-                f'{" or ".join(cls.NMS_TYPES)})'
-            )
-    return settings
 
 
 # --------------------------------------------------------------------------------------------

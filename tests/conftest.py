@@ -35,8 +35,35 @@ from deploy.models.random_weights import make_detections_likely  # noqa: E402, F
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Every graph exported in the suite must also pass the CPU-side TensorRT compatibility check.
-os.environ['DEPLOY_CHECK_TENSORRT_COMPAT'] = '1'
+# The tools the tests start in a subprocess import this checkout, whether the package is installed
+# (the tools themselves import the installed package) or not, and wherever it is installed from.
+os.environ['PYTHONPATH'] = os.pathsep.join(filter(None, (str(ROOT), os.environ.get('PYTHONPATH'))))
+
+
+def _tensorrt_checked(export_onnx):
+    """``export_onnx`` that also holds every post-processed graph it writes to TensorRT's rules
+    (checked on CPU, :mod:`deploy.backends.tensorrt.compat`)."""
+    import functools
+
+    import onnx
+
+    from deploy.backends.tensorrt.compat import assert_tensorrt_compatible
+
+    @functools.wraps(export_onnx)
+    def export(detector, img, img_shape, output_file, *args, **kwargs):
+        names = export_onnx(detector, img, img_shape, output_file, *args, **kwargs)
+        if not kwargs.get('skip_postprocess'):
+            assert_tensorrt_compatible(onnx.load(str(output_file)))
+        return names
+
+    return export
+
+
+# Every graph exported in this process must also pass the CPU-side TensorRT compatibility check:
+# set before any test module (or the export job) imports the exporter by name.
+import deploy.export.onnx_export as _onnx_export  # noqa: E402
+
+_onnx_export.export_onnx = _tensorrt_checked(_onnx_export.export_onnx)
 
 RETINANET_CFG = ROOT / 'configs' / 'retinanet' / 'retinanet_r50_fpn_1x_coco.py'
 

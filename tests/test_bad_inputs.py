@@ -1027,13 +1027,15 @@ def test_interrupted_export_leaves_nothing(ws, tmp_path, monkeypatch):
 
 
 def test_failed_verify_keeps_the_old_file(ws, tmp_path, monkeypatch):
-    import deploy.apis.export as export_api
     from deploy.export.verify import VerifyRow
+    from deploy.tasks.detection import DetectionTask
 
     out = tmp_path / 'm.onnx'
     out.write_bytes(b'the previous, good export')
     monkeypatch.setattr(
-        export_api, '_verify', lambda *a, **k: [VerifyRow('input-img', (1, 3, 8, 8), 1.0, False)]
+        DetectionTask,
+        'verify_export',
+        lambda *a, **k: [VerifyRow('input-img', (1, 3, 8, 8), 1.0, False)],
     )
     outcome = call('pytorch2onnx.py', *_export_args(ws, out, '--verify'), cwd=tmp_path)
     assert outcome.code == 1 and 'verification FAILED' in outcome.stderr
@@ -1083,7 +1085,7 @@ def test_written_files_honour_the_umask(ws, tmp_path, umask, mode):
 def test_full_disk_on_out_keeps_the_evaluation(ws, tmp_path, monkeypatch):
     import errno
 
-    import deploy.apis.test as test_api
+    import deploy.apis.run_record as test_api
 
     real = test_api.write_atomic
 

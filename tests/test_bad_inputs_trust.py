@@ -739,11 +739,13 @@ def test_mmdet3_cornernet_config_without_resize_runs_unchanged():
 # (10) configs are code: a model file is scored without one
 # --------------------------------------------------------------------------------------------
 def _same_metrics_without_config(cfg, model_file, ann, img_dir, backend, metrics) -> dict:
-    from deploy.apis.test import TestData, run_test
+    from deploy.apis.test import TestSet, run_test
 
     quiet = dict(metrics=metrics, progress=False, num_workers=0, logger=lambda *a: None)
     with_config = run_test(str(cfg), str(model_file), backend, **quiet).metrics
-    alone = run_test(None, str(model_file), backend, data=TestData(str(ann), str(img_dir)), **quiet)
+    alone = run_test(
+        None, str(model_file), backend, test_set=TestSet(str(ann), str(img_dir)), **quiet
+    )
     assert with_config and alone.metrics == with_config, (alone.metrics, with_config)
     return with_config
 

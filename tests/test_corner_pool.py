@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from deploy.ops import onnx_functions
+from deploy.export import onnx_ops
 from deploy.ops.corner_pool import MODES, WINDOW, corner_pool
 
 
@@ -73,11 +73,11 @@ def session(request, tmp_path_factory):
             input_names=['x'],
             output_names=list(MODES),
             dynamic_shapes={'x': dims},
-            custom_translation_table=onnx_functions.onnx_translation_table(),
+            custom_translation_table=onnx_ops.onnx_translation_table(),
         )
         program.save(str(path), external_data=False)
     else:
-        onnx_functions.register_legacy_symbolics(18)
+        onnx_ops.register_legacy_symbolics(18)
         torch.onnx.export(
             AllModes().eval(),
             (x,),
@@ -88,7 +88,7 @@ def session(request, tmp_path_factory):
             output_names=list(MODES),
             dynamic_axes={'x': {0: 'batch', 2: 'height', 3: 'width'}},
         )
-    model = onnx_functions.inline_local_functions(onnx.load(str(path)))
+    model = onnx_ops.inline_local_functions(onnx.load(str(path)))
     return model, ort.InferenceSession(model.SerializeToString())
 
 

@@ -146,7 +146,7 @@ def test_corrupt_onnx_file_is_a_clear_error(tmp_path):
 # --------------------------------------------------------------------------------------------
 @pytest.fixture(scope='module')
 def retinanet_onnx(small_retinanet_onnx):
-    # Exported with the export-time check on (the suite sets DEPLOY_CHECK_TENSORRT_COMPAT).
+    # Exported with the export-time check on (tests/conftest.py wraps the exporter).
     return small_retinanet_onnx('dynamo')
 
 

@@ -11,7 +11,7 @@ import torch
 from onnx import TensorProto, helper
 
 from deploy.backends.tensorrt.compat import check_tensorrt_compat
-from deploy.ops import onnx_functions
+from deploy.export import onnx_ops
 from deploy.ops.soft_nms import METHODS, batched_soft_nms, soft_nms, soft_nms_eager
 
 F32 = np.float32
@@ -200,11 +200,11 @@ def exported(request, tmp_path_factory):
                 'boxes': {0: batch, 1: num},
                 **{k: {0: batch, 1: num} for k in names[1:]},
             },
-            custom_translation_table=onnx_functions.onnx_translation_table(),
+            custom_translation_table=onnx_ops.onnx_translation_table(),
         )
         program.save(str(path), external_data=False)
     else:
-        onnx_functions.register_legacy_symbolics(18)
+        onnx_ops.register_legacy_symbolics(18)
         torch.onnx.export(
             module,
             args,
@@ -215,7 +215,7 @@ def exported(request, tmp_path_factory):
             output_names=outputs,
             dynamic_axes={k: {0: 'batch', 1: 'n'} for k in names},
         )
-    model = onnx_functions.inline_local_functions(onnx.load(str(path)))
+    model = onnx_ops.inline_local_functions(onnx.load(str(path)))
     return model, ort.InferenceSession(model.SerializeToString())
 
 

@@ -1,7 +1,7 @@
 """TensorRT compatibility rules on CPU: hand-made graphs that break each rule, and the real export.
 
-The module sets no environment globally; the RetinaNet export below turns the export-time check
-on (``DEPLOY_CHECK_TENSORRT_COMPAT=1``) only around its own export.
+Every graph the suite exports is also held to these rules (``tests/conftest.py`` wraps the
+exporter); the real RetinaNet export is checked in ``test_export.py``.
 """
 
 import pytest
@@ -126,3 +126,12 @@ def test_unsupported_op_forms_fail():
     custom = helper.make_node('MyPlugin', ['x'], ['y'], name='p', domain='mmcv')
     [problem] = check_tensorrt_compat(_model([custom], [x], [y]))
     assert 'mmcv::MyPlugin' in problem
+
+
+def test_the_suite_holds_every_export_to_these_rules():
+    import deploy.apis.export as export_job
+    from deploy.export import onnx_export
+
+    # conftest wraps the exporter before anything imports it by name
+    assert hasattr(onnx_export.export_onnx, '__wrapped__')
+    assert export_job.export_onnx is onnx_export.export_onnx

@@ -21,13 +21,8 @@ from deploy.training import (
 )
 from deploy.training.assigners import AssignResult
 from deploy.training.data import TrainTransformConfig, get_train_transform_cfg, transform_sample
-from deploy.training.loop import (
-    build_train_model,
-    load_training_checkpoint,
-    save_training_checkpoint,
-    train,
-    train_step,
-)
+from deploy.training.engine import load_training_checkpoint, save_training_checkpoint
+from deploy.training.loop import build_train_model, train, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_RETINANET = ROOT / 'configs' / 'bundled' / 'retinanet_r18_tiny_synthetic.py'

@@ -12,14 +12,13 @@ the ONNX exporters.
 See docs/benchmark.md for what is timed and the JSON schema.
 """
 
+import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from deploy.apis.cli import ArgumentParser, run_cli  # noqa: E402
-from deploy.backends import BACKENDS  # noqa: E402
-from deploy.config import add_cfg_options_argument  # noqa: E402
+from deploy.apis.cli import ArgumentParser, run_cli
+from deploy.backends import BACKENDS
+from deploy.config import add_cfg_options_argument
 
 DEMO_IMAGE = Path(__file__).resolve().parents[1] / 'demo' / 'demo.jpg'
 
@@ -147,13 +146,35 @@ def check_args(args) -> None:
     check_output_file(args.plot, '--plot')
 
 
+def options_from_args(args: argparse.Namespace):
+    """The inference benchmark's options from the checked command line."""
+    from deploy.benchmark import BenchmarkOptions
+
+    return BenchmarkOptions(
+        image=args.image,
+        shape=args.shape,
+        batch_size=args.batch_size,
+        warmup=args.warmup,
+        iters=args.iters,
+        threads=args.threads,
+        device=args.device,
+        checkpoint=args.checkpoint,
+        cfg_options=args.cfg_options,
+        ort_profile=not args.no_ort_profile,
+        profile_iters=args.profile_iters,
+        peak_size=args.peak_size,
+        precisions=args.precision,
+        rounds=args.rounds,
+    )
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     check_args(args)
     from deploy.benchmark import (
+        benchmark_models,
         format_markdown,
         plot_latency,
-        run_benchmark,
         run_export_timing,
         write_json,
     )
@@ -173,25 +194,8 @@ def main(argv=None) -> int:
             logger=log,
         )
     else:
-        report = run_benchmark(
-            args.config,
-            args.models,
-            args.backend,
-            image=args.image,
-            shape=args.shape,
-            batch_size=args.batch_size,
-            warmup=args.warmup,
-            iters=args.iters,
-            threads=args.threads,
-            device=args.device,
-            checkpoint=args.checkpoint,
-            cfg_options=args.cfg_options,
-            ort_profile=not args.no_ort_profile,
-            profile_iters=args.profile_iters,
-            peak_size=args.peak_size,
-            precisions=args.precision,
-            rounds=args.rounds,
-            logger=log,
+        report = benchmark_models(
+            args.config, args.models, args.backend, options_from_args(args), log
         )
     print(format_markdown(report))
     if args.json:

@@ -12,10 +12,8 @@ the ONNX metadata (see docs/tensorrt.md). Writes ``model.engine`` and ``model.en
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from deploy.apis.cli import ArgumentParser, run_cli  # noqa: E402
-from deploy.config import add_cfg_options_argument  # noqa: E402
+from deploy.apis.cli import ArgumentParser, run_cli
+from deploy.config import add_cfg_options_argument
 
 DEMO_IMAGE = Path(__file__).resolve().parents[1] / 'demo' / 'demo.jpg'
 

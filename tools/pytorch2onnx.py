@@ -11,12 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from deploy.apis.cli import ArgumentParser, add_checkpoint_arguments, run_cli  # noqa: E402
-from deploy.config import add_cfg_options_argument  # noqa: E402
-from deploy.errors import ConfigError  # noqa: E402
-from deploy.export.options import (  # noqa: E402
+from deploy.apis.cli import ArgumentParser, add_checkpoint_arguments, run_cli
+from deploy.config import add_cfg_options_argument
+from deploy.errors import ConfigError
+from deploy.export.options import (
     DEFAULT_EXPORTER,
     DEFAULT_OPSET,
     DEFAULT_PRECISION,
@@ -121,21 +119,11 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.checkpoint is None:
-        raise ConfigError(
-            'no checkpoint: give one (positional or --checkpoint); '
-            'tools/misc/random_checkpoint.py makes random weights for a test'
-        )
-    if args.dataset or args.mean or args.std:
-        print('warning: --dataset/--mean/--std are ignored: normalisation comes from the config')
-    from deploy.apis.export import export_model
+def export_options(args: argparse.Namespace):
+    """The job's options from the parsed command line (their cheap checks run here)."""
+    from deploy.apis.export import ExportOptions
 
-    result = export_model(
-        args.config,
-        args.checkpoint,
-        args.output_file,
+    return ExportOptions(
         input_img=args.input_img,
         test_img=args.test_img,
         shape=args.shape,
@@ -153,6 +141,21 @@ def main(argv=None) -> int:
         preprocess_in_graph=args.preprocess_in_graph,
         verify_backends=tuple(args.verify_backends),
     )
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.checkpoint is None:
+        raise ConfigError(
+            'no checkpoint: give one (positional or --checkpoint); '
+            'tools/misc/random_checkpoint.py makes random weights for a test'
+        )
+    if args.dataset or args.mean or args.std:
+        print('warning: --dataset/--mean/--std are ignored: normalisation comes from the config')
+    from deploy.apis.export import Exporter
+
+    options = export_options(args)
+    result = Exporter(args.config, args.checkpoint, args.output_file, options).run()
     if args.verify:
         if not result.verified:
             print('verification FAILED', file=sys.stderr)

@@ -11,15 +11,13 @@ below --min-parity-ap the most sensitive layers are kept in float automatically.
 tools/test.py, tools/benchmark.py and the demo like any ONNX file (onnxruntime or openvino).
 """
 
+import argparse
 import functools
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from deploy.apis.cli import ArgumentParser, run_cli  # noqa: E402
-from deploy.config import add_cfg_options_argument  # noqa: E402
-from deploy.onnx_graph.int8 import CALIBRATION_METHODS, WEIGHT_CHOICES  # noqa: E402
+from deploy.apis.cli import ArgumentParser, run_cli
+from deploy.config import add_cfg_options_argument
+from deploy.onnx_graph.int8 import CALIBRATION_METHODS, WEIGHT_CHOICES
 
 
 def parse_args(argv=None):
@@ -129,10 +127,31 @@ def parse_args(argv=None):
     return args
 
 
+def quantize_options(args: argparse.Namespace):
+    """The job's options from the parsed command line (their cheap checks run here)."""
+    from deploy.apis.quantize import DEFAULT_MIN_PARITY_AP, QuantizeOptions
+
+    min_parity_ap = args.min_parity_ap
+    return QuantizeOptions(
+        calib_images=args.calib_images,
+        check_images=args.check_images,
+        method=args.method,
+        per_channel=args.per_channel,
+        weights=args.weights,
+        reduce_range=args.reduce_range,
+        roi_heads=not args.float_roi_heads,
+        calib_split=args.calib_split,
+        exclude=tuple(args.exclude),
+        min_parity_ap=DEFAULT_MIN_PARITY_AP if min_parity_ap is None else min_parity_ap,
+        max_float_layers=args.max_float_layers,
+        cfg_options=args.cfg_options,
+    )
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from deploy.apis.checks import check_input_file, check_output_file, check_positive
-    from deploy.apis.quantize import DEFAULT_MIN_PARITY_AP, quantize_model
+    from deploy.apis.quantize import Quantizer
 
     check_input_file(args.config, 'config')
     check_input_file(args.model, 'ONNX file')
@@ -144,24 +163,8 @@ def main(argv=None) -> int:
 
         load_checkpoint_file(args.checkpoint)
         verify = functools.partial(verify_file, args)
-    result = quantize_model(
-        args.config,
-        args.model,
-        args.output_file,
-        calib_images=args.calib_images,
-        check_images=args.check_images,
-        method=args.method,
-        per_channel=args.per_channel,
-        weights=args.weights,
-        reduce_range=args.reduce_range,
-        roi_heads=not args.float_roi_heads,
-        calib_split=args.calib_split,
-        exclude=tuple(args.exclude),
-        min_parity_ap=(DEFAULT_MIN_PARITY_AP if args.min_parity_ap is None else args.min_parity_ap),
-        max_float_layers=args.max_float_layers,
-        cfg_options=args.cfg_options,
-        verify=verify,
-    )
+    options = quantize_options(args)
+    result = Quantizer(args.config, args.model, args.output_file, options, verify=verify).run()
     ok = result.passed or not args.check_images
     if not result.verified:
         print(f'{args.output_file} was not replaced; the unverified file is {result.output_file}')

@@ -6,14 +6,12 @@ latency} table (one row per engine and precision). About 8 minutes on a quiet 2-
     python tools/quickstart.py
 """
 
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from deploy.apis.cli import ArgumentParser, run_cli
 
-from deploy.apis.cli import ArgumentParser, run_cli  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> int:

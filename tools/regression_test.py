@@ -7,14 +7,10 @@ more than its tolerance, PyTorch falls below its floor, or verification fails.
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-from deploy.apis.cli import ArgumentParser, run_cli  # noqa: E402
-from deploy.config import add_cfg_options_argument  # noqa: E402
-from deploy.config.loader import CfgOptionsAction  # noqa: E402
+from deploy.apis.cli import ArgumentParser, run_cli
+from deploy.config import add_cfg_options_argument
+from deploy.config.loader import CfgOptionsAction
 
 
 def parse_args(argv=None):

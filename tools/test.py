@@ -11,17 +11,14 @@ the config: see "Errors" in the README.
 """
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from deploy.apis.cli import ArgumentParser, add_checkpoint_arguments, run_cli  # noqa: E402
-from deploy.backends import BACKENDS, PRECISION_BACKENDS, SERVED_BACKENDS  # noqa: E402
-from deploy.backends.openvino import PRECISIONS as OPENVINO_PRECISIONS  # noqa: E402
-from deploy.config import add_cfg_options_argument  # noqa: E402
-from deploy.errors import ConfigError  # noqa: E402
-from deploy.serving.cli import add_triton_arguments, triton_options  # noqa: E402
+from deploy.apis.cli import ArgumentParser, add_checkpoint_arguments, run_cli
+from deploy.backends import BACKENDS, PRECISION_BACKENDS, SERVED_BACKENDS
+from deploy.backends.openvino import PRECISIONS as OPENVINO_PRECISIONS
+from deploy.config import add_cfg_options_argument
+from deploy.errors import ConfigError
+from deploy.serving.cli import add_triton_arguments, triton_options
 
 
 def parse_args(argv=None):
@@ -195,6 +192,35 @@ def parse_eval_options(pairs) -> dict:
     return options
 
 
+def options_from_args(args: argparse.Namespace, eval_options: dict):
+    """The job's options from the checked command line."""
+    from deploy.apis.test import TestOptions, TestSet
+
+    return TestOptions(
+        backend=args.backend,
+        cfg_options=args.cfg_options,
+        device=args.device,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        num_threads=args.threads,
+        num_images=args.num_images,
+        metrics=tuple(args.eval or ()),
+        eval_options=eval_options,
+        eval_backend=args.eval_backend,
+        class_map=args.class_map,
+        strict=not args.allow_key_mismatch,
+        out=args.out,
+        format_only=args.format_only,
+        work_dir=args.work_dir,
+        show_dir=args.show_dir,
+        show_score_thr=args.show_score_thr,
+        launcher=args.launcher,
+        precision=args.precision,
+        triton=args.triton,
+        test_set=TestSet(args.ann_file, args.img_dir) if args.ann_file else None,
+    )
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     check_args(args)
@@ -202,35 +228,11 @@ def main(argv=None) -> int:
     import os
 
     from deploy.apis.distributed import cleanup_distributed
-    from deploy.apis.test import TestData, run_test
+    from deploy.apis.test import evaluate_model
 
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     try:
-        run_test(
-            args.config,
-            args.model,
-            args.backend,
-            cfg_options=args.cfg_options,
-            device=args.device,
-            batch_size=args.batch_size,
-            num_workers=args.workers,
-            num_threads=args.threads,
-            num_images=args.num_images,
-            metrics=args.eval or (),
-            eval_options=eval_options,
-            eval_backend=args.eval_backend,
-            class_map=args.class_map,
-            strict=not args.allow_key_mismatch,
-            out=args.out,
-            format_only=args.format_only,
-            work_dir=args.work_dir,
-            show_dir=args.show_dir,
-            show_score_thr=args.show_score_thr,
-            launcher=args.launcher,
-            precision=args.precision,
-            triton=args.triton,
-            data=TestData(args.ann_file, args.img_dir) if args.ann_file else None,
-        )
+        evaluate_model(args.config, args.model, options_from_args(args, eval_options))
     finally:
         cleanup_distributed()
     return 0

@@ -10,13 +10,8 @@ from the config's ``optimizer``, ``optimizer_config``, ``lr_config`` and ``runne
 ``deploy/training/optim.py``).
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from deploy.apis.cli import ArgumentParser, run_cli  # noqa: E402
-from deploy.config import add_cfg_options_argument  # noqa: E402
+from deploy.apis.cli import ArgumentParser, run_cli
+from deploy.config import add_cfg_options_argument
 
 
 def parse_args(argv=None):
@@ -49,7 +44,8 @@ def main(argv=None) -> int:
 
     from deploy.config import load_config
     from deploy.models.checkpoint import save_checkpoint
-    from deploy.training.loop import config_text, train
+    from deploy.training.engine import config_text
+    from deploy.training.loop import train
 
     if args.threads:
         torch.set_num_threads(args.threads)

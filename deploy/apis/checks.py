@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -111,7 +112,7 @@ def check_input_file(path: str | os.PathLike | None, what: str) -> Path | None:
     return path
 
 
-def check_shape(shape) -> tuple[int, int] | None:
+def check_shape(shape: Sequence[int] | None) -> tuple[int, int] | None:
     """``--shape H [W]``: one or two positive integers; ``(H, W)`` (a square for one)."""
     if shape is None:
         return None

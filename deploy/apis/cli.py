@@ -4,7 +4,7 @@ that mean the same everywhere."""
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ..errors import DeployError
 
@@ -20,6 +20,13 @@ class ArgumentParser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault('formatter_class', HelpFormatter)
         super().__init__(*args, **kwargs)
+
+    def parse_args(
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        """Positionals may come after options (``CFG --exporter dynamo CKPT``), as MMDetection's
+        tools accept and scripts written for them do."""
+        return self.parse_intermixed_args(args, namespace)
 
     def error(self, message: str):
         self.exit(2, f'error: {message} (see {self.prog} --help)\n')

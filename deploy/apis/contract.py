@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mmengine.config import Config
+
 from ..backends.base import Backend
 from ..config import get_preprocess_cfg, spec_from_config
-from ..datasets.classification import ClassificationPipeline
-from ..datasets.pipeline import DecodedImagePipeline, TestPipeline
+from ..datasets.pipeline import DecodedImagePipeline
 from ..errors import ConfigError
 from ..spec import ModelSpec, PreprocessConfig, ResultFilter, reconcile_settings
+from ..tasks import task_of_spec
+from ..tasks.base import Logger, PathLike
 
 #: pre-processing fields that must equal the exported ones (the scale may differ: it is a
 #: pipeline choice, and a dynamic graph takes any size)
@@ -64,12 +67,12 @@ class RunPlan:
         """What turns an image file into the graph's input."""
         if self.decoded_images:
             return DecodedImagePipeline()
-        if self.spec.task == 'classification':
-            return ClassificationPipeline(self.preprocess, fixed_shape=self.fixed_shape)
-        return TestPipeline(self.preprocess, fixed_shape=self.fixed_shape)
+        return task_of_spec(self.spec).pipeline(self.preprocess, self.fixed_shape)
 
 
-def plan_run(runner: Backend, cfg, model_file, logger=print) -> RunPlan:
+def plan_run(
+    runner: Backend, cfg: Config | None, model_file: PathLike, logger: Logger = print
+) -> RunPlan:
     """Check ``runner``'s model against ``cfg`` and say how to run it (``cfg`` None: as the
     model file's own spec says, without any config).
 

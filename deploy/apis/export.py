@@ -1,8 +1,8 @@
 """The export job behind ``tools/pytorch2onnx.py``: prepare inputs, export, simplify, verify."""
 
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -11,23 +11,17 @@ import torch
 from ..backends import build_backend
 from ..backends.onnxruntime import OnnxRuntimeBackend
 from ..config import get_preprocess_cfg, load_config
-from ..config.classification import is_classifier_cfg
-from ..datasets.classification import ClassificationPipeline
 from ..datasets.pipeline import TestPipeline, collate, load_image
 from ..errors import ExportError
 from ..export.fp16 import convert_file_to_fp16
 from ..export.onnx_export import DEFAULT_EXPORTER, DEFAULT_OPSET, export_onnx
 from ..export.options import DEFAULT_PRECISION, PRECISIONS
-from ..export.verify import (
-    TOLERANCES,
-    VerifyCase,
-    VerifyRow,
-    format_verify_table,
-    verify_backend,
-)
-from ..export.verify_classifier import format_classifier_verify_table
+from ..export.verify import TOLERANCES, VerifyCase, VerifyRow, verify_backend
 from ..fileio import commit, discard, publish, staging_path
 from ..progress import Stages
+from ..spec import PreprocessConfig
+from ..tasks import Task, task_of_config, task_of_spec
+from ..tasks.base import Logger
 from .checks import (
     check_device,
     check_input_file,
@@ -77,15 +71,13 @@ def parse_verify_backend(name: str) -> tuple[str, str | None]:
     return backend, precision or None
 
 
-def build_pipeline(cfg, input_shape: tuple[int, int] | None = None):
+def build_pipeline(cfg: Any, input_shape: tuple[int, int] | None = None):
     """The test pipeline of ``cfg``; with a static ``input_shape (h, w)`` images are fitted into it
     (keep ratio) and padded to exactly that shape. Classifiers get theirs (resize, centre crop)."""
-    if is_classifier_cfg(cfg):
-        return ClassificationPipeline(get_preprocess_cfg(cfg), fixed_shape=input_shape)
-    return TestPipeline(get_preprocess_cfg(cfg), fixed_shape=input_shape)
+    return task_of_config(cfg).pipeline(get_preprocess_cfg(cfg), input_shape)
 
 
-def default_static_shape(cfg) -> tuple[int, int]:
+def default_static_shape(cfg: Any) -> tuple[int, int]:
     """``(h, w)`` holding any landscape image of the test resize: short side x padded long side
     (a classifier's centre crop when it has one)."""
     pre = get_preprocess_cfg(cfg)
@@ -108,34 +100,10 @@ def second_view(image: np.ndarray) -> np.ndarray:
     return cv2.resize(crop, (max(2, int(crop.shape[1] * 0.8)), max(2, int(h * 0.8))))
 
 
-def export_model(
-    config,
-    checkpoint,
-    output_file='tmp.onnx',
-    *,
-    input_img,
-    test_img=None,
-    shape=None,
-    opset_version=DEFAULT_OPSET,
-    cfg_options=None,
-    dynamic=False,
-    exporter=DEFAULT_EXPORTER,
-    simplify=False,
-    skip_postprocess=False,
-    verify=False,
-    device='cpu',
-    strict=True,
-    show=False,
-    precision=DEFAULT_PRECISION,
-    preprocess_in_graph=False,
-    verify_backends=('onnxruntime',),
-    logger=print,
-) -> ExportResult:
-    """Export ``config`` + ``checkpoint`` to ONNX and optionally verify it (see the tool's help).
-
-    The file is written under a temporary name next to ``output_file``; only a complete (and,
-    with ``verify``, verified) export replaces ``output_file``. A failed verification keeps the
-    old file and leaves the new one as ``<stem>.failed-verify.onnx`` for inspection.
+@dataclass(frozen=True)
+class ExportOptions:
+    """What an export is asked to do (``tools/pytorch2onnx.py``'s flags); the checks that need
+    no file run when it is made.
 
     ``precision='fp16'`` converts the exported feature extractor to FP16 (post-processing stays
     FP32, see :mod:`deploy.export.fp16`) and verifies with the FP16 tolerances.
@@ -146,210 +114,278 @@ def export_model(
     ``openvino``, ``openvino:bf16``), each with its own table and the tolerances of the
     precision it computes in.
     """
-    # Everything that can be checked in a second is, before a model is built.
-    cfg = load_config(config, cfg_options) if isinstance(config, (str, Path)) else config
-    output_file = check_output_file(output_file, 'output file')
-    check_opset(opset_version)
-    shape = check_shape(shape)
-    device = check_device(device)
-    check_input_file(input_img, '--input-img')
-    check_input_file(test_img, '--test-img')
-    check_input_file(checkpoint, 'checkpoint')
-    if precision not in PRECISIONS:
-        raise ExportError(f'--precision must be one of {", ".join(PRECISIONS)}, got {precision!r}')
-    if preprocess_in_graph and skip_postprocess:
-        raise ExportError('--preprocess-in-graph needs the post-processed graph')
-    if verify and skip_postprocess:
-        raise ExportError(
-            '--verify compares detections: it needs the post-processed graph '
-            '(drop --skip-postprocess)'
-        )
-    extra_backends = [parse_verify_backend(b) for b in verify_backends or ()]
-    extra_backends = [b for b in extra_backends if b != ('onnxruntime', None)]
-    image = load_image(input_img)
-    other = load_image(test_img) if test_img else second_view(image)
 
-    fp16 = precision == 'fp16'
-    stages = Stages(total=2 + int(simplify) + int(verify) + int(fp16), logger=logger)
-    with stages('build the model and load the checkpoint'):
-        model, cfg = init_detector(cfg, checkpoint, device=device, strict=strict, logger=logger)
-    classifier = model.spec.task == 'classification'
-    if classifier and (fp16 or preprocess_in_graph):
-        flag = '--precision fp16' if fp16 else '--preprocess-in-graph'
-        raise ExportError(f'{flag} is not supported for classifiers yet: export without it')
-    if classifier and extra_backends:
-        raise ExportError(
-            '--verify-backends: classifiers are verified on ONNX Runtime only (drop the others)'
-        )
-    static_shape = None if dynamic else tuple(shape or default_static_shape(cfg))
-    # A pipeline that resizes every image to one size (keep_ratio=False, e.g. SSD300) gives a
-    # graph with a dynamic batch and that fixed size.
-    dynamic_size = get_preprocess_cfg(cfg).keep_ratio
-    if dynamic and not dynamic_size:
-        static_shape = tuple(shape or default_static_shape(cfg))
-    # A graph with the pre-processing inside resizes by the config's rule at any image size:
-    # its reference is PyTorch's own pipeline, not the static canvas (deploy.datasets.static_fit).
-    pipeline = build_pipeline(cfg, None if dynamic or preprocess_in_graph else static_shape)
-    first = pipeline(image)
-    # Dynamic export traces a batch of 2 (torch.export specialises sizes 0 and 1).
-    flipped = image[:, ::-1].copy()
-    samples = [first, pipeline(flipped)] if dynamic else [first]
-    img, metas = collate(samples)
-    img_shape = torch.tensor([m['img_shape'][:2] for m in metas], dtype=torch.float32)
-    img, img_shape = img.to(device), img_shape.to(device)
-    in_graph = model.spec.preprocess if preprocess_in_graph else None
-    if in_graph is not None:  # the example input is the decoded images themselves
-        images = [image, flipped] if dynamic else [image]
-        img = torch.from_numpy(np.stack(images)).to(device)
+    input_img: str | Path
+    test_img: str | Path | None = None
+    shape: tuple[int, ...] | list[int] | None = None
+    opset_version: int = DEFAULT_OPSET
+    cfg_options: dict | None = None
+    dynamic: bool = False
+    exporter: str = DEFAULT_EXPORTER
+    simplify: bool = False
+    skip_postprocess: bool = False
+    verify: bool = False
+    device: str = 'cpu'
+    strict: bool = True
+    show: bool = False
+    precision: str = DEFAULT_PRECISION
+    preprocess_in_graph: bool = False
+    verify_backends: tuple[str, ...] = ('onnxruntime',)
 
-    spec = model.spec.replace(producer=producer_versions())
-    export_kwargs = dict(
-        exporter=exporter,
-        opset_version=opset_version,
-        dynamic=dynamic,
-        dynamic_size=dynamic_size,
-        verbose=show,
-    )
-    shape_text = 'dynamic' if dynamic else f'static {static_shape[0]}x{static_shape[1]}'
-    if in_graph is not None:
-        shape_text = ('dynamic batch, ' if dynamic else 'batch 1, ') + 'decoded images of any size'
-    staged = staging_path(output_file)
-    try:
-        with stages(
-            f'export {type(model).__name__} ({exporter} exporter, opset {opset_version}, '
-            f'{shape_text})'
+    def __post_init__(self) -> None:
+        object.__setattr__(self, 'verify_backends', tuple(self.verify_backends or ()))
+        if self.precision not in PRECISIONS:
+            raise ExportError(
+                f'--precision must be one of {", ".join(PRECISIONS)}, got {self.precision!r}'
+            )
+        if self.preprocess_in_graph and self.skip_postprocess:
+            raise ExportError('--preprocess-in-graph needs the post-processed graph')
+        if self.verify and self.skip_postprocess:
+            raise ExportError(
+                '--verify compares detections: it needs the post-processed graph '
+                '(drop --skip-postprocess)'
+            )
+        for name in self.verify_backends:  # an unknown engine is named now
+            parse_verify_backend(name)
+
+    @property
+    def more_backends(self) -> list[tuple[str, str | None]]:
+        """The engines besides ONNX Runtime FP32 to verify on: ``(backend, precision)``."""
+        engines = [parse_verify_backend(b) for b in self.verify_backends]
+        return [b for b in engines if b != ('onnxruntime', None)]
+
+    @property
+    def fp16(self) -> bool:
+        return self.precision == 'fp16'
+
+
+def export_model(
+    config: Any,
+    checkpoint: str | Path,
+    output_file: str | Path = 'tmp.onnx',
+    *,
+    logger: Logger = print,
+    **options: Any,
+) -> ExportResult:
+    """Export ``config`` + ``checkpoint`` to ONNX and optionally verify it: :class:`Exporter`
+    with ``ExportOptions(**options)`` (see the tool's help)."""
+    return Exporter(config, checkpoint, output_file, ExportOptions(**options), logger).run()
+
+
+class Exporter:
+    """One export, step by step: check, build the model, make the example inputs, export,
+    simplify / convert, verify, then commit the file.
+
+    The file is written under a temporary name next to ``output_file``; only a complete (and,
+    with ``verify``, verified) export replaces ``output_file``. A failed verification keeps the
+    old file and leaves the new one as ``<stem>.failed-verify.onnx`` for inspection.
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        checkpoint: str | Path,
+        output_file: str | Path,
+        options: ExportOptions,
+        logger: Logger = print,
+    ) -> None:
+        self.config, self.checkpoint, self.output_file = config, checkpoint, output_file
+        self.options, self.logger = options, logger
+
+    def run(self) -> ExportResult:
+        self.check()
+        options = self.options
+        steps = 2 + int(options.simplify) + int(options.verify) + int(options.fp16)
+        self.stages = Stages(total=steps, logger=self.logger)
+        self.build_model()
+        self.make_inputs()
+        staged = staging_path(self.output_file)
+        try:
+            self.export(staged)
+            result = ExportResult(self.output_file)
+            if options.verify and not self.verify(staged, result):
+                kept = result.output_file = publish(staged, self.output_file, verified=False)
+                self.logger(
+                    f'verification failed: {self.output_file} was left as it was; the new '
+                    f'export is kept as {kept} for inspection'
+                )
+                return result
+            commit(staged, self.output_file)
+        finally:
+            discard(staged)
+        self.logger(f'saved {self.output_file}')
+        if options.verify and options.show:
+            backend = OnnxRuntimeBackend(self.output_file)
+            self.task.save_pictures(
+                self.model, backend, self.cases[0], self.image, self.output_file, self.logger
+            )
+        return result
+
+    def check(self) -> None:
+        """Everything that can be checked in a second is, before a model is built."""
+        options, config = self.options, self.config
+        if isinstance(config, (str, Path)):
+            config = load_config(config, options.cfg_options)
+        self.cfg = config
+        self.output_file = check_output_file(self.output_file, 'output file')
+        check_opset(options.opset_version)
+        self.shape = check_shape(options.shape)
+        self.device = check_device(options.device)
+        check_input_file(options.input_img, '--input-img')
+        check_input_file(options.test_img, '--test-img')
+        check_input_file(self.checkpoint, 'checkpoint')
+        self.image = load_image(options.input_img)
+        self.other = load_image(options.test_img) if options.test_img else second_view(self.image)
+
+    def build_model(self) -> None:
+        options = self.options
+        with self.stages('build the model and load the checkpoint'):
+            self.model, self.cfg = init_detector(
+                self.cfg,
+                self.checkpoint,
+                device=self.device,
+                strict=options.strict,
+                logger=self.logger,
+            )
+        self.task: Task = task_of_spec(self.model.spec)
+        self.task.check_export(
+            fp16=options.fp16,
+            preprocess_in_graph=options.preprocess_in_graph,
+            more_backends=bool(options.more_backends),
+        )
+
+    def make_inputs(self) -> None:
+        """The example batch the graph is traced with, and the pipeline that makes it."""
+        dynamic, cfg = self.options.dynamic, self.cfg
+        self.static_shape = None if dynamic else tuple(self.shape or default_static_shape(cfg))
+        # A pipeline that resizes every image to one size (keep_ratio=False, e.g. SSD300) gives a
+        # graph with a dynamic batch and that fixed size.
+        self.dynamic_size = get_preprocess_cfg(cfg).keep_ratio
+        if dynamic and not self.dynamic_size:
+            self.static_shape = tuple(self.shape or default_static_shape(cfg))
+        # A graph with the pre-processing inside resizes by the config's rule at any image size:
+        # its reference is PyTorch's own pipeline, not the static canvas
+        # (deploy.datasets.static_fit).
+        in_graph = self.options.preprocess_in_graph
+        self.pipeline = build_pipeline(cfg, None if dynamic or in_graph else self.static_shape)
+        self.first = self.pipeline(self.image)
+        # Dynamic export traces a batch of 2 (torch.export specialises sizes 0 and 1).
+        self.flipped = self.image[:, ::-1].copy()
+        samples = [self.first, self.pipeline(self.flipped)] if dynamic else [self.first]
+        img, metas = collate(samples)
+        img_shape = torch.tensor([m['img_shape'][:2] for m in metas], dtype=torch.float32)
+        self.img, self.img_shape = img.to(self.device), img_shape.to(self.device)
+        self.in_graph = self.model.spec.preprocess if self.options.preprocess_in_graph else None
+        if self.in_graph is not None:  # the example input is the decoded images themselves
+            images = [self.image, self.flipped] if dynamic else [self.image]
+            self.img = torch.from_numpy(np.stack(images)).to(self.device)
+
+    def export_kwargs(self) -> dict:
+        options = self.options
+        return dict(
+            exporter=options.exporter,
+            opset_version=options.opset_version,
+            dynamic=options.dynamic,
+            dynamic_size=self.dynamic_size,
+            verbose=options.show,
+        )
+
+    def export(self, staged: Path) -> None:
+        """Export to ``staged``, then simplify and convert it as asked."""
+        options, model = self.options, self.model
+        shape_text = 'dynamic' if options.dynamic else 'static {}x{}'.format(*self.static_shape)
+        if self.in_graph is not None:
+            batch = 'dynamic batch, ' if options.dynamic else 'batch 1, '
+            shape_text = batch + 'decoded images of any size'
+        with self.stages(
+            f'export {type(model).__name__} ({options.exporter} exporter, opset '
+            f'{options.opset_version}, {shape_text})'
         ):
             export_onnx(
                 model,
-                img,
-                img_shape,
+                self.img,
+                self.img_shape,
                 staged,
-                skip_postprocess=skip_postprocess,
-                spec=spec,
-                preprocess_in_graph=in_graph,
-                **export_kwargs,
+                skip_postprocess=options.skip_postprocess,
+                spec=model.spec.replace(producer=producer_versions()),
+                preprocess_in_graph=self.in_graph,
+                **self.export_kwargs(),
             )
-        if simplify:
+        if options.simplify:
             from ..export.simplify import simplify_onnx
 
-            with stages('simplify (onnxsim)'):
-                simplify_onnx(staged, dynamic=dynamic, logger=logger)
-        if fp16:
-            with stages('convert to mixed FP16 (feature extractor FP16, post-processing FP32)'):
+            with self.stages('simplify (onnxsim)'):
+                simplify_onnx(staged, dynamic=options.dynamic, logger=self.logger)
+        if options.fp16:
+            with self.stages(
+                'convert to mixed FP16 (feature extractor FP16, post-processing FP32)'
+            ):
                 convert_file_to_fp16(staged)
-                _check_runs(staged, device)
-        result = ExportResult(output_file)
-        if verify:
-            engines = ', '.join(
-                ['ONNX Runtime', *(b + (f' {p}' if p else '') for b, p in extra_backends)]
+                _check_runs(staged, self.device)
+
+    def verification_cases(self) -> list[VerifyCase]:
+        first, image, other = self.first, self.image, self.other
+        second = self.pipeline(other)
+        cases = [
+            VerifyCase('input-img', *collate([first]), images=[image]),
+            VerifyCase('test-img', *collate([second]), images=[other]),
+        ]
+        if self.options.dynamic and self.in_graph is None:
+            cases.append(VerifyCase('batch of 2', *collate([first, second])))
+        elif self.options.dynamic:  # decoded images of one batch share a size
+            third = self.pipeline(self.flipped)
+            images = [image, self.flipped]
+            cases.append(VerifyCase('batch of 2', *collate([first, third]), images=images))
+        return cases
+
+    def verify(self, staged: Path, result: ExportResult) -> bool:
+        """Verify ``staged`` against PyTorch on every engine asked for; log the tables."""
+        options, model = self.options, self.model.cpu()
+        more = options.more_backends
+        engines = ', '.join(['ONNX Runtime', *(b + (f' {p}' if p else '') for b, p in more)])
+        with self.stages(f'verify against PyTorch ({engines})'):
+            self.cases = self.verification_cases()
+            result.verify_rows = self.task.verify_export(
+                model,
+                staged,
+                self.cases,
+                None if self.in_graph is not None else self.raw_export,
+                options.precision,
             )
-            with stages(f'verify against PyTorch ({engines})'):
-                second = pipeline(other)
-                cases = [
-                    VerifyCase('input-img', *collate([first]), images=[image]),
-                    VerifyCase('test-img', *collate([second]), images=[other]),
-                ]
-                if dynamic and in_graph is None:
-                    cases.append(VerifyCase('batch of 2', *collate([first, second])))
-                elif dynamic:  # decoded images of one batch share a size
-                    third = pipeline(flipped)
-                    cases.append(
-                        VerifyCase('batch of 2', *collate([first, third]), images=[image, flipped])
-                    )
-                if classifier:
-                    result.verify_rows = _verify_classifier(
-                        model.cpu(), staged, cases, img, img_shape, export_kwargs
-                    )
-                elif in_graph is not None:
-                    result.verify_rows = verify_backend(
-                        model.cpu(),
-                        OnnxRuntimeBackend(staged),
-                        cases,
-                        tolerances=TOLERANCES[precision],
-                    )
-                else:
-                    result.verify_rows = _verify(
-                        model.cpu(), staged, cases, img, img_shape, export_kwargs, precision
-                    )
-                for backend, engine_precision in extra_backends:
-                    label = backend + (f':{engine_precision}' if engine_precision else '')
-                    result.backend_rows[label] = verify_backend(
-                        model.cpu(),
-                        build_backend(backend, staged, device=device, precision=engine_precision),
-                        cases,
-                        tolerances=TOLERANCES[engine_precision or precision],
-                    )
-            if classifier:
-                logger(format_classifier_verify_table(result.verify_rows, 'onnxruntime'))
-            else:
-                logger(format_verify_table(result.verify_rows, 'onnxruntime'))
-            for label, rows in result.backend_rows.items():
-                logger(format_verify_table(rows, label))
-            if in_graph is not None:
-                logger(resize_difference(in_graph, [image, other], pipeline))
-            if not result.verified:
-                kept = result.output_file = publish(staged, output_file, verified=False)
-                logger(
-                    f'verification failed: {output_file} was left as it was; the new export '
-                    f'is kept as {kept} for inspection'
+            for backend, engine_precision in more:
+                label = backend + (f':{engine_precision}' if engine_precision else '')
+                engine = build_backend(
+                    backend, staged, device=self.device, precision=engine_precision
                 )
-                return result
-        commit(staged, output_file)
-    finally:
-        discard(staged)
-    logger(f'saved {output_file}')
-    if verify and show:
-        _save_pictures(model, OnnxRuntimeBackend(output_file), cases[0], image, output_file, logger)
-    return result
+                result.backend_rows[label] = verify_backend(
+                    model,
+                    engine,
+                    self.cases,
+                    tolerances=TOLERANCES[engine_precision or options.precision],
+                )
+        self.logger(self.task.verify_table(result.verify_rows, 'onnxruntime'))
+        for label, rows in result.backend_rows.items():
+            self.logger(self.task.verify_table(rows, label))
+        if self.in_graph is not None:
+            images = [self.image, self.other]
+            self.logger(resize_difference(self.in_graph, images, self.pipeline))
+        return result.verified
 
-
-def _verify(
-    model, onnx_file, cases, img, img_shape, export_kwargs, precision='fp32'
-) -> list[VerifyRow]:
-    """ONNX checker, then every case on ONNX Runtime against the eager model; raw head outputs
-    through a second, ``--skip-postprocess`` export in the same precision."""
-    import onnx
-
-    onnx.checker.check_model(str(onnx_file))
-    with tempfile.TemporaryDirectory() as tmp:
-        raw_file = Path(tmp) / 'raw.onnx'
+    def raw_export(self, path: Path) -> None:
+        """The same model without post-processing (its raw head tensors), on the CPU."""
         export_onnx(
-            model, img.cpu(), img_shape.cpu(), raw_file, skip_postprocess=True, **export_kwargs
-        )
-        if precision == 'fp16':
-            convert_file_to_fp16(raw_file)
-        return verify_backend(
-            model,
-            OnnxRuntimeBackend(onnx_file),
-            cases,
-            raw_backend=OnnxRuntimeBackend(raw_file),
-            tolerances=TOLERANCES[precision],
+            self.model,
+            self.img.cpu(),
+            self.img_shape.cpu(),
+            path,
+            skip_postprocess=True,
+            **self.export_kwargs(),
         )
 
 
-def _verify_classifier(model, onnx_file, cases, img, img_shape, export_kwargs):
-    """:func:`_verify` for classifiers: logits, scores and top-k labels (see
-    :mod:`deploy.export.verify_classifier`)."""
-    import onnx
-
-    from ..export.verify_classifier import verify_classifier
-
-    onnx.checker.check_model(str(onnx_file))
-    with tempfile.TemporaryDirectory() as tmp:
-        raw_file = Path(tmp) / 'raw.onnx'
-        export_onnx(
-            model, img.cpu(), img_shape.cpu(), raw_file, skip_postprocess=True, **export_kwargs
-        )
-        return verify_classifier(
-            model,
-            OnnxRuntimeBackend(onnx_file),
-            cases,
-            raw_backend=OnnxRuntimeBackend(raw_file),
-            k=max(model.head.topk),
-        )
-
-
-def resize_difference(preprocess, images: list[np.ndarray], pipeline: TestPipeline) -> str:
+def resize_difference(
+    preprocess: PreprocessConfig, images: list[np.ndarray], pipeline: TestPipeline
+) -> str:
     """How far the in-graph pre-processing is from the OpenCV pipeline on ``images``: the
     largest and mean absolute difference in pixel values (0..255) over each real image area."""
     from ..ops.preprocess import preprocess_image
@@ -393,23 +429,3 @@ def _check_runs(onnx_file: Path, device: str) -> None:
             f'the FP16 model cannot run on {device} with ONNX Runtime ({err}); export with '
             '--precision fp32 for this device'
         ) from None
-
-
-def _save_pictures(
-    model, backend, case: VerifyCase, image: np.ndarray, output_file: Path, logger
-) -> None:
-    """Draw the PyTorch and the backend detections of one case side by side on disk."""
-    if model.spec.task == 'classification':
-        from .classification import save_classification_pictures
-
-        save_classification_pictures(model, backend, case, image, output_file, logger)
-        return
-    from ..backends.pytorch import PyTorchBackend
-    from ..postprocess import outputs_to_results
-    from ..visualization import draw_detections, save_image
-
-    for name, runner in (('pytorch', PyTorchBackend(model)), (backend.name, backend)):
-        result = outputs_to_results(runner(case.inputs()), case.metas)[0]
-        path = output_file.with_name(f'{output_file.stem}_{name}.png')
-        save_image(path, draw_detections(image, result, model.class_names))
-        logger(f'wrote {path}')

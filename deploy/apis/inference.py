@@ -3,28 +3,30 @@
 from pathlib import Path
 
 import numpy as np
+from mmengine.config import Config
 
 from ..backends import build_backend
 from ..config import load_config
 from ..datasets.pipeline import collate, load_image, network_inputs
 from ..errors import ConfigError
 from ..finite import check_outputs_finite
-from ..postprocess import outputs_to_results
 from ..structures import ClassificationResult, DetectionResult
+from ..tasks import task_of_spec
+from ..tasks.base import Logger, PathLike
 from .contract import plan_run
 
 
 def inference_image(
-    config,
-    model_file,
-    img_path,
+    config: PathLike | Config,
+    model_file: PathLike,
+    img_path: PathLike,
     backend: str = 'pytorch',
     *,
-    cfg_options=None,
+    cfg_options: dict | None = None,
     device: str = 'cpu',
     strict: bool = True,
     precision: str | None = None,
-    logger=print,
+    logger: Logger = print,
 ) -> tuple[np.ndarray, DetectionResult | ClassificationResult, tuple | None]:
     """Run one image; returns ``(BGR image, result in image coordinates, class names)`` (a
     classifier's result: its class scores). ``precision``: for backends that choose it at load
@@ -39,7 +41,5 @@ def inference_image(
     img, metas = collate([plan.pipeline()(image)])
     outputs = runner(network_inputs(img, metas))
     check_outputs_finite(outputs, f'{model_file} ({backend})')
-    if plan.spec.task == 'classification':
-        return image, ClassificationResult(outputs['scores'][0]), plan.spec.class_names
-    result = outputs_to_results(outputs, metas, plan.result_filter)[0]
+    result = task_of_spec(plan.spec).image_result(outputs, metas, plan.result_filter)
     return image, result, plan.spec.class_names

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
+from mmengine.config import Config
 
 from ..backends.onnxruntime import OnnxRuntimeBackend
 from ..config import get_test_dataset_cfg, load_config
@@ -48,6 +50,7 @@ from ..onnx_graph.int8 import (
 from ..postprocess import outputs_to_results
 from ..progress import Stages
 from ..spec import read_onnx_spec, write_onnx_spec
+from ..tasks.base import Logger, PathLike
 from .checks import check_input_file, check_output_file, check_positive
 from .contract import plan_run
 
@@ -76,7 +79,7 @@ class QuantizeResult:
         )
 
 
-def calibration_images(cfg, split: str) -> tuple[list[Path], str]:
+def calibration_images(cfg: Config, split: str) -> tuple[list[Path], str]:
     """Image files of the config's ``split`` (``train`` or ``test``) in image-id order, and the
     annotation file they come from. ``train`` falls back to the test set when the config has no
     training set."""
@@ -100,27 +103,14 @@ def calibration_images(cfg, split: str) -> tuple[list[Path], str]:
     return files, str(data['ann_file'])
 
 
-def quantize_model(
-    config,
-    onnx_file,
-    output_file,
-    *,
-    calib_images: int = 32,
-    check_images: int = 8,
-    method: str = 'minmax',
-    per_channel: bool = True,
-    weights: str = 'auto',
-    reduce_range: bool = False,
-    roi_heads: bool = True,
-    calib_split: str = 'train',
-    exclude: tuple[str, ...] = (),
-    min_parity_ap: float = DEFAULT_MIN_PARITY_AP,
-    max_float_layers: int = 8,
-    cfg_options=None,
-    verify: Callable[[Path], bool] | None = None,
-    logger=print,
-) -> QuantizeResult:
-    """Quantise the FP32 ``onnx_file`` of ``config`` to a static QDQ INT8 ``output_file``.
+#: ``--verify`` of a finished INT8 file (its temporary path): True lets it replace the output
+Verifier = Callable[[Path], bool]
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """What an INT8 quantisation is asked to do (``tools/quantize.py``'s flags); the checks that
+    need no file run when it is made.
 
     Args:
         calib_images: images whose activation ranges set the scales.
@@ -139,142 +129,248 @@ def quantize_model(
         verify: called with the finished file under its temporary name; ``False`` keeps the
             previous ``output_file`` (verify-before-replace, :func:`deploy.fileio.publish`).
     """
-    cfg = load_config(config, cfg_options) if isinstance(config, (str, Path)) else config
-    check_input_file(onnx_file, 'ONNX file')
-    output_file = check_output_file(output_file, '--output-file')
-    check_positive('--calib-images', calib_images, allow_none=False)
-    if check_images < 0:
-        raise ConfigError(f'--check-images must be at least 0, got {check_images}')
-    if method not in CALIBRATION_METHODS:
-        raise ConfigError(
-            f'--method must be one of {", ".join(CALIBRATION_METHODS)}, got {method!r}'
-        )
-    if weights not in WEIGHT_CHOICES:
-        raise ConfigError(f'--weights must be one of {", ".join(WEIGHT_CHOICES)}, got {weights!r}')
-    weights, weights_reason = resolve_weights(weights)
-    if Path(onnx_file).resolve() == Path(output_file).resolve():
-        raise ConfigError('--output-file must differ from the FP32 input file')
-    spec = read_onnx_spec(onnx_file)
-    if spec is not None and spec.task == 'classification':
-        raise ExportError(
-            f'{onnx_file} is a classifier: tools/quantize.py quantises detectors (its accuracy '
-            'check compares detections)'
-        )
-    if spec is not None and spec.precision != 'fp32':
-        raise ExportError(
-            f'{onnx_file} is {spec.precision}: quantise the FP32 export (tools/pytorch2onnx.py '
-            'without --precision)'
-        )
-    stages = Stages(total=4 if check_images else 3, logger=logger)
-    with stages('load the FP32 model and check it against the config'):
-        fp32 = OnnxRuntimeBackend(onnx_file)
-        plan = plan_run(fp32, cfg, onnx_file, logger)
-        if plan.decoded_images:
-            raise ExportError(
-                f'{onnx_file} takes decoded images (--preprocess-in-graph): quantise an export '
-                'that takes normalised input'
-            )
-        files, source = calibration_images(cfg, calib_split)
-        needed = calib_images + check_images
-        if len(files) < calib_images + min(check_images, 1):
-            raise ConfigError(
-                f'{source} has {len(files)} images; --calib-images {calib_images} and '
-                f'--check-images {check_images} need {needed}'
-            )
-        pipeline = plan.pipeline()
-        calib = [_sample(pipeline, f) for f in files[:calib_images]]
-        checks = [_sample(pipeline, f) for f in files[calib_images:needed]]
-    with stages('ONNX Runtime quantisation pre-processing (shape inference, optimisation)'):
-        model = preprocess_for_quantization(onnx.load(str(onnx_file)))
-    settings = QuantizeSettings(
-        method=method,
-        per_channel=per_channel,
-        reduce_range=reduce_range,
-        weights=weights,
-        roi_heads=roi_heads,
-        exclude=tuple(exclude),
-    )
-    requested = settings  # the sensitivity search adds float layers to these
-    result = QuantizeResult(output_file)
-    record = dict(
-        images=calib_images,
-        source=source,
-        split=calib_split,
-        check_images=len(checks),
-        min_parity_ap=min_parity_ap,
-    )
-    result.calibration = record
-    with temporary_folder(output_file) as tmp:
-        cache = Path(tmp) / 'calibration.json'
-        logger(f'weights: {weights}; {weights_reason}')
-        with stages(
-            f'calibrate ({method}, {calib_images} images of {Path(source).name}) and quantise'
-        ):
-            quantized, plan8 = _quantize(model, calib, settings, cache)
-        if checks:
-            with stages(f'compare INT8 with FP32 on {len(checks)} held-out images'):
-                reference = [_run(fp32, s) for s in checks]
-                if not any(len(r) for r in reference):
-                    raise ExportError(
-                        f'the FP32 model detects nothing on the {len(checks)} check images: '
-                        'the INT8 comparison would prove nothing'
-                    )
-                result.parity_ap = _parity(quantized, checks, reference, Path(tmp))
-                result.attempts.append(dict(float_layers=0, parity_ap=result.parity_ap))
-                logger(f'parity AP of INT8 against FP32: {result.parity_ap:.3f}')
-                float_count = 1
-                ranking = None
-                while result.parity_ap < min_parity_ap and float_count <= max_float_layers:
-                    if ranking is None:
-                        ranking = layer_sensitivity(
-                            quantized, checks[:2], plan8.quantize, workdir=tmp
-                        )
-                        worst = ', '.join(f'{n} ({db:.1f} dB)' for n, db in ranking[:4])
-                        logger(f'most sensitive layers (quantisation SQNR): {worst}')
-                    keep = tuple(n for n, _ in ranking[:float_count])
-                    trial = replace(requested, exclude=requested.exclude + keep)
-                    candidate, candidate_plan = _quantize(model, calib, trial, cache)
-                    score = _parity(candidate, checks, reference, Path(tmp))
-                    result.attempts.append(dict(float_layers=float_count, parity_ap=score))
-                    logger(f'  {float_count} layer(s) kept in float: parity AP {score:.3f}')
-                    if score > result.parity_ap:
-                        quantized, plan8, settings = candidate, candidate_plan, trial
-                        result.parity_ap = score
-                    float_count *= 2
-    result.float_layers = list(plan8.float_compute)
-    result.quantized_layers = len(plan8.compute) - len(plan8.float_compute)
-    import onnxruntime
 
-    record.update(parity_ap=result.parity_ap, attempts=result.attempts)
-    if spec is not None:
-        int8 = settings_record(
-            settings,
-            calibration=record,
-            weights_reason=weights_reason,
-            quantized_layers=result.quantized_layers,
-            float_layers=result.float_layers,
+    calib_images: int = 32
+    check_images: int = 8
+    method: str = 'minmax'
+    per_channel: bool = True
+    weights: str = 'auto'
+    reduce_range: bool = False
+    roi_heads: bool = True
+    calib_split: str = 'train'
+    exclude: tuple[str, ...] = ()
+    min_parity_ap: float = DEFAULT_MIN_PARITY_AP
+    max_float_layers: int = 8
+    cfg_options: dict | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, 'exclude', tuple(self.exclude))
+        check_positive('--calib-images', self.calib_images, allow_none=False)
+        if self.check_images < 0:
+            raise ConfigError(f'--check-images must be at least 0, got {self.check_images}')
+        if self.method not in CALIBRATION_METHODS:
+            raise ConfigError(
+                f'--method must be one of {", ".join(CALIBRATION_METHODS)}, got {self.method!r}'
+            )
+        if self.weights not in WEIGHT_CHOICES:
+            choices = ', '.join(WEIGHT_CHOICES)
+            raise ConfigError(f'--weights must be one of {choices}, got {self.weights!r}')
+
+    def settings(self, weights: str) -> QuantizeSettings:
+        """The quantiser's settings, with the weight type resolved for this machine."""
+        return QuantizeSettings(
+            method=self.method,
+            per_channel=self.per_channel,
+            reduce_range=self.reduce_range,
+            weights=weights,
+            roi_heads=self.roi_heads,
+            exclude=self.exclude,
+        )
+
+
+def quantize_model(
+    config: Any,
+    onnx_file: str | Path,
+    output_file: str | Path,
+    *,
+    logger: Logger = print,
+    verify: Verifier | None = None,
+    **options: Any,
+) -> QuantizeResult:
+    """Quantise the FP32 ``onnx_file`` of ``config`` to a static QDQ INT8 ``output_file``:
+    :class:`Quantizer` with ``QuantizeOptions(**options)``."""
+    job = Quantizer(config, onnx_file, output_file, QuantizeOptions(**options), logger, verify)
+    return job.run()
+
+
+class Quantizer:
+    """One quantisation, step by step: check the files, load the FP32 model and its images,
+    calibrate and quantise, compare with FP32 (keeping the most sensitive layers in float while
+    the parity is short), save.
+
+    ``verify`` is called with the finished file under its temporary name; ``False`` keeps the
+    previous ``output_file`` (verify-before-replace, :func:`deploy.fileio.publish`).
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        onnx_file: str | Path,
+        output_file: str | Path,
+        options: QuantizeOptions,
+        logger: Logger = print,
+        verify: Verifier | None = None,
+    ) -> None:
+        self.config, self.onnx_file, self.output_file = config, onnx_file, output_file
+        self.options, self.logger, self.verify = options, logger, verify
+
+    def run(self) -> QuantizeResult:
+        self.check()
+        options = self.options
+        self.stages = Stages(total=4 if options.check_images else 3, logger=self.logger)
+        self.load()
+        self.result = QuantizeResult(self.output_file)
+        self.result.calibration = self.record = dict(
+            images=options.calib_images,
+            source=self.source,
+            split=options.calib_split,
+            check_images=len(self.checks),
+            min_parity_ap=options.min_parity_ap,
+        )
+        with temporary_folder(self.output_file) as tmp:
+            self.tmp = Path(tmp)
+            self.calibrate()
+            if self.checks:
+                self.check_parity()
+        self.save()
+        return self.result
+
+    def check(self) -> None:
+        """The files and the FP32 model's spec, before anything is loaded."""
+        options, onnx_file = self.options, self.onnx_file
+        config = self.config
+        if isinstance(config, (str, Path)):
+            config = load_config(config, options.cfg_options)
+        self.cfg = config
+        check_input_file(onnx_file, 'ONNX file')
+        self.output_file = check_output_file(self.output_file, '--output-file')
+        self.weights, self.weights_reason = resolve_weights(options.weights)
+        if Path(onnx_file).resolve() == Path(self.output_file).resolve():
+            raise ConfigError('--output-file must differ from the FP32 input file')
+        spec = self.spec = read_onnx_spec(onnx_file)
+        if spec is not None and spec.task == 'classification':
+            raise ExportError(
+                f'{onnx_file} is a classifier: tools/quantize.py quantises detectors (its '
+                'accuracy check compares detections)'
+            )
+        if spec is not None and spec.precision != 'fp32':
+            raise ExportError(
+                f'{onnx_file} is {spec.precision}: quantise the FP32 export '
+                '(tools/pytorch2onnx.py without --precision)'
+            )
+
+    def load(self) -> None:
+        """The FP32 model checked against the config, and the calibration and check images
+        through the pre-processing it is run with."""
+        options, onnx_file = self.options, self.onnx_file
+        with self.stages('load the FP32 model and check it against the config'):
+            self.fp32 = OnnxRuntimeBackend(onnx_file)
+            plan = plan_run(self.fp32, self.cfg, onnx_file, self.logger)
+            if plan.decoded_images:
+                raise ExportError(
+                    f'{onnx_file} takes decoded images (--preprocess-in-graph): quantise an '
+                    'export that takes normalised input'
+                )
+            files, self.source = calibration_images(self.cfg, options.calib_split)
+            calib_images, check_images = options.calib_images, options.check_images
+            needed = calib_images + check_images
+            if len(files) < calib_images + min(check_images, 1):
+                raise ConfigError(
+                    f'{self.source} has {len(files)} images; --calib-images {calib_images} and '
+                    f'--check-images {check_images} need {needed}'
+                )
+            pipeline = plan.pipeline()
+            self.calib = [_sample(pipeline, f) for f in files[:calib_images]]
+            self.checks = [_sample(pipeline, f) for f in files[calib_images:needed]]
+        with self.stages(
+            'ONNX Runtime quantisation pre-processing (shape inference, optimisation)'
+        ):
+            self.model = preprocess_for_quantization(onnx.load(str(onnx_file)))
+
+    def calibrate(self) -> None:
+        options = self.options
+        self.cache = self.tmp / 'calibration.json'
+        # the sensitivity search adds float layers to these
+        self.requested = self.settings = options.settings(self.weights)
+        self.logger(f'weights: {self.weights}; {self.weights_reason}')
+        with self.stages(
+            f'calibrate ({options.method}, {options.calib_images} images of '
+            f'{Path(self.source).name}) and quantise'
+        ):
+            self.quantized, self.plan8 = _quantize(
+                self.model, self.calib, self.settings, self.cache
+            )
+
+    def check_parity(self) -> None:
+        """INT8 against FP32 on the held-out images; while short of the gate, the worst layers
+        in float, doubling their count up to ``max_float_layers``."""
+        result, checks, options = self.result, self.checks, self.options
+        with self.stages(f'compare INT8 with FP32 on {len(checks)} held-out images'):
+            self.reference = [_run(self.fp32, s) for s in checks]
+            if not any(len(r) for r in self.reference):
+                raise ExportError(
+                    f'the FP32 model detects nothing on the {len(checks)} check images: '
+                    'the INT8 comparison would prove nothing'
+                )
+            result.parity_ap = _parity(self.quantized, checks, self.reference, self.tmp)
+            result.attempts.append(dict(float_layers=0, parity_ap=result.parity_ap))
+            self.logger(f'parity AP of INT8 against FP32: {result.parity_ap:.3f}')
+            float_count, ranking = 1, None
+            while result.parity_ap < options.min_parity_ap and float_count <= (
+                options.max_float_layers
+            ):
+                if ranking is None:
+                    ranking = layer_sensitivity(
+                        self.quantized, checks[:2], self.plan8.quantize, workdir=self.tmp
+                    )
+                    worst = ', '.join(f'{n} ({db:.1f} dB)' for n, db in ranking[:4])
+                    self.logger(f'most sensitive layers (quantisation SQNR): {worst}')
+                self.try_float_layers(tuple(n for n, _ in ranking[:float_count]), float_count)
+                float_count *= 2
+
+    def try_float_layers(self, keep: tuple[str, ...], count: int) -> None:
+        """Quantise again with ``keep`` (the ``count`` worst layers) in float; keep the result
+        when its parity is better."""
+        result, requested = self.result, self.requested
+        trial = replace(requested, exclude=requested.exclude + keep)
+        candidate, candidate_plan = _quantize(self.model, self.calib, trial, self.cache)
+        score = _parity(candidate, self.checks, self.reference, self.tmp)
+        result.attempts.append(dict(float_layers=count, parity_ap=score))
+        self.logger(f'  {count} layer(s) kept in float: parity AP {score:.3f}')
+        if score > result.parity_ap:
+            self.quantized, self.plan8, self.settings = candidate, candidate_plan, trial
+            result.parity_ap = score
+
+    def save(self) -> None:
+        """The INT8 file with its spec (what was quantised, how, and the parity reached)."""
+        result, plan8, spec = self.result, self.plan8, self.spec
+        result.float_layers = list(plan8.float_compute)
+        result.quantized_layers = len(plan8.compute) - len(plan8.float_compute)
+        self.record.update(parity_ap=result.parity_ap, attempts=result.attempts)
+        if spec is not None:
+            write_onnx_spec(
+                self.quantized,
+                spec.replace(precision='int8', extra=dict(spec.extra, int8=self.int8_record())),
+            )
+        with temporary_folder(self.output_file) as folder:
+            staged = folder / Path(self.output_file).name  # its own name: engines cache beside it
+            onnx.save(self.quantized, str(staged))
+            result.verified = self.verify is None or bool(self.verify(staged))
+            result.output_file = publish(staged, self.output_file, result.verified)
+        floats = result.float_layers
+        self.logger(
+            f'saved {result.output_file}: {result.quantized_layers} convolutions / matrix products '
+            f'in INT8, {len(floats)} in float' + (f' ({", ".join(floats)})' if floats else '')
+        )
+        if self.checks and not result.passed:
+            self.logger(
+                f'warning: parity AP {result.parity_ap:.3f} is below '
+                f'{self.options.min_parity_ap} even with {self.options.max_float_layers} layers '
+                'in float; evaluate the file before deploying it'
+            )
+
+    def int8_record(self) -> dict:
+        import onnxruntime
+
+        return settings_record(
+            self.settings,
+            calibration=self.record,
+            weights_reason=self.weights_reason,
+            quantized_layers=self.result.quantized_layers,
+            float_layers=self.result.float_layers,
             onnxruntime=onnxruntime.__version__,
             quantized_at=time.strftime('%Y-%m-%dT%H:%M:%S'),
         )
-        write_onnx_spec(
-            quantized, spec.replace(precision='int8', extra=dict(spec.extra, int8=int8))
-        )
-    with temporary_folder(output_file) as folder:
-        staged = folder / Path(output_file).name  # its own name: engines cache beside it
-        onnx.save(quantized, str(staged))
-        result.verified = verify is None or bool(verify(staged))
-        result.output_file = publish(staged, output_file, result.verified)
-    logger(
-        f'saved {result.output_file}: {result.quantized_layers} convolutions / matrix products '
-        f'in INT8, {len(result.float_layers)} in float'
-        + (f' ({", ".join(result.float_layers)})' if result.float_layers else '')
-    )
-    if checks and not result.passed:
-        logger(
-            f'warning: parity AP {result.parity_ap:.3f} is below {min_parity_ap} even with '
-            f'{max_float_layers} layers in float; evaluate the file before deploying it'
-        )
-    return result
 
 
 def _sample(pipeline, path: Path) -> dict:
@@ -299,7 +395,7 @@ def _parity(quantized: onnx.ModelProto, checks, reference, tmp: Path) -> float:
 
 
 def layer_sensitivity(
-    int8: onnx.ModelProto, samples, layers: list[str], workdir: Path | None = None
+    int8: onnx.ModelProto, samples: list[dict], layers: list[str], workdir: Path | None = None
 ) -> list[tuple[str, float]]:
     """``[(node name, SQNR dB)]`` of the quantised compute layers, worst first.
 
@@ -347,15 +443,15 @@ def layer_sensitivity(
 
 
 def verify_quantized(
-    config,
-    checkpoint,
-    int8_file,
+    config: PathLike | Config,
+    checkpoint: PathLike,
+    int8_file: PathLike,
     *,
-    input_img,
-    backends=('onnxruntime',),
-    cfg_options=None,
+    input_img: PathLike,
+    backends: Sequence[str] = ('onnxruntime',),
+    cfg_options: dict | None = None,
     strict: bool = True,
-    logger=print,
+    logger: Logger = print,
 ) -> dict[str, list]:
     """The INT8 file against eager PyTorch, as ``--verify`` checks an export: ``input_img``, a
     resized crop of it and (dynamic files) a batch of both, on each of ``backends``

@@ -22,6 +22,7 @@ its tolerance below PyTorch, or export verification fails.
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -30,7 +31,7 @@ import yaml
 from ..backends import BACKENDS, PRECISION_BACKENDS
 from ..errors import BackendUnavailable, ConfigError, DeployError
 from ..fileio import write_atomic
-from .export import export_model
+from .export import ExportResult, export_model
 from .test import run_test
 
 #: what an entry's ``export`` mapping may set (keyword arguments of ``export_model``)
@@ -115,15 +116,25 @@ def load_regression_file(path: str | Path) -> list[dict]:
     return entries
 
 
+@dataclass
+class _Shared:
+    """What entries share: one PyTorch run serves every export of a model, one export every
+    entry with the same options, one INT8 file every entry with the same quantisation."""
+
+    references: dict[str, BackendRow] = field(default_factory=dict)
+    exports: dict[str, tuple[Path, ExportResult]] = field(default_factory=dict)
+    quantized: dict[str, tuple[Path, str | None]] = field(default_factory=dict)
+
+
 def run_regression(
     entries: list[dict],
     work_dir: str | Path,
     *,
-    cfg_options=None,
-    export_cfg_options=None,
+    cfg_options: dict | None = None,
+    export_cfg_options: dict | None = None,
     exporter: str | None = None,
-    skip_backends=(),
-    logger=print,
+    skip_backends: Sequence[str] = (),
+    logger: Callable[[str], None] = print,
 ) -> list[BackendRow]:
     """Export, verify and evaluate every entry; return one row per model and backend.
 
@@ -135,85 +146,109 @@ def run_regression(
     """
     work_dir = Path(work_dir)
     rows: list[BackendRow] = []
-    references: dict[str, BackendRow] = {}  # one PyTorch run serves every export of a model
-    exports: dict[str, tuple] = {}  # one export serves every entry with the same options
-    quantized: dict[str, tuple] = {}  # and one INT8 file every entry with the same quantisation
+    shared = _Shared()
     for entry in entries:
-        name, metrics = entry['name'], tuple(entry['metrics'])
         options = dict(entry.get('cfg_options') or {}, **(cfg_options or {}))
-        deployed_options = dict(options, **(export_cfg_options or {}))
-        export_kwargs = {'exporter': exporter} if exporter else {}
-        export_kwargs.update(entry.get('export') or {})
-        export_key = repr(
-            (
-                entry['config'],
-                entry['checkpoint'],
-                sorted(export_kwargs.items()),
-                sorted(deployed_options.items()),
-            )
+        deployed = dict(options, **(export_cfg_options or {}))
+        export_key, onnx_file, exported = _shared_export(
+            entry, deployed, exporter, work_dir, shared, logger
         )
-        if export_key in exports:
-            onnx_file, exported = exports[export_key]
-            logger(f'== {name}: reusing the export {onnx_file}')
-        else:
-            onnx_file = work_dir / f'{name}.onnx'
-            logger(f'== {name}: export + verify')
-            exported = export_model(
-                entry['config'],
-                entry['checkpoint'],
-                onnx_file,
-                input_img=entry.get('input_img', 'demo/demo.jpg'),
-                dynamic=True,
-                verify=True,
-                cfg_options=deployed_options,
-                logger=logger,
-                **export_kwargs,
-            )
-            exports[export_key] = (onnx_file, exported)
         quantize_failure = None
         if entry.get('quantize') is not None:
-            quantize_options = _resolved_quantize_options(entry['quantize'])
-            quantize_key = repr((export_key, sorted(quantize_options.items())))
-            if quantize_key in quantized:
-                logger(f'== {name}: reusing the INT8 file {quantized[quantize_key][0]}')
-            else:
-                int8_file = work_dir / f'{name}.int8.onnx'
-                quantized[quantize_key] = _quantize(
-                    entry, onnx_file, int8_file, quantize_options, deployed_options, logger
-                )
-            onnx_file, quantize_failure = quantized[quantize_key]
-        key = repr((entry['config'], entry['checkpoint'], metrics, sorted(options.items())))
-        if key not in references:
-            references[key] = _evaluate(
-                entry, 'pytorch', entry['checkpoint'], metrics, options, logger
+            onnx_file, quantize_failure = _shared_int8(
+                entry, export_key, onnx_file, deployed, work_dir, shared, logger
             )
-        reference = replace(references[key], model=name, failures=[])
-        for metric, floor in (entry.get('floor') or {}).items():
-            if reference.ap.get(metric, 0.0) < floor:
-                reference.failures.append(
-                    f'{metric} AP {reference.ap.get(metric, 0.0):.1f} below the floor {floor:.1f}'
-                )
+        reference = _reference_row(entry, options, shared, logger)
         rows.append(reference)
+        failures = [] if exported.verified else ['export verification failed']
+        failures += [quantize_failure] if quantize_failure else []
         for backend, tolerances in (entry.get('backends') or {}).items():
-            if backend in skip_backends:
-                continue
-            row = _evaluate(entry, backend, onnx_file, metrics, deployed_options, logger)
-            if row.skipped:
-                rows.append(row)
-                continue
-            if not exported.verified:
-                row.failures.append('export verification failed')
-            if quantize_failure:
-                row.failures.append(quantize_failure)
-            for metric, tol in (tolerances or {}).items():
-                drop = reference.ap.get(metric, 0.0) - row.ap.get(metric, 0.0)
-                if drop > tol + 1e-9:
-                    row.failures.append(
-                        f'{metric} AP {row.ap.get(metric, 0.0):.1f} is {drop:.2f} '
-                        f'below PyTorch (tolerance {tol})'
-                    )
-            rows.append(row)
+            if backend not in skip_backends:
+                row = _evaluate(
+                    entry, backend, onnx_file, tuple(entry['metrics']), deployed, logger
+                )
+                rows.append(_judged(row, reference, tolerances, failures))
     return rows
+
+
+def _shared_export(entry, deployed, exporter, work_dir: Path, shared: _Shared, logger):
+    """The entry's verified dynamic export: ``(its key, file, ExportResult)``."""
+    export_kwargs = {'exporter': exporter} if exporter else {}
+    export_kwargs.update(entry.get('export') or {})
+    export_key = repr(
+        (
+            entry['config'],
+            entry['checkpoint'],
+            sorted(export_kwargs.items()),
+            sorted(deployed.items()),
+        )
+    )
+    if export_key in shared.exports:
+        onnx_file, exported = shared.exports[export_key]
+        logger(f'== {entry["name"]}: reusing the export {onnx_file}')
+        return export_key, onnx_file, exported
+    onnx_file = work_dir / f'{entry["name"]}.onnx'
+    logger(f'== {entry["name"]}: export + verify')
+    exported = export_model(
+        entry['config'],
+        entry['checkpoint'],
+        onnx_file,
+        input_img=entry.get('input_img', 'demo/demo.jpg'),
+        dynamic=True,
+        verify=True,
+        cfg_options=deployed,
+        logger=logger,
+        **export_kwargs,
+    )
+    shared.exports[export_key] = (onnx_file, exported)
+    return export_key, onnx_file, exported
+
+
+def _shared_int8(entry, export_key, onnx_file, deployed, work_dir, shared: _Shared, logger):
+    """The entry's INT8 file and the failure of its parity check (``None``: passed)."""
+    quantize_options = _resolved_quantize_options(entry['quantize'])
+    quantize_key = repr((export_key, sorted(quantize_options.items())))
+    if quantize_key in shared.quantized:
+        logger(f'== {entry["name"]}: reusing the INT8 file {shared.quantized[quantize_key][0]}')
+    else:
+        int8_file = work_dir / f'{entry["name"]}.int8.onnx'
+        shared.quantized[quantize_key] = _quantize(
+            entry, onnx_file, int8_file, quantize_options, deployed, logger
+        )
+    return shared.quantized[quantize_key]
+
+
+def _reference_row(entry, options: dict, shared: _Shared, logger) -> BackendRow:
+    """The PyTorch row of the entry, checked against the entry's AP floors."""
+    metrics = tuple(entry['metrics'])
+    key = repr((entry['config'], entry['checkpoint'], metrics, sorted(options.items())))
+    if key not in shared.references:
+        shared.references[key] = _evaluate(
+            entry, 'pytorch', entry['checkpoint'], metrics, options, logger
+        )
+    reference = replace(shared.references[key], model=entry['name'], failures=[])
+    for metric, floor in (entry.get('floor') or {}).items():
+        if reference.ap.get(metric, 0.0) < floor:
+            reference.failures.append(
+                f'{metric} AP {reference.ap.get(metric, 0.0):.1f} below the floor {floor:.1f}'
+            )
+    return reference
+
+
+def _judged(row: BackendRow, reference: BackendRow, tolerances, failures: list[str]) -> BackendRow:
+    """A backend's row with the export's and quantisation's failures and its AP drops against
+    PyTorch beyond the tolerances; a skipped row stays as it is."""
+    if row.skipped:
+        return row
+    row.failures.extend(failures)
+    for metric, tol in (tolerances or {}).items():
+        drop = reference.ap.get(metric, 0.0) - row.ap.get(metric, 0.0)
+        if drop > tol + 1e-9:
+            row.failures.append(
+                f'{metric} AP {row.ap.get(metric, 0.0):.1f} is {drop:.2f} '
+                f'below PyTorch (tolerance {tol})'
+            )
+    return row
 
 
 def _resolved_quantize_options(options: dict) -> dict:

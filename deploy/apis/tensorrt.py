@@ -3,8 +3,10 @@ it against ONNX Runtime (always) and PyTorch (with a checkpoint), the way the ON
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..backends.tensorrt.engine import (
     BuildSettings,
@@ -16,6 +18,14 @@ from ..backends.tensorrt.engine import (
 )
 from ..backends.tensorrt.profiles import shape_from_cli
 from ..errors import BackendError
+
+if TYPE_CHECKING:  # heavy modules, imported where they are used
+    import onnx
+    import torch
+    from mmengine.config import Config
+
+    from ..spec import ModelSpec
+    from ..tasks.base import Logger, PathLike
 
 
 @dataclass
@@ -32,7 +42,11 @@ class ConvertResult:
         )
 
 
-def cli_input_shapes(min_shape=None, opt_shape=None, max_shape=None) -> dict | None:
+def cli_input_shapes(
+    min_shape: Sequence[int] | None = None,
+    opt_shape: Sequence[int] | None = None,
+    max_shape: Sequence[int] | None = None,
+) -> dict | None:
     """``--min-shape`` / ``--opt-shape`` / ``--max-shape`` as an ``input_shapes`` override of the
     image input (``img_shape`` follows its batch)."""
     spec = dict(
@@ -46,27 +60,26 @@ def cli_input_shapes(min_shape=None, opt_shape=None, max_shape=None) -> dict | N
 
 
 def convert_onnx_to_tensorrt(
-    config,
-    onnx_file,
-    output_file,
+    config: PathLike | Config,
+    onnx_file: PathLike,
+    output_file: PathLike,
     *,
-    cfg_options=None,
+    cfg_options: dict | None = None,
     precision: str | None = None,
     input_shapes: dict | None = None,
     workspace_size: int | None = None,
-    timing_cache=None,
+    timing_cache: PathLike | None = None,
     verify: bool = False,
-    input_img=None,
-    test_img=None,
-    checkpoint=None,
+    input_img: PathLike | None = None,
+    test_img: PathLike | None = None,
+    checkpoint: PathLike | None = None,
     device: str = 'cuda',
     verbose: bool = False,
-    logger=print,
+    logger: Logger = print,
 ) -> ConvertResult:
     """Build ``output_file`` (+ sidecar JSON) from ``onnx_file`` and optionally verify it."""
     import onnx
 
-    from ..backends.tensorrt.runtime import backend_settings
     from ..config import load_config
     from ..spec import read_onnx_spec
 
@@ -79,81 +92,76 @@ def convert_onnx_to_tensorrt(
         raise BackendError(f'ONNX file not found: {onnx_file}')
     model = onnx.load(str(onnx_file), load_external_data=False)
     spec = read_onnx_spec(model)
-    settings: BuildSettings = backend_settings(
+    settings = engine_settings(
         cfg,
         model,
         spec,
+        output_file,
+        tensorrt_version=trt.__version__,
+        device=dev,
         precision=precision,
         workspace_size=workspace_size,
         timing_cache=timing_cache,
         input_shapes=input_shapes,
         verbose=verbose,
     )
-    if settings.timing_cache is None:
-        settings.timing_cache = timing_cache_path(
-            output_file, trt.__version__, gpu_info(dev)['name']
-        )
     for name, r in settings.profiles.items():
         logger(f'profile {name}: min {list(r.min)} opt {list(r.opt)} max {list(r.max)}')
     sidecar = build_engine(onnx_file, output_file, settings, device=str(dev), logger=logger)
     result = ConvertResult(output_file, sidecar)
+    if verify and input_img is None:
+        raise BackendError('--verify needs --input-img')
     if verify:
-        if input_img is None:
-            raise BackendError('--verify needs --input-img')
+        images = (input_img, test_img)
         result.verify_rows = verify_engine(
-            cfg,
-            onnx_file,
-            output_file,
-            spec,
-            settings,
-            input_img,
-            test_img,
-            checkpoint,
-            dev,
-            logger,
+            cfg, onnx_file, output_file, spec, settings, *images, checkpoint, dev, logger
         )
     return result
 
 
+def engine_settings(
+    cfg: Config,
+    model: onnx.ModelProto,
+    spec: ModelSpec | None,
+    output_file: Path,
+    *,
+    tensorrt_version: str,
+    device: torch.device,
+    **overrides: Any,
+) -> BuildSettings:
+    """The engine's build settings: the file's and the config's, ``overrides`` (precision,
+    workspace, timing cache, input shapes, verbose) on top; the timing cache defaults to one per
+    TensorRT version and GPU next to ``output_file``."""
+    from ..backends.tensorrt.runtime import backend_settings
+
+    settings: BuildSettings = backend_settings(cfg, model, spec, **overrides)
+    if settings.timing_cache is None:
+        gpu_name = gpu_info(device)['name']
+        settings.timing_cache = timing_cache_path(output_file, tensorrt_version, gpu_name)
+    return settings
+
+
 def verify_engine(
-    cfg,
-    onnx_file,
-    engine_file,
-    spec,
-    settings,
-    input_img,
-    test_img,
-    checkpoint,
-    device,
-    logger=print,
+    cfg: Config,
+    onnx_file: PathLike,
+    engine_file: PathLike,
+    spec: ModelSpec | None,
+    settings: BuildSettings,
+    input_img: PathLike,
+    test_img: PathLike | None,
+    checkpoint: PathLike | None,
+    device: torch.device,
+    logger: Logger = print,
 ) -> dict:
     """TensorRT against ONNX Runtime, and against eager PyTorch when ``checkpoint`` is given,
     on the input image, a second view of it and (batch range permitting) both as a batch."""
-    import cv2
-
     from ..backends.onnxruntime import OnnxRuntimeBackend
     from ..backends.tensorrt.runtime import TensorRTBackend
-    from ..config import get_preprocess_cfg
-    from ..datasets.pipeline import TestPipeline, collate, load_image
     from ..evaluation.parity import match_result_lists
-    from ..export.verify import VerifyCase, VerifyRow, format_verify_table, verify_backend
+    from ..export.verify import VerifyRow, format_verify_table, verify_backend
     from ..postprocess import outputs_to_results
 
-    fixed = None if spec is None or spec.inputs.dynamic else spec.inputs.static_shape
-    pipeline = TestPipeline(get_preprocess_cfg(cfg), fixed_shape=fixed)
-    image = load_image(input_img)
-    if test_img:
-        other = load_image(test_img)
-    else:  # a 3:4 crop, scaled down: another size and aspect ratio
-        h, w = image.shape[:2]
-        crop = image[:, : max(2, int(w * 0.75))]
-        other = cv2.resize(crop, (max(2, int(crop.shape[1] * 0.8)), max(2, int(h * 0.8))))
-    first, second = pipeline(image), pipeline(other)
-    cases = [VerifyCase('input-img', *collate([first])), VerifyCase('test-img', *collate([second]))]
-    image_profile = settings.profiles.get('input')
-    if image_profile is not None and image_profile.max[0] >= 2:
-        cases.append(VerifyCase('batch of 2', *collate([first, second])))
-
+    cases = verification_cases(cfg, spec, settings, input_img, test_img)
     engine = TensorRTBackend(engine_file, cfg, str(device), logger=logger)
     reference = OnnxRuntimeBackend(onnx_file)
     rows = {'onnxruntime': []}
@@ -176,3 +184,29 @@ def verify_engine(
     else:
         logger('no --checkpoint: the PyTorch comparison is skipped')
     return rows
+
+
+def verification_cases(
+    cfg: Config,
+    spec: ModelSpec | None,
+    settings: BuildSettings,
+    input_img: PathLike,
+    test_img: PathLike | None,
+) -> list:
+    """The input image, a second view of it (``test_img``, or a 3:4 crop scaled down: another
+    size and aspect ratio) and, when the image profile allows a batch of 2, both together."""
+    from ..config import get_preprocess_cfg
+    from ..datasets.pipeline import TestPipeline, collate, load_image
+    from ..export.verify import VerifyCase
+    from .export import second_view
+
+    fixed = None if spec is None or spec.inputs.dynamic else spec.inputs.static_shape
+    pipeline = TestPipeline(get_preprocess_cfg(cfg), fixed_shape=fixed)
+    image = load_image(input_img)
+    other = load_image(test_img) if test_img else second_view(image)
+    first, second = pipeline(image), pipeline(other)
+    cases = [VerifyCase('input-img', *collate([first])), VerifyCase('test-img', *collate([second]))]
+    image_profile = settings.profiles.get('input')
+    if image_profile is not None and image_profile.max[0] >= 2:
+        cases.append(VerifyCase('batch of 2', *collate([first, second])))
+    return cases

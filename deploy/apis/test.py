@@ -1,113 +1,40 @@
-"""The evaluation job behind ``tools/test.py``: a data set through a backend, then COCO metrics."""
+"""The evaluation job behind ``tools/test.py``: a data set through a backend, then the task's
+metrics (COCO for detectors, top-k accuracy for classifiers: :mod:`deploy.tasks`)."""
 
-import json
 import os
-import pickle
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from torch.utils.data import Subset
 from tqdm import tqdm
 
 from ..backends import build_backend
-from ..config import get_test_dataset_cfg, load_config
-from ..datasets.coco import CocoDetectionDataset, build_dataloader
-from ..datasets.pipeline import load_image, network_inputs
+from ..config import load_config
+from ..datasets.coco import build_dataloader
+from ..datasets.pipeline import network_inputs
 from ..datasets.static_fit import fitted_differently, static_note
-from ..errors import ConfigError, DeployError, ImageError
-from ..evaluation.class_map import resolve_class_map
-from ..evaluation.class_map_report import describe_class_map, left_out_line
-from ..evaluation.coco_check import (
-    check_coco_annotations,
-    check_coco_ids,
-    missing_image_files,
-)
-from ..fileio import write_atomic
+from ..errors import ConfigError, DeployError
 from ..finite import check_outputs_finite
-from ..postprocess import outputs_to_results
-from ..structures import DetectionResult
-from .contract import plan_run
+from ..tasks import TestData, TestRequest, TestRun, TestSet, task_of_spec
+from ..tasks.base import Logger
+from .contract import RunPlan, plan_run
 from .distributed import gather_results, init_distributed, shard_indices
+from .run_record import write_metrics, write_output
 
-
-@dataclass
-class TestRun:
-    """Results of :func:`run_test`."""
-
-    results: list[DetectionResult]
-    img_ids: list[int]
-    metrics: dict = field(default_factory=dict)
-    class_names: tuple | None = None
-    #: mean wall time of the backend call per image (pre/post-processing excluded), milliseconds
-    latency_ms: float = 0.0
-    #: wall time of the whole run: loading, inference, encoding, writing and evaluation
-    wall_seconds: float = 0.0
-
-    @property
-    def pipeline_efficiency(self) -> float:
-        """End-to-end throughput as a fraction of the backend's pure inference throughput."""
-        if not self.wall_seconds or not self.latency_ms:
-            return 0.0
-        return (len(self.results) / self.wall_seconds) / (1000.0 / self.latency_ms)
+__all__ = ['TestOptions', 'TestRun', 'TestSet', 'run_test', 'evaluate_model']
 
 
 @dataclass(frozen=True)
-class TestData:
-    """A COCO test set given directly (``--ann-file``, ``--img-dir``) rather than by a config."""
-
-    __test__ = False  # not a pytest test class
-
-    ann_file: str
-    img_dir: str
-
-
-def dataset_paths(cfg, data: TestData | None) -> dict:
-    """``ann_file``, ``img_prefix`` and the flag or config key that names them."""
-    if data is not None:
-        return dict(ann_file=data.ann_file, img_prefix=data.img_dir, key='--ann-file')
-    if cfg is None:
-        raise ConfigError('without a config, give the data set: --ann-file and --img-dir')
-    return get_test_dataset_cfg(cfg)
-
-
-def run_test(
-    config,
-    model_file,
-    backend: str = 'onnxruntime',
-    *,
-    cfg_options=None,
-    device: str = 'cpu',
-    batch_size: int = 1,
-    num_workers: int = 2,
-    num_threads: int | None = None,
-    num_images: int | None = None,
-    metrics=(),
-    eval_options: dict | None = None,
-    eval_backend: str = 'pycocotools',
-    class_map: str | None = None,
-    strict: bool = True,
-    out: str | None = None,
-    format_only: str | None = None,
-    work_dir: str | None = None,
-    show_dir: str | None = None,
-    show_score_thr: float = 0.3,
-    launcher: str = 'none',
-    precision: str | None = None,
-    triton=None,
-    progress: bool = True,
-    data: TestData | None = None,
-    logger=print,
-) -> TestRun:
-    """Run a model on the config's test set and evaluate it.
+class TestOptions:
+    """Everything a test run is asked to do (``tools/test.py``'s flags).
 
     Args:
-        config: config path or loaded config.
-        model_file: checkpoint (``pytorch``), ``.onnx`` (``onnxruntime``), engine (``tensorrt``).
         num_images: only the first this many images of the test set (by id).
         metrics: any of ``bbox``, ``segm`` (mask models: masks are pasted with the config's
             ``mask_thr_binary`` and stream as COCO RLE), ``proposal``; ``accuracy`` for
-            classifiers (their run is :func:`deploy.apis.classification.run_classification_test`).
+            classifiers.
         class_map: how model labels become data-set categories
             (:func:`deploy.evaluation.class_map.resolve_class_map`; default: names must match).
         strict: checkpoint keys must match the model (``pytorch`` backend).
@@ -119,177 +46,199 @@ def run_test(
             ``fp32``, ``bf16``, ``int8``); ``None``: the file's.
         triton: :class:`~deploy.backends.triton.TritonOptions` of a served model (backend
             ``triton``): each image is one request, ``concurrency`` images are read at a time.
-        data: the annotation file and image folder, instead of the config's test set; with
+        test_set: the annotation file and image folder, instead of the config's test set; with
             ``config=None`` the model file alone says how to run it (no config code is run).
         launcher: ``'pytorch'`` under ``torchrun``: each rank runs its shard of the data set on
             its own backend session (GPU ``LOCAL_RANK`` for ``cuda``), rank 0 gathers the results
             and alone writes and evaluates; the other ranks return their shard, without metrics.
     """
-    cfg = load_config(config, cfg_options) if isinstance(config, (str, Path)) else config
-    if cfg is None and backend == 'pytorch':
+
+    backend: str = 'onnxruntime'
+    cfg_options: dict | None = None
+    device: str = 'cpu'
+    batch_size: int = 1
+    num_workers: int = 2
+    num_threads: int | None = None
+    num_images: int | None = None
+    metrics: tuple[str, ...] = ()
+    eval_options: dict = field(default_factory=dict)
+    eval_backend: str = 'pycocotools'
+    class_map: str | None = None
+    strict: bool = True
+    out: str | None = None
+    format_only: str | None = None
+    work_dir: str | None = None
+    show_dir: str | None = None
+    show_score_thr: float = 0.3
+    launcher: str = 'none'
+    precision: str | None = None
+    triton: Any = None  # deploy.backends.triton.TritonOptions (imported only when served)
+    test_set: TestSet | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, 'metrics', tuple(self.metrics or ()))
+        object.__setattr__(self, 'eval_options', dict(self.eval_options or {}))
+
+    def request(self, model_file: str | os.PathLike) -> TestRequest:
+        """What the task's data set and outputs are asked for."""
+        fields = set(TestRequest.__dataclass_fields__) - {'model_file'}
+        values = {k: v for k, v in asdict(self).items() if k in fields}
+        return TestRequest(model_file=str(model_file), **values)
+
+
+def run_test(
+    config: Any,
+    model_file: str | os.PathLike,
+    backend: str = 'onnxruntime',
+    *,
+    logger: Logger = print,
+    **options: Any,
+) -> TestRun:
+    """Run a model on the config's test set and evaluate it: :func:`evaluate_model` with
+    ``TestOptions(backend=backend, **options)``."""
+    return evaluate_model(config, model_file, TestOptions(backend=backend, **options), logger)
+
+
+def evaluate_model(
+    config: Any, model_file: str | os.PathLike, options: TestOptions, logger: Logger = print
+) -> TestRun:
+    """Run ``model_file`` (checkpoint for ``pytorch``, ``.onnx``, engine, ...) on the test set of
+    ``config`` (a path or a loaded config) as ``options`` say, and evaluate it."""
+    cfg = load_config(config, options.cfg_options) if isinstance(config, (str, Path)) else config
+    if cfg is None and options.backend == 'pytorch':
         raise ConfigError('the pytorch backend needs the config to build the model')
-    rank, world_size = init_distributed(launcher, device=device)
+    rank, world_size = init_distributed(options.launcher, device=options.device)
+    if rank != 0:
+        options, logger = _quiet(options), _silent
+    # The model first: a bad model file is reported before any data is touched.
+    runner = _build_runner(cfg, model_file, options, rank, world_size)
+    plan = plan_run(runner, cfg, model_file, logger)
+    batch_size = _batch_size(plan, options, logger)
+    task = task_of_spec(plan.spec)
+    request = options.request(model_file)
+    data = task.test_data(cfg, plan.spec, plan.pipeline(), plan.result_filter, request, logger)
+    run_start = time.perf_counter()
+    shard = _shard(data, options, batch_size, rank, world_size)
+    source = f'{model_file} ({options.backend})'
+    results, img_ids, latency_ms = _infer(runner, plan, shard, data, options, source, logger)
+    gathered = gather_results(results, img_ids)
+    if gathered is None:  # not rank 0: rank 0 writes and evaluates
+        return data.record(results, img_ids, latency_ms, gathered=False)
+    run = data.record(*gathered, latency_ms, gathered=True)
+    data.finish(run, logger)
+    failures = _write_outputs(run, data, cfg, model_file, options, logger)
+    run.wall_seconds = time.perf_counter() - run_start
+    if run.results:
+        logger(
+            f'{len(run.results)} images: {len(run.results) / run.wall_seconds:.1f} img/s end to '
+            f'end ({data.stages}), {1000 / max(latency_ms, 1e-9):.1f} img/s backend '
+            f'inference alone ({run.pipeline_efficiency:.0%})'
+        )
+    if failures:
+        raise DeployError('; '.join(failures))
+    return run
+
+
+def _build_runner(cfg, model_file, options: TestOptions, rank: int, world_size: int):
+    device = options.device
     if world_size > 1 and device in ('cuda', 'gpu'):
         device = f'cuda:{os.environ.get("LOCAL_RANK", rank)}'
-    if rank != 0:
-        progress, logger = False, _silent
-    # The model first: a bad model file is reported before any data is touched.
-    extra = {} if precision is None else dict(precision=precision)
-    if triton is not None:
-        extra['triton'], batch_size = triton, triton.concurrency
-    runner = build_backend(
-        backend,
+    extra = {} if options.precision is None else dict(precision=options.precision)
+    if options.triton is not None:
+        extra['triton'] = options.triton
+    return build_backend(
+        options.backend,
         model_file,
         cfg=cfg,
         device=device,
-        num_threads=num_threads,
-        strict=strict,
+        num_threads=options.num_threads,
+        strict=options.strict,
         **extra,
     )
-    plan = plan_run(runner, cfg, model_file, logger)
-    if plan.max_batch is not None and batch_size > plan.max_batch:
+
+
+def _batch_size(plan: RunPlan, options: TestOptions, logger: Logger) -> int:
+    if options.triton is not None:  # one image per request, the server batches them
+        return options.triton.concurrency
+    wanted = options.batch_size
+    if plan.max_batch is not None and wanted > plan.max_batch:
         reason = 'takes decoded images' if plan.decoded_images else 'has a static input shape'
         logger(f'note: the model {reason}: batch size forced to 1')
-        batch_size = 1
-    elif batch_size > 1 and plan.fixed_shape is None:
+        return 1
+    if wanted > 1 and plan.fixed_shape is None:
         logger(
-            f'note: --batch-size {batch_size} pads each image to the largest of its batch '
+            f'note: --batch-size {wanted} pads each image to the largest of its batch '
             "(MMDetection's semantics): detections, and the AP, can differ slightly from "
             '--batch-size 1'
         )
-    if plan.spec.task == 'classification' and cfg is None:
-        raise ConfigError(f'{model_file} is a classifier: give its config for the data set')
-    if plan.spec.task == 'classification':
-        from .classification import run_classification_test
+    return wanted
 
-        return run_classification_test(
-            runner,
-            plan,
-            cfg,
-            model_file,
-            backend,
-            rank=rank,
-            world_size=world_size,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            num_images=num_images,
-            metrics=metrics,
-            format_only=format_only,
-            out=out,
-            work_dir=work_dir,
-            show_dir=show_dir,
-            progress=progress,
-            logger=logger,
-        )
-    if 'accuracy' in metrics:
-        raise ConfigError(
-            f'--eval accuracy is for classifiers; {model_file} is a {plan.spec.model_type}: '
-            'use bbox, segm or proposal'
-        )
-    data_cfg = dataset_paths(cfg, data)
-    pipeline = plan.pipeline()
-    dataset = CocoDetectionDataset(
-        data_cfg['ann_file'], data_cfg['img_prefix'], pipeline, data_cfg['key']
-    )
-    check_coco_ids(dataset.coco.dataset, data_cfg['ann_file'])
-    missing = missing_image_files(dataset.coco.dataset, data_cfg['img_prefix'])
-    if missing:
-        more = f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''
-        raise ImageError(f'image not found: {missing[0]}{more}')
-    class_names = plan.spec.class_names
-    label_to_cat = resolve_class_map(
-        class_names, plan.spec.num_classes, dataset.class_names, dataset.cat_ids, class_map
-    )
-    if class_map is not None:
-        for line in describe_class_map(
-            label_to_cat, class_names, dataset.class_names, dataset.cat_ids
-        ):
-            logger(f'note: {line}')
-    if metrics:  # before any image is run: a meaningless AP is refused, a doubtful one named
-        for line in check_coco_annotations(dataset.coco.dataset, data_cfg['ann_file'], metrics):
-            logger(f'warning: {line}')
-    indices = list(range(len(dataset)))[:num_images]
+
+def _shard(data: TestData, options: TestOptions, batch_size: int, rank: int, world_size: int):
+    """This rank's share of the test set, batched: ``(loader, number of images)``."""
+    dataset = data.dataset
+    indices = list(range(len(dataset)))[: options.num_images]
     if world_size > 1:
         indices = [indices[i] for i in shard_indices(len(indices), rank, world_size)]
     shard = dataset if len(indices) == len(dataset) else Subset(dataset, indices)
-    loader = build_dataloader(shard, batch_size=batch_size, num_workers=num_workers)
+    loader = build_dataloader(shard, batch_size=batch_size, num_workers=options.num_workers)
+    return loader, len(indices)
 
-    results: list[DetectionResult] = []
+
+def _infer(
+    runner,
+    plan: RunPlan,
+    shard: tuple,
+    data: TestData,
+    options: TestOptions,
+    source: str,
+    logger: Logger,
+) -> tuple[list, list[int], float]:
+    """The shard through ``runner``: results, image ids and the mean backend time per image
+    (milliseconds). Non-finite outputs stop the run; a static file says how many images it ran
+    at another size than PyTorch does."""
+    loader, total = shard
+    results: list = []
     img_ids: list[int] = []
-    refitted = 0  # images a static file ran at another size than PyTorch does
-    infer_seconds = 0.0
-    run_start = time.perf_counter()
-    for img, metas in _progress(loader, backend, len(indices), progress):
+    infer_seconds, refitted = 0.0, 0
+    for img, metas in _progress(loader, options.backend, total, options.progress):
         inputs = network_inputs(img, metas)
         if plan.fixed_shape is not None:
             refitted += fitted_differently(metas, plan.preprocess)
         start = time.perf_counter()
         outputs = runner(inputs)
         infer_seconds += time.perf_counter() - start
-        check_outputs_finite(outputs, f'{model_file} ({backend})')
-        # Masks are pasted and RLE-encoded batch by batch, so memory stays flat on any data set.
-        batch_results = outputs_to_results(outputs, metas, plan.result_filter)
-        results.extend(batch_results)
+        check_outputs_finite(outputs, source)
+        results.extend(data.batch_results(outputs, metas))
         img_ids.extend(int(m['img_id']) for m in metas)
-        if show_dir:
-            _draw(batch_results, metas, class_names, show_dir, show_score_thr)
-
-    latency_ms = 1000 * infer_seconds / max(len(results), 1)
     if plan.fixed_shape is not None and not plan.decoded_images:
         logger(static_note(refitted, len(results), plan.fixed_shape))
-    gathered = gather_results(results, img_ids)
-    if gathered is None:  # not rank 0: rank 0 writes and evaluates
-        return TestRun(results, img_ids, class_names=class_names, latency_ms=latency_ms)
-    results, img_ids = gathered
-    run = TestRun(results, img_ids, class_names=class_names, latency_ms=latency_ms)
-    if show_dir:
-        logger(f'drawings of {len(results)} images written to {show_dir}/')
-    if metrics:
-        from ..evaluation.coco_metric import evaluate_coco
+    return results, img_ids, 1000 * infer_seconds / max(len(results), 1)
 
-        if (line := left_out_line(results, label_to_cat)) is not None:
-            logger(line)
 
-        # The data set's own COCO: the annotation file is parsed once per run.
-        run.metrics = evaluate_coco(
-            dataset.coco,
-            results,
-            img_ids,
-            dataset.cat_ids,
-            metrics=tuple(metrics),
-            label_to_cat=label_to_cat,
-            backend=eval_backend,
-            **(eval_options or {}),
-        )
-    # Files last: a full disk or a bad path must not cost the evaluation just printed.
-    failures = []
-    if work_dir and run.metrics:
+def _write_outputs(
+    run: TestRun, data: TestData, cfg, model_file, options: TestOptions, logger: Logger
+) -> list[str]:
+    """The output files, after the evaluation: a full disk or a bad path must not cost the
+    evaluation just printed; every file that can be is written, the failures are returned."""
+    failures: list[str] = []
+    if options.work_dir and run.metrics:
         write_metrics(
-            work_dir, cfg, model_file, backend, len(results), run.metrics, logger, failures
+            options.work_dir,
+            cfg,
+            model_file,
+            options.backend,
+            len(run.results),
+            run.metrics,
+            logger,
+            failures,
         )
-    if out:
-        payload = pickle.dumps(
-            [
-                dict(img_id=i, boxes=r.boxes, scores=r.scores, labels=r.labels, masks=r.masks)
-                for i, r in zip(img_ids, results)
-            ]
-        )
-        write_output(out, payload, 'results', logger, failures)
-    if format_only:
-        from ..evaluation.coco_metric import results_to_coco_json
-
-        dets = results_to_coco_json(results, img_ids, label_to_cat)
-        write_output(format_only, json.dumps(dets), 'COCO json', logger, failures)
-    run.wall_seconds = time.perf_counter() - run_start
-    if run.results:
-        logger(
-            f'{len(run.results)} images: {len(run.results) / run.wall_seconds:.1f} img/s end to '
-            f'end (load, infer, encode, evaluate), {1000 / max(latency_ms, 1e-9):.1f} img/s '
-            f'backend inference alone ({run.pipeline_efficiency:.0%})'
-        )
-    if failures:
-        raise DeployError('; '.join(failures))
-    return run
+    if options.out:
+        write_output(options.out, data.results_payload(run), 'results', logger, failures)
+    if options.format_only:
+        write_output(options.format_only, data.coco_json(run), 'COCO json', logger, failures)
+    return failures
 
 
 def _progress(loader, backend: str, total: int, enabled: bool):
@@ -301,41 +250,12 @@ def _progress(loader, backend: str, total: int, enabled: bool):
             bar.update(len(metas))
 
 
-def write_metrics(
-    work_dir, cfg, model_file, backend: str, num_images: int, metrics: dict, logger, failures
-) -> None:
-    """``work_dir/eval_<time>.json``: the metrics with what produced them (MMDetection's
-    ``--work-dir`` record)."""
-    path = Path(work_dir) / f'eval_{time.strftime("%Y%m%d_%H%M%S")}.json'
-    record = dict(
-        config=getattr(cfg, 'filename', None),
-        model=str(model_file),
-        backend=backend,
-        num_images=num_images,
-        metrics=metrics,
-    )
-    write_output(path, json.dumps(record, indent=2), 'metrics', logger, failures)
+def _quiet(options: TestOptions) -> TestOptions:
+    """The options of ranks other than 0: no progress bar."""
+    from dataclasses import replace
 
-
-def write_output(path, data, what: str, logger, failures: list) -> None:
-    """Write one output file atomically; a failure is collected, not raised, so the others (and
-    the printed evaluation) survive it."""
-    try:
-        write_atomic(path, data)
-    except OSError as err:
-        failures.append(f'cannot write the {what} file {path}: {err.strerror or err}')
-        return
-    logger(f'{what} written to {path}')
+    return replace(options, progress=False)
 
 
 def _silent(*_args, **_kwargs) -> None:
     """The logger of ranks other than 0."""
-
-
-def _draw(results, metas, class_names, show_dir, score_thr) -> None:
-    from ..visualization import draw_detections, save_image
-
-    for result, meta in zip(results, metas):
-        image = load_image(meta['filename'])
-        name = Path(meta['filename']).stem + '.jpg'
-        save_image(Path(show_dir) / name, draw_detections(image, result, class_names, score_thr))

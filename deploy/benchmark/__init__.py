@@ -6,13 +6,15 @@ from .flops import FlopCount, count_detector_flops, count_macs
 from .ort_profile import attribute_profile, classify_nodes, profile_onnxruntime
 from .peak import measure_peak_flops
 from .report import format_markdown, plot_latency, write_json
-from .runner import STAGES, run_benchmark, run_export_timing
+from .runner import STAGES, BenchmarkOptions, benchmark_models, run_benchmark, run_export_timing
 from .stats import peak_rss_mb, summarize
 
 __all__ = [
     'STAGES',
+    'BenchmarkOptions',
     'FlopCount',
     'attribute_profile',
+    'benchmark_models',
     'classify_nodes',
     'count_detector_flops',
     'count_macs',

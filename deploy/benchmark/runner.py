@@ -18,7 +18,10 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import BackendError, ConfigError, DeployError
 from ..progress import Stages
@@ -220,33 +223,11 @@ def run_worker(spec: dict, threads: int, timeout: float | None = None) -> dict:
     return result
 
 
-def run_benchmark(
-    config: str,
-    models: list[str],
-    backends: list[str] | None = None,
-    *,
-    image: str,
-    shape=None,
-    batch_size: int = 1,
-    warmup: int = 5,
-    iters: int = 20,
-    threads: int | None = None,
-    device: str = 'cpu',
-    checkpoint: str | None = None,
-    cfg_options=None,
-    ort_profile: bool = True,
-    profile_iters: int = 5,
-    peak_size: int = 2048,
-    count_flops: bool = True,
-    precisions: list[str] | None = None,
-    rounds: int = 1,
-    logger=print,
-) -> dict:
-    """Benchmark each ``(backend, model file)`` and return the report (see ``docs/benchmark.md``).
+@dataclass(frozen=True)
+class BenchmarkOptions:
+    """What an inference benchmark is asked to do (``tools/benchmark.py``'s flags).
 
     Args:
-        config: the model config (pipeline, post-processing, and the model for FLOP counting).
-        models / backends: paired as in :func:`pair_models`.
         image: the real image every iteration pre-processes.
         shape: ``(h, w)`` network input (see :func:`resolve_shape`).
         threads: torch / ONNX Runtime intra-op / OpenCV / OpenMP threads (default: all CPUs
@@ -260,79 +241,142 @@ def run_benchmark(
             that comes and goes on a shared machine then hits every model alike, and the ratios
             to the first model (``ratio``) compare like with like.
     """
+
+    image: str
+    shape: tuple[int, ...] | list[int] | None = None
+    batch_size: int = 1
+    warmup: int = 5
+    iters: int = 20
+    threads: int | None = None
+    device: str = 'cpu'
+    checkpoint: str | None = None
+    cfg_options: dict | None = None
+    ort_profile: bool = True
+    profile_iters: int = 5
+    peak_size: int = 2048
+    count_flops: bool = True
+    precisions: list[str] | None = None
+    rounds: int = 1
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.iters < 1 or self.warmup < 0 or self.rounds < 1:
+            raise ConfigError('--batch-size, --iters and --rounds must be >= 1 and --warmup >= 0')
+        if not Path(self.image).is_file():
+            raise ConfigError(f'image not found: {self.image}')
+
+
+def run_benchmark(
+    config: str,
+    models: list[str],
+    backends: list[str] | None = None,
+    *,
+    logger: Callable[[str], None] = print,
+    **options: Any,
+) -> dict:
+    """:func:`benchmark_models` with ``BenchmarkOptions(**options)``."""
+    return benchmark_models(config, models, backends, BenchmarkOptions(**options), logger)
+
+
+def benchmark_models(
+    config: str,
+    models: list[str],
+    backends: list[str] | None,
+    options: BenchmarkOptions,
+    logger: Callable[[str], None] = print,
+) -> dict:
+    """Benchmark each ``(backend, model file)`` and return the report (see ``docs/benchmark.md``).
+
+    ``config``: the model config (pipeline, post-processing, and the model for FLOP counting);
+    ``models`` / ``backends``: paired as in :func:`pair_models`.
+    """
     from ..config import load_config
     from .stats import summarize  # noqa: F401  (fail here, not in a worker, if numpy is broken)
 
-    if batch_size < 1 or iters < 1 or warmup < 0 or rounds < 1:
-        raise ConfigError('--batch-size, --iters and --rounds must be >= 1 and --warmup >= 0')
-    if not Path(image).is_file():
-        raise ConfigError(f'image not found: {image}')
-    threads = threads or default_threads()
-    cfg = load_config(config, cfg_options)
+    threads = options.threads or default_threads()
+    cfg = load_config(config, options.cfg_options)
     pairs = pair_models([str(m) for m in models], backends)
-    wanted = pair_precisions(pairs, precisions)
-    shape = resolve_shape(cfg, pairs, shape)
-    check_batch(pairs, batch_size)
-    report = dict(
+    wanted = pair_precisions(pairs, options.precisions)
+    shape = resolve_shape(cfg, pairs, options.shape)
+    check_batch(pairs, options.batch_size)
+    report = _report_head(config, options, shape, threads)
+    int8 = any(p == 'int8' or _file_precision(m) == 'int8' for (_, m), p in zip(pairs, wanted))
+    steps = options.rounds * len(pairs) + 1 + int(options.count_flops) + int(int8)
+    stages = Stages(total=steps, logger=logger)
+    keys = result_keys(pairs, wanted)
+    measured: dict[str, list[dict]] = {key: [] for key in keys}
+    for round_index in range(options.rounds):
+        for key, (backend, model), precision in zip(keys, pairs, wanted):
+            spec = _worker_spec(config, options, backend, model, precision, shape, threads)
+            # the profiler pass once per model, in its first round
+            spec['ort_profile'] = options.ort_profile and round_index == 0
+            _measure_one(stages, measured[key], key, round_index, options.rounds, spec)
+    for key in keys:
+        report['backends'][key] = merge_rounds(measured[key])
+    checkpoint = options.checkpoint
+    if checkpoint is None:
+        checkpoint = next((m for b, m in pairs if b == 'pytorch'), None)
+    _add_flops_and_peaks(report, cfg, options, checkpoint, shape, threads, int8, stages)
+    add_ratios(report['backends'])
+    report['load_average_end'] = load_average()
+    report['busy'] = is_busy(report)
+    return report
+
+
+def _report_head(config: str, options: BenchmarkOptions, shape, threads: int) -> dict:
+    """The report's record of what was run, where, and on what."""
+    return dict(
         schema_version=SCHEMA_VERSION,
         kind='inference',
         config=str(config),
-        cfg_options=_jsonable(cfg_options),
-        image=str(image),
+        cfg_options=_jsonable(options.cfg_options),
+        image=str(options.image),
         shape=list(shape),
-        batch_size=batch_size,
-        warmup=warmup,
-        iters=iters,
-        rounds=rounds,
+        batch_size=options.batch_size,
+        warmup=options.warmup,
+        iters=options.iters,
+        rounds=options.rounds,
         threads=threads,
-        device=device,
+        device=options.device,
         environment=environment(threads),
         load_average_start=load_average(),
         backends={},
     )
-    int8 = any(p == 'int8' or _file_precision(m) == 'int8' for (_, m), p in zip(pairs, wanted))
-    stages = Stages(total=rounds * len(pairs) + 1 + int(count_flops) + int(int8), logger=logger)
-    keys = result_keys(pairs, wanted)
-    measured: dict[str, list[dict]] = {key: [] for key in keys}
-    for round_index in range(rounds):
-        for key, (backend, model), precision in zip(keys, pairs, wanted):
-            _measure_one(
-                stages,
-                measured[key],
-                key,
-                round_index,
-                rounds,
-                dict(
-                    mode='backend',
-                    backend=backend,
-                    model_file=str(model),
-                    config=str(config),
-                    cfg_options=repr(cfg_options),
-                    image=str(image),
-                    shape=list(shape),
-                    batch_size=batch_size,
-                    warmup=warmup,
-                    iters=iters,
-                    threads=threads,
-                    device=device,
-                    precision=precision,
-                    # the profiler pass once per model, in its first round
-                    ort_profile=ort_profile and round_index == 0,
-                    profile_iters=profile_iters,
-                ),
-            )
-    for key in keys:
-        report['backends'][key] = merge_rounds(measured[key])
 
+
+def _worker_spec(config, options: BenchmarkOptions, backend, model, precision, shape, threads):
+    """What one measuring process runs."""
+    return dict(
+        mode='backend',
+        backend=backend,
+        model_file=str(model),
+        config=str(config),
+        cfg_options=repr(options.cfg_options),
+        image=str(options.image),
+        shape=list(shape),
+        batch_size=options.batch_size,
+        warmup=options.warmup,
+        iters=options.iters,
+        threads=threads,
+        device=options.device,
+        precision=precision,
+        ort_profile=options.ort_profile,
+        profile_iters=options.profile_iters,
+    )
+
+
+def _add_flops_and_peaks(
+    report, cfg, options: BenchmarkOptions, checkpoint, shape, threads, int8: bool, stages: Stages
+) -> None:
+    """FLOPs of the PyTorch model, the machine's FP32 (and INT8) peak, each result's
+    efficiency against the peak of its precision."""
     flops = None
-    if count_flops:
-        if checkpoint is None:
-            checkpoint = next((m for b, m in pairs if b == 'pytorch'), None)
+    if options.count_flops:
         with stages('count FLOPs on the PyTorch model'):
-            flops = model_flops(cfg, checkpoint, image, shape, batch_size, threads)
+            flops = model_flops(cfg, checkpoint, options.image, shape, options.batch_size, threads)
     report['flops'] = flops
     from .peak import measure_int8_peak, measure_peak_flops
 
+    peak_size = options.peak_size
     with stages(f'measure the FP32 peak ({peak_size}x{peak_size} matmul, {threads} threads)'):
         report['peak'] = measure_peak_flops(threads, n=peak_size)
     report['peak_int8'] = None
@@ -344,10 +388,6 @@ def run_benchmark(
         if result.get('precision') == 'int8':
             peak = dict(report['peak_int8'], gflops=report['peak_int8']['gops'])
         add_efficiency(result, flops, peak)
-    add_ratios(report['backends'])
-    report['load_average_end'] = load_average()
-    report['busy'] = is_busy(report)
-    return report
 
 
 def _file_precision(model_file: str) -> str | None:

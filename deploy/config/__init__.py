@@ -8,9 +8,9 @@ from .loader import (
     get_preprocess_cfg,
     get_test_dataset_cfg,
     load_config,
-    missing_key_error,
 )
 from .model_spec import get_test_settings, model_num_classes, spec_from_config
+from .reading import missing_key_error
 
 __all__ = [
     'PreprocessConfig',

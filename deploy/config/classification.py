@@ -28,17 +28,17 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..spec import PreprocessConfig, registry_type_name
-from .loader import (
-    _cfg_file,
-    _get,
-    _join,
-    _read_class_file,
-    _test_pipeline,
-    _triple,
-    _type_name,
-    _unwrap_dataset,
-    _walk_transforms,
+from .reading import (
+    cfg_file,
+    find_test_pipeline,
+    join_root,
+    lookup,
     missing_key_error,
+    read_class_file,
+    three_numbers,
+    transform_type,
+    unwrap_dataset,
+    walk_transforms,
 )
 
 __all__ = [
@@ -166,8 +166,8 @@ def _normalisation(values: Mapping, where: str, file: str, default_to_rgb: bool)
     to_rgb = values.get('to_rgb', values.get('bgr_to_rgb', default_to_rgb))
     return (
         where,
-        _triple(values.get('mean'), f'{where}.mean', file),
-        _triple(values.get('std'), f'{where}.std', file),
+        three_numbers(values.get('mean'), f'{where}.mean', file),
+        three_numbers(values.get('std'), f'{where}.std', file),
         bool(to_rgb),
     )
 
@@ -179,14 +179,14 @@ def get_classifier_preprocess_cfg(cfg) -> PreprocessConfig:
         ConfigError: no or two normalisations, no resize, a bad value, or a transform that
             changes pixels in a way not implemented here.
     """
-    file = _cfg_file(cfg)
-    found = _test_pipeline(cfg)
+    file = cfg_file(cfg)
+    found = find_test_pipeline(cfg)
     where, pipeline = found if found else ('test pipeline', [])
     normalisations: list[tuple] = []
     size_divisor, pad_value = None, 0.0
     # MMEngine's runner gives the model the top-level data_preprocessor unless it has its own.
     for key in ('model.data_preprocessor', 'data_preprocessor'):
-        preprocessor = _get(cfg, key)
+        preprocessor = lookup(cfg, key)
         if isinstance(preprocessor, Mapping) and preprocessor.get('mean') is not None:
             # ClsDataPreprocessor's to_rgb defaults to False
             normalisations.append(_normalisation(preprocessor, key, file, False))
@@ -197,8 +197,8 @@ def get_classifier_preprocess_cfg(cfg) -> PreprocessConfig:
 
     resize: dict | None = None
     crop = None
-    for transform, _wrapper in _walk_transforms(pipeline):
-        name = _type_name(transform)
+    for transform, _wrapper in walk_transforms(pipeline):
+        name = transform_type(transform)
         if name == 'Normalize':
             normalisations.append(_normalisation(transform, f'Normalize in {where}', file, True))
         elif name in ('Resize', 'ResizeEdge'):
@@ -249,13 +249,13 @@ def get_classifier_preprocess_cfg(cfg) -> PreprocessConfig:
 
 
 def _classes(dataset: Mapping, file: str) -> tuple[str, ...] | None:
-    classes = _get(dataset, 'metainfo.classes')
+    classes = lookup(dataset, 'metainfo.classes')
     if classes is None:
         classes = dataset.get('classes')
     if classes is None:
         return None
     if isinstance(classes, str):
-        return _read_class_file(classes, file)
+        return read_class_file(classes, file)
     if isinstance(classes, (list, tuple)):
         return tuple(str(c) for c in classes)
     raise ConfigError(f'class names in {file} must be a list or a file, got {classes!r}')
@@ -272,8 +272,8 @@ def get_classification_dataset_cfg(cfg) -> dict:
       ``dict(img_path=...)``), ``metainfo.classes`` / ``classes``;
     * 0.x: ``data.test``: ``data_prefix``, ``ann_file``, ``classes``.
     """
-    file = _cfg_file(cfg)
-    dataset = _unwrap_dataset(_get(cfg, 'test_dataloader.dataset'))
+    file = cfg_file(cfg)
+    dataset = unwrap_dataset(lookup(cfg, 'test_dataloader.dataset'))
     if isinstance(dataset, Mapping):
         root = dataset.get('data_root') or ''
         prefix = dataset.get('data_prefix') or ''
@@ -281,12 +281,12 @@ def get_classification_dataset_cfg(cfg) -> dict:
             prefix = prefix.get('img_path', prefix.get('img', '')) or ''
         ann_file = dataset.get('ann_file') or None
         return dict(
-            ann_file=_join(root, ann_file) if ann_file else None,
-            img_prefix=_join(root, prefix) if prefix else root,
+            ann_file=join_root(root, ann_file) if ann_file else None,
+            img_prefix=join_root(root, prefix) if prefix else root,
             classes=_classes(dataset, file),
             key='test_dataloader.dataset',
         )
-    dataset = _unwrap_dataset(_get(cfg, 'data.test'))
+    dataset = unwrap_dataset(lookup(cfg, 'data.test'))
     if isinstance(dataset, Mapping):
         prefix = dataset.get('data_prefix')
         if not prefix:

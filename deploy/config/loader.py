@@ -11,13 +11,25 @@ import argparse
 import ast
 import os
 import os.path as osp
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mmengine.config import Config, ConfigDict, DictAction
 
 from ..errors import ConfigError
 from ..spec import CenterPad, PreprocessConfig, registry_type_name
+from .reading import (
+    cfg_file,
+    find_test_pipeline,
+    join_root,
+    lookup,
+    missing_key_error,
+    read_class_file,
+    three_numbers,
+    transform_type,
+    unwrap_dataset,
+    walk_transforms,
+)
 
 __all__ = [
     'add_cfg_options_argument',
@@ -192,56 +204,6 @@ def _literal_bases(tree: ast.Module) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# small helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _cfg_file(cfg: Config | Mapping) -> str:
-    name = getattr(cfg, 'filename', None)
-    return name or '<config>'
-
-
-def missing_key_error(key: str, cfg: Config | Mapping | str, detail: str = '') -> ConfigError:
-    """The one wording for "the pipeline needs a key the config lacks".
-
-    >>> str(missing_key_error('model', 'configs/x.py'))
-    '`model` missing in configs/x.py'
-    """
-    file = cfg if isinstance(cfg, str) else _cfg_file(cfg)
-    message = f'`{key}` missing in {file}'
-    if detail:
-        message += f' ({detail})'
-    return ConfigError(message)
-
-
-def _get(node: Any, dotted: str) -> Any:
-    """``node.a.b.c`` for a dotted key, or ``None`` when any step is missing."""
-    for part in dotted.split('.'):
-        if not isinstance(node, (Mapping, Config)) or part not in node:
-            return None
-        node = node.get(part)
-    return node
-
-
-def _unwrap_dataset(dataset: Any) -> Any:
-    """Descend through dataset wrappers (``RepeatDataset(dataset=...)``) and multi-set lists."""
-    while True:
-        if isinstance(dataset, (list, tuple)) and dataset:
-            dataset = dataset[0]
-        elif isinstance(dataset, Mapping) and 'pipeline' not in dataset and 'dataset' in dataset:
-            dataset = dataset['dataset']
-        elif (
-            isinstance(dataset, Mapping)
-            and 'pipeline' not in dataset
-            and isinstance(dataset.get('datasets'), (list, tuple))
-            and dataset['datasets']
-        ):
-            dataset = dataset['datasets'][0]
-        else:
-            return dataset
-
-
-# --------------------------------------------------------------------------------------------
 # model
 # --------------------------------------------------------------------------------------------
 
@@ -257,42 +219,6 @@ def get_model_cfg(cfg: Config) -> ConfigDict:
 # --------------------------------------------------------------------------------------------
 # pre-processing
 # --------------------------------------------------------------------------------------------
-
-
-def _test_pipeline(cfg: Config) -> tuple[str, list] | None:
-    """The test pipeline and where it was found: 3.x dataloader, 2.x ``data.test``, top level."""
-    candidates = (
-        ('test_dataloader.dataset.pipeline', _unwrap_dataset(_get(cfg, 'test_dataloader.dataset'))),
-        ('data.test.pipeline', _unwrap_dataset(_get(cfg, 'data.test'))),
-    )
-    for where, dataset in candidates:
-        pipeline = _get(dataset, 'pipeline')
-        if isinstance(pipeline, (list, tuple)):
-            return where, list(pipeline)
-    pipeline = cfg.get('test_pipeline')
-    if isinstance(pipeline, (list, tuple)):
-        return 'test_pipeline', list(pipeline)
-    return None
-
-
-def _walk_transforms(
-    pipeline: Sequence, wrapper: Mapping | None = None
-) -> Iterator[tuple[Mapping, Mapping | None]]:
-    """Yield ``(transform, enclosing MultiScaleFlipAug or None)`` depth first."""
-    for transform in pipeline:
-        if not isinstance(transform, Mapping):
-            continue
-        inner = transform.get('transforms')
-        if isinstance(inner, (list, tuple)) and inner and isinstance(inner[0], Mapping):
-            yield from _walk_transforms(inner, transform)
-        else:
-            yield transform, wrapper
-
-
-def _type_name(transform: Mapping) -> str:
-    name = transform.get('type', '')
-    name = name if isinstance(name, str) else getattr(name, '__name__', str(name))
-    return name.rsplit('.', 1)[-1]  # 'mmdet.Resize' -> 'Resize'
 
 
 def _as_scale(value: Any, where: str, file: str) -> tuple[int, int]:
@@ -311,15 +237,6 @@ def _as_scale(value: Any, where: str, file: str) -> tuple[int, int]:
             'give one (w, h) scale'
         )
     raise ConfigError(f'{where} in {file} is not a (w, h) scale: {value!r}')
-
-
-def _triple(value: Any, where: str, file: str) -> tuple[float, float, float]:
-    if isinstance(value, (list, tuple)) and len(value) == 3:
-        try:
-            return tuple(float(v) for v in value)  # type: ignore[return-value]
-        except (TypeError, ValueError):
-            pass
-    raise ConfigError(f'{where} in {file} must be 3 numbers, got {value!r}')
 
 
 def _pad_value(value: Any) -> float:
@@ -348,22 +265,22 @@ def get_preprocess_cfg(cfg: Config) -> PreprocessConfig:
 
     if is_classifier_cfg(cfg):
         return get_classifier_preprocess_cfg(cfg)
-    file = _cfg_file(cfg)
-    found = _test_pipeline(cfg)
+    file = cfg_file(cfg)
+    found = find_test_pipeline(cfg)
     where, pipeline = found if found else ('test pipeline', [])
 
     normalisations: list[tuple[str, tuple, tuple, bool]] = []
     size_divisor: int | None = None
     pad_value = 0.0
 
-    preprocessor = _get(cfg, 'model.data_preprocessor')
+    preprocessor = lookup(cfg, 'model.data_preprocessor')
     if isinstance(preprocessor, Mapping):
         if preprocessor.get('mean') is not None or preprocessor.get('std') is not None:
             normalisations.append(
                 (
                     'model.data_preprocessor',
-                    _triple(preprocessor.get('mean'), 'model.data_preprocessor.mean', file),
-                    _triple(preprocessor.get('std'), 'model.data_preprocessor.std', file),
+                    three_numbers(preprocessor.get('mean'), 'model.data_preprocessor.mean', file),
+                    three_numbers(preprocessor.get('std'), 'model.data_preprocessor.std', file),
                     bool(preprocessor.get('bgr_to_rgb', preprocessor.get('rgb_to_bgr', False))),
                 )
             )
@@ -377,9 +294,9 @@ def get_preprocess_cfg(cfg: Config) -> PreprocessConfig:
     center_pad = None
     pad_to_square = False
     pad_to_size, pad_to_size_value = None, 0.0
-    for transform, wrapper in _walk_transforms(pipeline):
+    for transform, wrapper in walk_transforms(pipeline):
         _refuse_test_time_augmentation(pipeline, wrapper, where, file)
-        name = _type_name(transform)
+        name = transform_type(transform)
         if name == 'LoadImageFromFile':
             to_float32 = bool(transform.get('to_float32', False))
         elif name == 'RandomCenterCropPad':
@@ -388,8 +305,8 @@ def get_preprocess_cfg(cfg: Config) -> PreprocessConfig:
             normalisations.append(
                 (
                     f'Normalize in {where}',
-                    _triple(transform.get('mean'), f'Normalize.mean in {where}', file),
-                    _triple(transform.get('std'), f'Normalize.std in {where}', file),
+                    three_numbers(transform.get('mean'), f'Normalize.mean in {where}', file),
+                    three_numbers(transform.get('std'), f'Normalize.std in {where}', file),
                     bool(transform.get('to_rgb', True)),  # mmcv's Normalize default
                 )
             )
@@ -458,7 +375,7 @@ def _normalises_nothing(cfg: Config, preprocessor: Any) -> bool:
     YOLOX config (whose test pipeline has no ``Normalize``, as in MMDetection)."""
     if isinstance(preprocessor, Mapping):
         return True
-    return registry_type_name(_get(cfg, 'model.type') or '') == 'YOLOX'
+    return registry_type_name(lookup(cfg, 'model.type') or '') == 'YOLOX'
 
 
 def _read_center_pad(transform: Mapping, where: str, file: str) -> CenterPad:
@@ -486,7 +403,7 @@ def _read_center_pad(transform: Mapping, where: str, file: str) -> CenterPad:
             f"RandomCenterCropPad.test_pad_mode ['logical_or', {value}] in `{where}` of {file}: "
             'only values one below a power of two (such as 127) are supported'
         )
-    mean = _triple(transform.get('mean'), f'RandomCenterCropPad.mean in {where}', file)
+    mean = three_numbers(transform.get('mean'), f'RandomCenterCropPad.mean in {where}', file)
     # MMDetection fills the canvas with the mean in the image's channel order (BGR).
     fill = mean[::-1] if transform.get('to_rgb', True) else mean
     return CenterPad(
@@ -504,7 +421,7 @@ def _refuse_test_time_augmentation(
     index = next((i for i, t in enumerate(pipeline) if t is wrapper), None)
     key = f'{where}.{index}.flip' if index is not None else f'{where}...flip'
     raise ConfigError(
-        f'{_type_name(wrapper)}(flip=True) in `{where}` of {file}: flip test-time augmentation '
+        f'{transform_type(wrapper)}(flip=True) in `{where}` of {file}: flip test-time augmentation '
         f'is not supported; set flip=False (--cfg-options {key}=False, or in the config)'
     )
 
@@ -524,9 +441,9 @@ def _read_resize(
     if wrapper is not None:
         for key in ('img_scale', 'scale'):
             if wrapper.get(key) is not None:
-                scale = _as_scale(wrapper[key], f'{_type_name(wrapper)}.{key} in {where}', file)
+                scale = _as_scale(wrapper[key], f'{transform_type(wrapper)}.{key} in {where}', file)
                 return scale, bool(transform.get('keep_ratio', True)), None
-    for owner, name in ((transform, 'Resize'), (wrapper or {}, _type_name(wrapper or {}))):
+    for owner, name in ((transform, 'Resize'), (wrapper or {}, transform_type(wrapper or {}))):
         factor = owner.get('scale_factor')
         if factor is None:
             continue
@@ -544,12 +461,6 @@ def _read_resize(
 # --------------------------------------------------------------------------------------------
 
 
-def _join(root: str | None, path: str) -> str:
-    if not root or osp.isabs(path):
-        return path
-    return osp.join(root, path)
-
-
 def get_test_dataset_cfg(cfg: Config) -> dict:
     """``dict(ann_file=..., img_prefix=..., key=...)`` of the test set, paths joined with
     ``data_root``; ``key`` is the config key of the annotation file (for messages).
@@ -558,8 +469,8 @@ def get_test_dataset_cfg(cfg: Config) -> dict:
     ``data_prefix.img``); 2.x: ``data.test`` (``ann_file``, ``img_prefix``, usually already
     prefixed with ``data_root`` in the config text).
     """
-    file = _cfg_file(cfg)
-    dataset = _unwrap_dataset(_get(cfg, 'test_dataloader.dataset'))
+    file = cfg_file(cfg)
+    dataset = unwrap_dataset(lookup(cfg, 'test_dataloader.dataset'))
     if isinstance(dataset, Mapping):
         root = dataset.get('data_root')
         ann_file = dataset.get('ann_file')
@@ -571,12 +482,12 @@ def get_test_dataset_cfg(cfg: Config) -> dict:
         else:
             img = prefix
         return dict(
-            ann_file=_join(root, ann_file),
-            img_prefix=_join(root, img or ''),
+            ann_file=join_root(root, ann_file),
+            img_prefix=join_root(root, img or ''),
             key='test_dataloader.dataset.ann_file',
         )
 
-    dataset = _unwrap_dataset(_get(cfg, 'data.test'))
+    dataset = unwrap_dataset(lookup(cfg, 'data.test'))
     if isinstance(dataset, Mapping):
         root = dataset.get('data_root')
         ann_file = dataset.get('ann_file')
@@ -584,7 +495,9 @@ def get_test_dataset_cfg(cfg: Config) -> dict:
             raise missing_key_error('data.test.ann_file', file)
         img = dataset.get('img_prefix') or ''
         return dict(
-            ann_file=_join(root, ann_file), img_prefix=_join(root, img), key='data.test.ann_file'
+            ann_file=join_root(root, ann_file),
+            img_prefix=join_root(root, img),
+            key='data.test.ann_file',
         )
 
     raise missing_key_error('test_dataloader.dataset', file, 'or 2.x `data.test`')
@@ -597,25 +510,17 @@ def get_class_names(cfg: Config) -> tuple[str, ...] | None:
     ``data.test.classes`` and ``classes``. A string is a file with one name per line (2.x).
     """
     candidates = (
-        _get(_unwrap_dataset(_get(cfg, 'test_dataloader.dataset')), 'metainfo.classes'),
-        _get(cfg, 'metainfo.classes'),
-        _get(_unwrap_dataset(_get(cfg, 'data.test')), 'classes'),
+        lookup(unwrap_dataset(lookup(cfg, 'test_dataloader.dataset')), 'metainfo.classes'),
+        lookup(cfg, 'metainfo.classes'),
+        lookup(unwrap_dataset(lookup(cfg, 'data.test')), 'classes'),
         cfg.get('classes'),
     )
     for classes in candidates:
         if classes is None:
             continue
         if isinstance(classes, str):
-            return _read_class_file(classes, _cfg_file(cfg))
+            return read_class_file(classes, cfg_file(cfg))
         if isinstance(classes, (list, tuple)):
             return tuple(str(c) for c in classes)
-        raise ConfigError(f'class names in {_cfg_file(cfg)} must be a list, got {classes!r}')
+        raise ConfigError(f'class names in {cfg_file(cfg)} must be a list, got {classes!r}')
     return None
-
-
-def _read_class_file(path: str, file: str) -> tuple[str, ...]:
-    try:
-        with open(path, encoding='utf-8') as f:
-            return tuple(line.strip() for line in f if line.strip())
-    except OSError as e:
-        raise ConfigError(f'class-name file {path} named in {file} cannot be read: {e}') from e

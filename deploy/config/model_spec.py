@@ -9,7 +9,8 @@ from mmengine.config import Config
 from ..errors import ConfigError
 from ..spec import ModelSpec, TestSettings, registry_type_name, test_settings_for_model
 from .classification import CLASSIFIER_TYPES
-from .loader import _cfg_file, get_model_cfg, get_preprocess_cfg, missing_key_error
+from .loader import get_model_cfg, get_preprocess_cfg
+from .reading import cfg_file, missing_key_error
 
 __all__ = ['get_test_settings', 'model_num_classes', 'spec_from_config']
 
@@ -39,7 +40,7 @@ def get_test_settings(cfg: Config) -> TestSettings:
     try:
         return test_settings_for_model(model, test_cfg, where)
     except ConfigError as err:
-        raise ConfigError(f'{err} (in {_cfg_file(cfg)})') from None
+        raise ConfigError(f'{err} (in {cfg_file(cfg)})') from None
 
 
 def _is_detector(model: Mapping) -> bool:

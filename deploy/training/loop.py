@@ -10,45 +10,31 @@ checkpoint of epoch ``e`` continues exactly as the uninterrupted run would have.
 from __future__ import annotations
 
 import os
-import pprint
-import random
-import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..config import get_class_names, get_model_cfg, get_test_settings
-from ..errors import CheckpointError
-from ..fileio import atomic_output
+from ..config.classification import is_classifier_cfg
 from ..models import build_detector
-from ..models.checkpoint import save_checkpoint
+from .classification import train_classifier
 from .data import (
     CocoTrainDataset,
     build_train_loader,
     get_train_dataset_cfg,
     get_train_transform_cfg,
 )
+from .engine import (
+    TrainLog,
+    TrainResult,
+    fit,
+    optimizer_step,
+    seed_everything,
+)
 from .head_losses import detector_loss
 from .init import init_weights, load_pretrained
-from .optim import LrSchedule, build_optimizer, max_epochs
-
-
-def config_text(cfg) -> str:
-    """The resolved config as text for checkpoint metadata (MMDetection stores
-    ``meta['config']``); a ``pprint`` of the dict (``pretty_text`` would take seconds)."""
-    data = cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)
-    return pprint.pformat(data, width=100, sort_dicts=False)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+from .settings import GradClipSettings
 
 
 def build_train_model(cfg, logger=print) -> torch.nn.Module:
@@ -63,26 +49,11 @@ def build_train_model(cfg, logger=print) -> torch.nn.Module:
     return model.train()
 
 
-def optimizer_step(
-    model: torch.nn.Module,
-    loss: torch.Tensor,
-    optimizer: torch.optim.Optimizer,
-    grad_clip: dict | None = None,
-) -> None:
-    """Back-propagate ``loss``, clip the gradients as the config says, update the weights."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if grad_clip:
-        params = [p for p in model.parameters() if p.grad is not None]
-        torch.nn.utils.clip_grad_norm_(params, **grad_clip)
-    optimizer.step()
-
-
 def train_step(
     model: torch.nn.Module,
     batch: dict,
     optimizer: torch.optim.Optimizer,
-    grad_clip: dict | None = None,
+    grad_clip: GradClipSettings | None = None,
 ) -> dict[str, float]:
     """One SGD step; returns each loss and their sum (``loss``) as floats."""
     losses = detector_loss(model, batch)
@@ -91,174 +62,6 @@ def train_step(
     out = {k: float(v.detach()) for k, v in losses.items()}
     out['loss'] = float(total.detach())
     return out
-
-
-def save_training_checkpoint(
-    model: torch.nn.Module,
-    path: str | os.PathLike,
-    meta: dict,
-    optimizer: torch.optim.Optimizer | None = None,
-) -> str:
-    """MMDetection's layout, written atomically by :func:`save_checkpoint`, plus the optimiser
-    state under ``'optimizer'`` for ``--resume``."""
-    path = save_checkpoint(model, path, meta=meta)
-    if optimizer is None:
-        return path
-    # save_checkpoint writes meta + state_dict only; add the optimizer the same atomic way.
-    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    checkpoint['optimizer'] = optimizer.state_dict()
-    with atomic_output(path) as f:
-        torch.save(checkpoint, f)
-    return path
-
-
-def _atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    with atomic_output(dst) as out, open(src, 'rb') as f:
-        shutil.copyfileobj(f, out)
-
-
-def load_training_checkpoint(path: str | os.PathLike) -> dict:
-    """A checkpoint written by :func:`save_training_checkpoint` (weights-only unpickling)."""
-    try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f'cannot resume from {path}: {e}') from e
-    for key in ('state_dict', 'meta', 'optimizer'):
-        if key not in checkpoint:
-            raise CheckpointError(
-                f'cannot resume from {path}: it has no {key!r} '
-                '(not a checkpoint written by tools/train.py)'
-            )
-    return checkpoint
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train` did."""
-
-    model: torch.nn.Module
-    class_names: tuple
-    epoch_losses: list[dict] = field(default_factory=list)
-    checkpoint: str | None = None
-    seconds: float = 0.0
-
-
-class TrainLog:
-    """``train.log`` in the work directory (appended to, so a resumed run continues it), each
-    line also given to ``logger``."""
-
-    def __init__(self, work_dir: Path, logger=print):
-        work_dir.mkdir(parents=True, exist_ok=True)
-        self._file = open(work_dir / 'train.log', 'a', encoding='utf-8')  # noqa: SIM115
-        self._logger = logger
-
-    def __call__(self, message: str) -> None:
-        self._file.write(message + '\n')
-        self._file.flush()
-        if self._logger is not None:
-            self._logger(message)
-
-    def close(self) -> None:
-        self._file.close()
-
-
-#: one training step on a batch: ``(batch, optimizer, grad_clip) -> {name: value}``; the values
-#: are added up over the epoch, and ``loss`` (the batch's own) is shown on the progress bar
-StepFn = Callable[[object, torch.optim.Optimizer, 'dict | None'], dict]
-
-
-def _mean_per_batch(sums: dict[str, float], batches: int) -> dict[str, float]:
-    return {k: v / max(batches, 1) for k, v in sums.items()}
-
-
-def _describe_losses(means: dict[str, float]) -> str:
-    return ' '.join(f'{k} {v:.4f}' for k, v in means.items())
-
-
-def fit(
-    model: torch.nn.Module,
-    cfg,
-    dataset,
-    loader,
-    class_names,
-    step: StepFn,
-    *,
-    work_dir: Path,
-    log: TrainLog,
-    seed: int,
-    epochs: int | None = None,
-    resume: str | None = None,
-    progress: bool = True,
-    epoch_means: Callable[[dict, int], dict] = _mean_per_batch,
-    describe: Callable[[dict], str] = _describe_losses,
-    start_time: float | None = None,
-) -> TrainResult:
-    """The epochs every model trains with: the config's optimiser, LR schedule and gradient
-    clipping, ``--resume``, per-epoch reseeding (so a resumed run continues exactly), a progress
-    bar, one log line and one checkpoint (``epoch_{n}.pth`` and ``latest.pth``) per epoch.
-
-    ``dataset`` and ``loader.batch_sampler`` have ``set_epoch``. ``epoch_means(sums, batches)``
-    turns the step values added up over an epoch into the logged means (default: per batch),
-    which ``describe`` formats (default: ``name value`` pairs). Closes ``log``.
-    """
-    start_time = time.perf_counter() if start_time is None else start_time
-    optimizer = build_optimizer(model, cfg['optimizer'])
-    schedule_epochs = max_epochs(cfg)
-    total_epochs = epochs or schedule_epochs
-    schedule = LrSchedule(
-        cfg.get('lr_config'), cfg['optimizer']['lr'], schedule_epochs, len(loader)
-    )
-    grad_clip = (cfg.get('optimizer_config') or {}).get('grad_clip')
-
-    start_epoch = 0
-    if resume:
-        checkpoint = load_training_checkpoint(resume)
-        model.load_state_dict(checkpoint['state_dict'])
-        optimizer.load_state_dict(checkpoint['optimizer'])
-        start_epoch = int(checkpoint['meta'].get('epoch', 0))
-        log(f'resumed from {resume} at epoch {start_epoch}')
-    log(
-        f'training {type(model).__name__} on {len(dataset)} images of {len(class_names)} '
-        f'classes, batch {loader.batch_sampler.batch_size}, epochs '
-        f'{start_epoch + 1}..{total_epochs}, seed {seed}'
-    )
-    result = TrainResult(model, tuple(class_names))
-    meta_base = dict(CLASSES=tuple(class_names), seed=seed, config=config_text(cfg))
-    lr = schedule(start_epoch, start_epoch * len(loader))
-    for epoch in range(start_epoch, total_epochs):
-        model.train()
-        dataset.set_epoch(epoch)
-        loader.batch_sampler.set_epoch(epoch)
-        torch.manual_seed(seed * 1000 + epoch)
-        sums: dict[str, float] = {}
-        bar = tqdm(
-            loader,
-            desc=f'epoch {epoch + 1}/{total_epochs}',
-            disable=not progress,
-            dynamic_ncols=True,
-            leave=False,
-        )
-        for i, batch in enumerate(bar):
-            lr = schedule(epoch, epoch * len(loader) + i)
-            for group in optimizer.param_groups:
-                group['lr'] = lr
-            values = step(batch, optimizer, grad_clip)
-            for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + v
-            bar.set_postfix(loss=f'{values["loss"]:.4f}', lr=f'{lr:.2e}')
-        means = epoch_means(sums, len(loader))
-        result.epoch_losses.append(means)
-        log(
-            f'epoch {epoch + 1}/{total_epochs} lr {lr:.2e} {describe(means)} '
-            f'({time.perf_counter() - start_time:.0f} s)'
-        )
-        meta = dict(meta_base, epoch=epoch + 1, iter=(epoch + 1) * len(loader))
-        path = save_training_checkpoint(model, work_dir / f'epoch_{epoch + 1}.pth', meta, optimizer)
-        _atomic_copy(path, work_dir / 'latest.pth')
-        result.checkpoint = str(path)
-    result.seconds = time.perf_counter() - start_time
-    log.close()
-    return result
 
 
 def train(
@@ -289,11 +92,7 @@ def train(
     Image classifiers (``ImageClassifier`` configs) are trained by
     :func:`deploy.training.classification.train_classifier`.
     """
-    from ..config.classification import is_classifier_cfg
-
     if is_classifier_cfg(cfg):
-        from .classification import train_classifier
-
         return train_classifier(
             cfg,
             work_dir,

@@ -20,32 +20,35 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..settings import parse_settings
+from .settings import LrSettings, OptimizerSettings
 
 
-def build_optimizer(model: nn.Module, cfg: Mapping) -> torch.optim.Optimizer:
-    """The optimiser over ``model``'s trainable parameters."""
-    cfg = dict(cfg)
-    kind = cfg.pop('type', 'SGD')
-    cfg.pop('paramwise_cfg', None)
+def build_optimizer(
+    model: nn.Module, settings: OptimizerSettings | Mapping
+) -> torch.optim.Optimizer:
+    """The optimiser over ``model``'s trainable parameters (``settings``: typed, or the config's
+    ``optimizer`` dict)."""
+    settings = parse_settings(OptimizerSettings, settings, 'optimizer')
     params = [p for p in model.parameters() if p.requires_grad]
-    if kind == 'SGD':
+    if settings.type == 'SGD':
         return torch.optim.SGD(
             params,
-            lr=cfg['lr'],
-            momentum=cfg.get('momentum', 0.0),
-            weight_decay=cfg.get('weight_decay', 0.0),
-            nesterov=cfg.get('nesterov', False),
+            lr=settings.lr,
+            momentum=settings.momentum,
+            weight_decay=settings.weight_decay,
+            nesterov=settings.nesterov,
         )
-    if kind in ('Adam', 'AdamW'):
-        optim = torch.optim.AdamW if kind == 'AdamW' else torch.optim.Adam
+    if settings.type in ('Adam', 'AdamW'):
+        optim = torch.optim.AdamW if settings.type == 'AdamW' else torch.optim.Adam
         return optim(
             params,
-            lr=cfg['lr'],
-            betas=tuple(cfg.get('betas', (0.9, 0.999))),
-            eps=cfg.get('eps', 1e-8),
-            weight_decay=cfg.get('weight_decay', 0.0),
+            lr=settings.lr,
+            betas=tuple(settings.betas),
+            eps=settings.eps,
+            weight_decay=settings.weight_decay,
         )
-    raise ConfigError(f'unsupported optimizer {kind!r} (SGD, Adam, AdamW)')
+    raise ConfigError(f'unsupported optimizer {settings.type!r} (SGD, Adam, AdamW)')
 
 
 def max_epochs(cfg) -> int:
@@ -65,34 +68,36 @@ class LrSchedule:
     """Learning rate per iteration (mmcv's ``LrUpdaterHook`` family, step/cosine/fixed + warmup).
 
     Args:
-        cfg: the ``lr_config`` dict.
+        cfg: the typed ``lr_config`` (or its dict; ``None``: a fixed rate).
         base_lr: ``optimizer.lr``.
         max_epochs, iters_per_epoch: the run's length.
     """
 
-    def __init__(self, cfg: Mapping | None, base_lr: float, max_epochs: int, iters_per_epoch: int):
-        cfg = dict(cfg or dict(policy='fixed'))
-        self.policy = str(cfg.get('policy', 'fixed')).lower()
+    def __init__(
+        self,
+        cfg: LrSettings | Mapping | None,
+        base_lr: float,
+        max_epochs: int,
+        iters_per_epoch: int,
+    ):
+        cfg = parse_settings(LrSettings, cfg, 'lr_config')
+        self.policy = cfg.policy.lower()
         if self.policy not in ('step', 'cosineannealing', 'fixed'):
             raise ConfigError(
-                f'unsupported lr_config.policy {cfg.get("policy")!r} (step, CosineAnnealing, fixed)'
+                f'unsupported lr_config.policy {cfg.policy!r} (step, CosineAnnealing, fixed)'
             )
         self.base_lr = base_lr
         self.max_epochs = max_epochs
         self.iters_per_epoch = max(iters_per_epoch, 1)
-        step = cfg.get('step', [])
         # mmcv: an int decays every `step` epochs, a list at each listed epoch
-        self.step_every = step if isinstance(step, int) else None
-        self.steps = [] if isinstance(step, int) else list(step)
-        self.gamma = cfg.get('gamma', 0.1)
-        self.by_epoch = cfg.get('by_epoch', True)
-        if cfg.get('min_lr') is not None:
-            self.min_lr = cfg['min_lr']
-        else:
-            self.min_lr = base_lr * cfg.get('min_lr_ratio', 0.0)
-        self.warmup = cfg.get('warmup')
-        self.warmup_iters = int(cfg.get('warmup_iters', 0)) if self.warmup else 0
-        self.warmup_ratio = cfg.get('warmup_ratio', 0.1)
+        self.step_every = cfg.step if isinstance(cfg.step, int) else None
+        self.steps = [] if isinstance(cfg.step, int) else list(cfg.step)
+        self.gamma = cfg.gamma
+        self.by_epoch = cfg.by_epoch
+        self.min_lr = cfg.min_lr if cfg.min_lr is not None else base_lr * cfg.min_lr_ratio
+        self.warmup = cfg.warmup
+        self.warmup_iters = cfg.warmup_iters if self.warmup else 0
+        self.warmup_ratio = cfg.warmup_ratio
 
     def regular_lr(self, epoch: int, it: int) -> float:
         if self.policy == 'step':

@@ -27,8 +27,6 @@ import time
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='ORT latency of corner pooling and soft-NMS')
@@ -55,7 +53,7 @@ def _export_loud(module, args, names, path, exporter):
     import onnx
     import torch
 
-    from deploy.ops import onnx_functions
+    from deploy.export import onnx_ops
 
     dims = {name: {0: torch.export.Dim('batch', min=1, max=64)} for name in names}
     if exporter == 'dynamo':
@@ -68,15 +66,15 @@ def _export_loud(module, args, names, path, exporter):
             opset_version=18,
             input_names=list(names),
             dynamic_shapes=dims,
-            custom_translation_table=onnx_functions.onnx_translation_table(),
+            custom_translation_table=onnx_ops.onnx_translation_table(),
         )
         program.save(str(path), external_data=False)
     else:
-        onnx_functions.register_legacy_symbolics(18)
+        onnx_ops.register_legacy_symbolics(18)
         torch.onnx.export(
             module, args, str(path), dynamo=False, opset_version=18, input_names=list(names)
         )
-    onnx.save(onnx_functions.inline_local_functions(onnx.load(str(path))), str(path))
+    onnx.save(onnx_ops.inline_local_functions(onnx.load(str(path))), str(path))
 
 
 def _time_pair(eager, graph, runs: int, warmup: int) -> dict:

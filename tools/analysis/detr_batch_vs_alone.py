@@ -11,13 +11,9 @@ alone; the table has one row per backend.
 """
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from deploy.apis.cli import HelpFormatter, run_cli  # noqa: E402
-from deploy.config import add_cfg_options_argument  # noqa: E402
+from deploy.apis.cli import HelpFormatter, run_cli
+from deploy.config import add_cfg_options_argument
 
 
 def parse_args(argv=None):

@@ -17,9 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from deploy.apis.cli import ArgumentParser  # noqa: E402
+from deploy.apis.cli import ArgumentParser
 
 DEFAULT_CONFIG = (
     Path(__file__).resolve().parents[2]

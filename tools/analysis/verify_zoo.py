@@ -17,10 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from deploy.apis.cli import ArgumentParser
 
-from deploy.apis.cli import ArgumentParser  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
+
 
 YOLOX_SIZES = ('tiny', 's', 'm', 'l', 'x')
 MODELS = {

@@ -7,13 +7,9 @@ Usage (these are the defaults):
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from deploy.apis.cli import run_cli  # noqa: E402
+from deploy.apis.cli import run_cli
 
 
 def main(argv=None) -> int:

@@ -5,13 +5,9 @@ Usage (these are the defaults):
     python tools/dataset/generate_synthetic_coco.py --out-dir data/synthetic_coco --seed 0
 """
 
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from deploy.apis.cli import ArgumentParser, run_cli  # noqa: E402
+from deploy.apis.cli import ArgumentParser, run_cli
 
 
 def main(argv=None) -> int:

@@ -12,12 +12,9 @@ itself) and for testing the 2.x path. ``meta`` is kept.
 """
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from deploy.apis.cli import HelpFormatter, run_cli  # noqa: E402
+from deploy.apis.cli import HelpFormatter, run_cli
 
 
 def parse_args(argv=None):

@@ -15,13 +15,10 @@ score, label or mask it gets wrong:
 """
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from deploy.apis.cli import ArgumentParser, run_cli  # noqa: E402
-from deploy.errors import DeployError  # noqa: E402
+from deploy.apis.cli import ArgumentParser, run_cli
+from deploy.errors import DeployError
 
 
 def parse_args(argv=None):

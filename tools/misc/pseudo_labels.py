@@ -15,13 +15,9 @@ image it classifies differently:
 """
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from deploy.apis.cli import run_cli  # noqa: E402
-from deploy.errors import DeployError  # noqa: E402
+from deploy.apis.cli import run_cli
+from deploy.errors import DeployError
 
 
 def parse_args(argv=None):

@@ -10,13 +10,10 @@ The classifier biases are set so scores fall around the config's ``score_thr``
 (:mod:`deploy.models.random_weights`); the AP of such a model is meaningless.
 """
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from deploy.apis.cli import ArgumentParser, run_cli  # noqa: E402
-from deploy.config import add_cfg_options_argument  # noqa: E402
+from deploy.apis.cli import ArgumentParser, run_cli
+from deploy.config import add_cfg_options_argument
 
 
 def parse_args(argv=None):

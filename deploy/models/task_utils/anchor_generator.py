@@ -12,8 +12,12 @@ from ...errors import ConfigError
 from ...registry import MODELS
 
 
-def _pair(value) -> tuple:
+def as_pair(value: int | float | tuple | list) -> tuple:
+    """``(w, h)`` from one number or a pair (strides and base sizes are written either way)."""
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+_pair = as_pair  # the former private name, for code that still imports it
 
 
 @MODELS.register_module()
@@ -54,7 +58,7 @@ class AnchorGenerator:
             )
         if centers is not None and len(centers) != len(strides):
             raise ConfigError('AnchorGenerator: one center per stride is needed')
-        self.strides = [_pair(stride) for stride in strides]
+        self.strides = [as_pair(stride) for stride in strides]
         self.base_sizes = (
             list(base_sizes) if base_sizes is not None else [min(stride) for stride in self.strides]
         )

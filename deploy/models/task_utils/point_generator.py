@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ...registry import MODELS
-from .anchor_generator import _pair
+from .anchor_generator import as_pair
 
 
 @MODELS.register_module()
@@ -24,7 +24,7 @@ class MlvlPointGenerator:
     """
 
     def __init__(self, strides: list, offset: float = 0.5):
-        self.strides = [_pair(stride) for stride in strides]
+        self.strides = [as_pair(stride) for stride in strides]
         self.offset = offset
 
     @property

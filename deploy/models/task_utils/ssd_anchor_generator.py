@@ -14,7 +14,7 @@ import torch
 
 from ...errors import ConfigError
 from ...registry import MODELS
-from .anchor_generator import AnchorGenerator, _pair
+from .anchor_generator import AnchorGenerator, as_pair
 
 # input_size -> {basesize_ratio_range[0]: (min, max) percent of the extra first level}
 _FIRST_LEVEL = {
@@ -52,7 +52,7 @@ class SSDAnchorGenerator(AnchorGenerator):
             raise ConfigError('SSDAnchorGenerator: one ratio list per stride is needed')
         if (min_sizes is None) != (max_sizes is None):
             raise ConfigError('SSDAnchorGenerator: give both min_sizes and max_sizes, or neither')
-        self.strides = [_pair(stride) for stride in strides]
+        self.strides = [as_pair(stride) for stride in strides]
         self.centers = [(stride[0] / 2.0, stride[1] / 2.0) for stride in self.strides]
         self.input_size = input_size
         self.basesize_ratio_range = tuple(basesize_ratio_range)

@@ -4,7 +4,7 @@ import torch
 
 from ...errors import ConfigError
 from ...registry import MODELS
-from .anchor_generator import AnchorGenerator, _pair
+from .anchor_generator import AnchorGenerator, as_pair
 
 
 @MODELS.register_module()
@@ -17,13 +17,13 @@ class YOLOAnchorGenerator(AnchorGenerator):
     """
 
     def __init__(self, strides: list, base_sizes: list):
-        self.strides = [_pair(stride) for stride in strides]
+        self.strides = [as_pair(stride) for stride in strides]
         self.centers = [(stride[0] / 2.0, stride[1] / 2.0) for stride in self.strides]
         if len(base_sizes) != len(self.strides):
             raise ConfigError('YOLOAnchorGenerator: one list of base sizes per stride is needed')
         if len({len(level) for level in base_sizes}) != 1:
             raise ConfigError('YOLOAnchorGenerator: every level needs the same number of anchors')
-        self.base_sizes = [[_pair(size) for size in level] for level in base_sizes]
+        self.base_sizes = [[as_pair(size) for size in level] for level in base_sizes]
         self.center_offset = 0.0
         self.base_anchors = [
             self._level_base_anchors(sizes, center)

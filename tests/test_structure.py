@@ -1,0 +1,57 @@
+"""The command lines and the package structure: positionals after options, tools that import the
+installed package, and no import cycles or private-helper imports between modules of ``deploy``."""
+
+import pytest
+from conftest import ROOT, _tool_module
+
+CONFIG = 'configs/bundled/retinanet_r18_tiny_synthetic.py'
+
+
+@pytest.mark.parametrize(
+    'argv',
+    [
+        [CONFIG, '--exporter', 'dynamo', 'model.pth'],  # MMDetection's scripts write it so
+        [CONFIG, 'model.pth', '--exporter', 'dynamo'],
+        [CONFIG, '--checkpoint', 'model.pth', '--exporter', 'dynamo'],
+    ],
+)
+def test_the_checkpoint_may_follow_options(argv):
+    args = _tool_module('pytorch2onnx.py').parse_args(argv)
+    assert (args.config, args.checkpoint, args.exporter) == (CONFIG, 'model.pth', 'dynamo')
+
+
+def test_the_model_file_may_follow_options():
+    args = _tool_module('test.py').parse_args(
+        [CONFIG, '--backend', 'pytorch', 'model.pth', '--eval', 'bbox']
+    )
+    assert (args.config, args.model, args.backend) == (CONFIG, 'model.pth', 'pytorch')
+
+
+def test_an_unknown_argument_is_still_one_error_line(capsys):
+    with pytest.raises(SystemExit) as stop:
+        _tool_module('pytorch2onnx.py').parse_args([CONFIG, 'model.pth', 'extra'])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.startswith('error: unrecognized arguments: extra')
+
+
+@pytest.fixture(scope='module')
+def stats():
+    return _tool_module('code_stats.py').collect()
+
+
+def test_tools_import_the_installed_package(stats):
+    assert stats['tools_sys_path_edits'] == []
+
+
+def test_no_import_cycle_between_modules(stats):
+    assert stats['import_cycles'] == []
+
+
+def test_no_module_imports_another_modules_private_helpers(stats):
+    assert stats['private_imports'] == []
+
+
+def test_the_stats_see_the_package(stats):
+    # Guards the three tests above against a scan that reads nothing.
+    assert stats['over_60_in_deploy'] > 0 and (ROOT / 'deploy' / 'apis').is_dir()
+    assert any(name.startswith('deploy/apis/') for _, name in stats['longest_in_apis'])
