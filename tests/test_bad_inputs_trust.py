@@ -505,7 +505,7 @@ def test_resume_refuses_a_crafted_pickle(ws, tmp_path):
     import torch
 
     from deploy.errors import CheckpointError
-    from deploy.training.loop import load_training_checkpoint
+    from deploy.training.engine import load_training_checkpoint
 
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {}, 'meta': _RunsCode(ws['marker'])}, path)
