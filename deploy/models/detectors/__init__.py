@@ -1,6 +1,7 @@
 from .base import BaseDetector
 from .cornernet import CornerNet
 from .detr import DETR
+from .dino import DINO
 from .point_rend import PointRend
 from .single_stage import FCOS, FSAF, YOLOV3, RetinaNet, SingleStageDetector
 from .two_stage import CascadeRCNN, FasterRCNN, MaskRCNN, TwoStageDetector
@@ -10,6 +11,7 @@ __all__ = [
     'CascadeRCNN',
     'CornerNet',
     'DETR',
+    'DINO',
     'FCOS',
     'FSAF',
     'FasterRCNN',
