@@ -158,7 +158,9 @@ train_pipeline = [
     ),
     dict(type='PackDetInputs'),
 ]
-train_dataloader = dict(dataset=dict(filter_cfg=dict(filter_empty_gt=False), pipeline=train_pipeline))
+train_dataloader = dict(
+    dataset=dict(filter_cfg=dict(filter_empty_gt=False), pipeline=train_pipeline)
+)
 
 # optimizer
 optim_wrapper = dict(
