@@ -117,7 +117,7 @@ def export_model(
     opset_version=DEFAULT_OPSET,
     cfg_options=None,
     dynamic=False,
-    exporter=DEFAULT_EXPORTER,
+    exporter=None,
     simplify=False,
     skip_postprocess=False,
     verify=False,
@@ -140,6 +140,8 @@ def export_model(
     ``preprocess_in_graph`` exports a graph that takes decoded images (``image [B, H, W, 3]``
     uint8 BGR, any size) and returns boxes in image pixels (:mod:`deploy.ops.preprocess`); its
     verification reports how far the in-graph resize is from OpenCV's.
+    ``exporter=None`` takes the model's ``default_exporter`` (the faster one where a model's
+    measured export time calls for it, DINO's TorchScript), else :data:`DEFAULT_EXPORTER`.
     ``verify_backends``: the engines the file is verified on (``onnxruntime`` always; e.g.
     ``openvino``, ``openvino:bf16``), each with its own table and the tolerances of the
     precision it computes in.
@@ -171,6 +173,7 @@ def export_model(
     stages = Stages(total=2 + int(simplify) + int(verify) + int(fp16), logger=logger)
     with stages('build the model and load the checkpoint'):
         model, cfg = init_detector(cfg, checkpoint, device=device, strict=strict, logger=logger)
+    exporter = exporter or getattr(model, 'default_exporter', DEFAULT_EXPORTER)
     classifier = model.spec.task == 'classification'
     if classifier and (fp16 or preprocess_in_graph):
         flag = '--precision fp16' if fp16 else '--preprocess-in-graph'

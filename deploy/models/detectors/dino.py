@@ -112,6 +112,11 @@ class DINO(DETR):
     Reuses DETR's padding masks and its ``batch_invariant`` backbone hooks.
     """
 
+    #: the exporter ``tools/pytorch2onnx.py`` uses without ``--exporter``: torch.export's
+    #: symbolic shapes make the dynamic dynamo export of DINO R50 take minutes on 2 cores
+    #: against under a minute for TorchScript, with the same parity (docs/benchmark.md)
+    default_exporter = 'torchscript'
+
     def __init__(
         self,
         backbone: dict,
