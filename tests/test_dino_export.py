@@ -33,6 +33,7 @@ CASES = [
     [(200, 280), (176, 250)],
     [(150, 230)],
     [(97, 130), (160, 100)],
+    [(24, 30)],  # fewer tokens (15) than queries (30): the query count is computed
 ]
 #: small test scale of the generated set (the config's is 1333 x 800)
 TEST_SCALE = (320, 256)

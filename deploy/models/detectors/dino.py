@@ -116,6 +116,9 @@ class DINO(DETR):
     #: symbolic shapes make the dynamic dynamo export of DINO R50 take minutes on 2 cores
     #: against under a minute for TorchScript, with the same parity (docs/benchmark.md)
     default_exporter = 'torchscript'
+    #: a dynamic export traces a crop of the example this large: the graph is the same for any
+    #: size, and a full-size forward pass was most of the export
+    dynamic_trace_size = (320, 320)
 
     def __init__(
         self,
@@ -205,9 +208,10 @@ class DINO(DETR):
     # -- the network ---------------------------------------------------------------------------
     def forward_transformer(
         self, feats: list[Tensor], masks: list[Tensor]
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Levels ``[B, C, h_l, w_l]`` and their padding masks ``[B, h_l, w_l]`` -> the head's
-        class logits ``[B, Q, num_classes]`` and boxes ``[B, Q, 4]``."""
+        class logits ``[B, Q, num_classes]`` and boxes ``[B, Q, 4]``, and the sequence position
+        of the encoder token each query was selected from ``[B, Q]``, queries in rank order."""
         levels = Levels(
             sizes=[tuple(f.shape[-2:]) for f in feats],
             wh=torch.stack([torch.stack([_size_f32(f, 3), _size_f32(f, 2)]) for f in feats]),
@@ -221,9 +225,11 @@ class DINO(DETR):
         tokens = torch.cat([f.flatten(2).transpose(1, 2) for f in feats], 1)  # [B, N, C]
         mask = torch.cat([m.flatten(1) for m in masks], 1)  # [B, N]
         memory = self.encoder(tokens, torch.cat(pos, 1), levels, ratios, mask)
-        boxes = self._select_queries(memory, mask, levels, cells)
-        query = self.query_embedding.weight[: boxes.shape[1]].unsqueeze(0)
-        query = query.expand(boxes.shape[0], -1, -1)
+        boxes, tokens = self._select_queries(memory, mask, levels, cells)
+        # rank 0..Q-1 from a tensor, not a size: Q = min(num_queries, tokens) stays computed in
+        # either exporter's graph
+        rank = torch.ones_like(tokens[0]).cumsum(0) - 1
+        query = self.query_embedding.weight[rank].unsqueeze(0).expand(boxes.shape[0], -1, -1)
         hidden, entering = self.decoder(
             query,
             memory,
@@ -234,14 +240,14 @@ class DINO(DETR):
             self.bbox_head.reg_branches,
             self.batch_invariant,
         )
-        return self.bbox_head(hidden, entering)
+        return (*self.bbox_head(hidden, entering), tokens)
 
     def _select_queries(
         self, memory: Tensor, mask: Tensor, levels: Levels, cells: Tensor
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor]:
         """Two-stage query selection from the memory ``[B, N, C]``, its padding ``mask [B, N]``
         and each image's real cells per level ``cells [B, L, 2]`` ``(w, h)`` -> the initial
-        reference boxes ``[B, Q, 4]`` (sigmoid)."""
+        reference boxes ``[B, Q, 4]`` (sigmoid) and the selected tokens' positions ``[B, Q]``."""
         proposals = []
         for level, (h, w) in enumerate(levels.sizes):
             wh = cells[:, level]  # [B, 2]
@@ -264,7 +270,7 @@ class DINO(DETR):
             scores = scores.masked_fill(mask, float('-inf'))
         _, index = clamped_topk(scores, self.num_queries, dim=1)
         picked = torch.gather(box_logits, 1, index.unsqueeze(-1).expand(-1, -1, 4))
-        return picked.sigmoid()
+        return picked.sigmoid(), index
 
     def _features(self, img: Tensor, image_hw: Tensor | None = None) -> list[Tensor]:
         if not self.batch_invariant:
@@ -291,7 +297,7 @@ class DINO(DETR):
                 padding_mask_eager(img_metas, img.shape[-2:], f.shape[-2:], img.device)
                 for f in feats
             ]
-        cls_scores, bbox_preds = self.forward_transformer(feats, masks)
+        cls_scores, bbox_preds, _ = self.forward_transformer(feats, masks)
         return self.bbox_head.predict_by_feat(cls_scores, bbox_preds, img_metas)
 
     def forward_deploy(self, img: Tensor, img_shape: Tensor) -> tuple[Tensor, Tensor]:
@@ -300,16 +306,25 @@ class DINO(DETR):
             masks = self._invariant_masks(img_shape, feats)
         else:
             masks = [padding_mask_deploy(img_shape, img, f) for f in feats]
-        cls_scores, bbox_preds = self.forward_transformer(feats, masks)
+        cls_scores, bbox_preds, _ = self.forward_transformer(feats, masks)
         return self.bbox_head.predict_by_feat_deploy(cls_scores, bbox_preds, img_shape)
 
     def forward_raw(self, img: Tensor) -> dict[str, Tensor]:
         """The head's ``cls_score [B, Q, C]`` (logits) and ``bbox_pred [B, Q, 4]`` with every
-        pixel of ``img`` real (no padding mask)."""
+        pixel of ``img`` real (no padding mask).
+
+        The queries are listed by the sequence position of the token each was selected from,
+        not by rank: float drift between runtimes can swap the ranks of two tokens whose
+        encoder scores tie within rounding, which would swap rows here while the detections
+        (a set) stay the same (see docs/detr.md, DINO)."""
         feats = self._features(img)
         masks = [f.new_zeros((f.shape[0], *f.shape[-2:]), dtype=torch.bool) for f in feats]
-        cls_scores, bbox_preds = self.forward_transformer(feats, masks)
-        return dict(cls_score=cls_scores, bbox_pred=bbox_preds)
+        cls_scores, bbox_preds, tokens = self.forward_transformer(feats, masks)
+        order = tokens.argsort(dim=1)
+        return dict(
+            cls_score=cls_scores.gather(1, order[..., None].expand_as(cls_scores)),
+            bbox_pred=bbox_preds.gather(1, order[..., None].expand_as(bbox_preds)),
+        )
 
     def _load_from_state_dict(self, *args, **kwargs):
         # DINO has one checkpoint layout (3.x): none of DETR's 2.x renaming applies.
