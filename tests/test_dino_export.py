@@ -154,3 +154,17 @@ def test_onnxruntime_ap_equals_pytorch_at_each_batch_size(exported, val_set, tmp
     assert aps['pytorch', 1] > 0.9, aps
     for batch_size in (1, 2):
         assert abs(aps['onnxruntime', batch_size] - aps['pytorch', batch_size]) <= 0.001, aps
+
+
+def test_openvino_fp32_equals_pytorch(exported):
+    """OpenVINO's CPU plugin runs the same graph (GridSample included) to the same detections."""
+    pytest.importorskip('openvino')
+    from deploy.backends.openvino import OpenVINOBackend
+
+    model, path = exported
+    img, metas = random_batch(CASES[0])
+    inputs = batch_inputs(img, metas)
+    ref = outputs_to_results(PyTorchBackend(model)(inputs), metas)
+    test = outputs_to_results(OpenVINOBackend(path)(inputs), metas)
+    stats = match_result_lists(ref, test)
+    assert stats.matched_fraction == 1.0 and stats.exact_fraction == 1.0, stats
