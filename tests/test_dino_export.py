@@ -168,3 +168,22 @@ def test_openvino_fp32_equals_pytorch(exported):
     test = outputs_to_results(OpenVINOBackend(path)(inputs), metas)
     stats = match_result_lists(ref, test)
     assert stats.matched_fraction == 1.0 and stats.exact_fraction == 1.0, stats
+
+
+@pytest.mark.slow
+def test_full_r50_dynamic_export_matches_eager(tmp_path):
+    """DINO-4scale R50 itself (random weights that detect), a padded batch of two sizes."""
+    from deploy.apis.model import init_detector
+    from deploy.models.random_weights import make_detections_likely
+
+    torch.manual_seed(0)
+    model, _ = init_detector(str(DINO_CFG), logger=None)
+    make_detections_likely(model.eval())
+    _export(model, tmp_path / 'dino_r50.onnx')
+    img, metas = random_batch([(480, 640), (416, 608)], seed=3)
+    inputs = batch_inputs(img, metas)
+    ref = outputs_to_results(PyTorchBackend(model)(inputs), metas)
+    test = outputs_to_results(OnnxRuntimeBackend(tmp_path / 'dino_r50.onnx')(inputs), metas)
+    assert all(len(r) == 300 for r in ref)
+    stats = match_result_lists(ref, test)
+    assert stats.matched_fraction == 1.0 and stats.exact_fraction == 1.0, stats
