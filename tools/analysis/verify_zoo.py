@@ -34,6 +34,7 @@ MODELS = {
     'cascade_mask_rcnn': 'configs/cascade_rcnn/cascade_mask_rcnn_r50_fpn_1x_coco.py',
     'mobilenet_v2': 'configs/mobilenet_v2/mobilenet_v2_b32x8_imagenet.py',
     'detr': 'configs/detr/detr_r50_8x2_150e_coco.py',
+    'dino': 'configs/dino/dino-4scale_r50_8xb2-12e_coco.py',
     'cornernet': 'configs/cornernet/cornernet_hourglass104_mstest_10x5_210e_coco.py',
 }
 TWO_STAGE = {'faster_rcnn', 'mask_rcnn', 'cascade_rcnn', 'cascade_mask_rcnn'}
