@@ -225,10 +225,10 @@ class DINO(DETR):
         tokens = torch.cat([f.flatten(2).transpose(1, 2) for f in feats], 1)  # [B, N, C]
         mask = torch.cat([m.flatten(1) for m in masks], 1)  # [B, N]
         memory = self.encoder(tokens, torch.cat(pos, 1), levels, ratios, mask)
-        boxes, tokens = self._select_queries(memory, mask, levels, cells)
-        # rank 0..Q-1 from a tensor, not a size: Q = min(num_queries, tokens) stays computed in
+        boxes, selected = self._select_queries(memory, mask, levels, cells)
+        # rank 0..Q-1 from a tensor, not a size: Q = min(num_queries, N) stays computed in
         # either exporter's graph
-        rank = torch.ones_like(tokens[0]).cumsum(0) - 1
+        rank = torch.ones_like(selected[0]).cumsum(0) - 1
         query = self.query_embedding.weight[rank].unsqueeze(0).expand(boxes.shape[0], -1, -1)
         hidden, entering = self.decoder(
             query,
@@ -240,7 +240,7 @@ class DINO(DETR):
             self.bbox_head.reg_branches,
             self.batch_invariant,
         )
-        return (*self.bbox_head(hidden, entering), tokens)
+        return (*self.bbox_head(hidden, entering), selected)
 
     def _select_queries(
         self, memory: Tensor, mask: Tensor, levels: Levels, cells: Tensor
