@@ -453,6 +453,7 @@ SETTINGS_BY_HEAD_TYPE: dict[str, type[StageSettings]] = {
     'CornerHead': CornerSettings,
     'CentripetalHead': CornerSettings,
     'DETRHead': DetrSettings,
+    'DINOHead': DetrSettings,
     'PointRendRoIHead': PointRendSettings,
     'YOLOXHead': YOLOXSettings,
     'RTMDetInsSepBNHead': DenseMaskSettings,

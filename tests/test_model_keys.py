@@ -10,7 +10,8 @@ from deploy.apis.model import init_detector
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = json.loads((ROOT / 'tests' / 'data' / 'mmdet_state_dict_keys.json').read_text())
 
-#: every shipped R50-class config; its file stem is the MMDetection 2.x config name in the manifest
+#: every shipped R50-class config; its file stem is the MMDetection config name in the manifest
+#: (2.x names, DINO 3.x: its keys include the training-only dn_query_generator, which must load)
 SHIPPED = [
     'configs/retinanet/retinanet_r50_fpn_1x_coco.py',
     'configs/fcos/fcos_r50_caffe_fpn_gn-head_4x4_1x_coco.py',
@@ -24,6 +25,7 @@ SHIPPED = [
     'configs/cornernet/cornernet_hourglass104_mstest_10x5_210e_coco.py',
     'configs/detr/detr_r50_8x2_150e_coco.py',
     'configs/point_rend/point_rend_r50_caffe_fpn_mstrain_1x_coco.py',
+    'configs/dino/dino-4scale_r50_8xb2-12e_coco.py',
 ]
 
 

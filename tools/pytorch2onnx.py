@@ -65,8 +65,9 @@ def parse_args(argv=None):
     parser.add_argument(
         '--exporter',
         choices=EXPORTERS,
-        default=DEFAULT_EXPORTER,
-        help='torch.export-based (dynamo) or legacy TorchScript tracer',
+        default=None,
+        help='torch.export-based (dynamo) or legacy TorchScript tracer (default: '
+        f'{DEFAULT_EXPORTER}; DINO: torchscript, its dynamo export takes minutes)',
     )
     parser.add_argument('--device', default='cpu', help='device for tracing (cpu, cuda:0)')
     parser.add_argument(

@@ -110,6 +110,8 @@ class ExportOptions:
     ``preprocess_in_graph`` exports a graph that takes decoded images (``image [B, H, W, 3]``
     uint8 BGR, any size) and returns boxes in image pixels (:mod:`deploy.ops.preprocess`); its
     verification reports how far the in-graph resize is from OpenCV's.
+    ``exporter=None`` takes the model's ``default_exporter`` (the faster one where a model's
+    measured export time calls for it, DINO's TorchScript), else :data:`DEFAULT_EXPORTER`.
     ``verify_backends``: the engines the file is verified on (``onnxruntime`` always; e.g.
     ``openvino``, ``openvino:bf16``), each with its own table and the tolerances of the
     precision it computes in.
@@ -121,7 +123,8 @@ class ExportOptions:
     opset_version: int = DEFAULT_OPSET
     cfg_options: dict | None = None
     dynamic: bool = False
-    exporter: str = DEFAULT_EXPORTER
+    #: ``None``: the model's ``default_exporter`` (DINO's TorchScript), else DEFAULT_EXPORTER
+    exporter: str | None = None
     simplify: bool = False
     skip_postprocess: bool = False
     verify: bool = False
@@ -247,6 +250,9 @@ class Exporter:
                 strict=options.strict,
                 logger=self.logger,
             )
+        self.exporter = options.exporter or getattr(
+            self.model, 'default_exporter', DEFAULT_EXPORTER
+        )
         self.task: Task = task_of_spec(self.model.spec)
         self.task.check_export(
             fp16=options.fp16,
@@ -283,7 +289,7 @@ class Exporter:
     def export_kwargs(self) -> dict:
         options = self.options
         return dict(
-            exporter=options.exporter,
+            exporter=self.exporter,
             opset_version=options.opset_version,
             dynamic=options.dynamic,
             dynamic_size=self.dynamic_size,
@@ -298,7 +304,7 @@ class Exporter:
             batch = 'dynamic batch, ' if options.dynamic else 'batch 1, '
             shape_text = batch + 'decoded images of any size'
         with self.stages(
-            f'export {type(model).__name__} ({options.exporter} exporter, opset '
+            f'export {type(model).__name__} ({self.exporter} exporter, opset '
             f'{options.opset_version}, {shape_text})'
         ):
             export_onnx(

@@ -38,6 +38,7 @@ def make_detections_likely(
     from .dense_heads import (
         CornerHead,
         DETRHead,
+        DINOHead,
         FCOSHead,
         RTMDetSepBNHead,
         SSDHead,
@@ -47,6 +48,9 @@ def make_detections_likely(
 
     if isinstance(model, ImageClassifier):
         _classifier_logits_spread(model)
+        return model
+    if isinstance(getattr(model, 'bbox_head', None), DINOHead):
+        _dino_detections_likely(model)
         return model
     if isinstance(getattr(model, 'bbox_head', None), DETRHead):
         _detr_detections_likely(model)
@@ -255,6 +259,25 @@ def _detr_detections_likely(model: nn.Module) -> None:
     if not head.use_sigmoid_cls:
         mean[-1] = 2.0  # background
     _spread(head.fc_cls, hidden, std=torch.full_like(mean, 2.5), mean=mean)
+
+
+def _dino_detections_likely(model: nn.Module) -> None:
+    """DINO always returns ``max_per_img`` detections; random box branches push every box to
+    the image border and random class branches score every pair near 0.5. Small box branches
+    keep the boxes near their proposals (cells of every level, ``0.05 * 2^l`` wide), wider
+    class branches spread the scores. The content queries share one random row: DINO gives the
+    selected tokens the rows in the order of their encoder scores, and random encoder scores
+    are so dense at the top that float drift between runtimes reorders a few neighbours, which
+    would swap their content queries (a near-tie, not an error); with one shared row the
+    order does not matter."""
+    head = model.bbox_head
+    for branch in head.reg_branches:
+        branch[-1].weight.mul_(0.1)
+        branch[-1].bias.zero_()
+    for branch in head.cls_branches:
+        branch.weight.mul_(4.0)
+    queries = model.query_embedding.weight
+    queries.copy_(queries[:1].expand_as(queries))
 
 
 def _spread(linear: nn.Linear, inputs: torch.Tensor, std: torch.Tensor, mean: torch.Tensor) -> None:

@@ -35,6 +35,7 @@ MODELS = {
     'cascade_mask_rcnn': 'configs/cascade_rcnn/cascade_mask_rcnn_r50_fpn_1x_coco.py',
     'mobilenet_v2': 'configs/mobilenet_v2/mobilenet_v2_b32x8_imagenet.py',
     'detr': 'configs/detr/detr_r50_8x2_150e_coco.py',
+    'dino': 'configs/dino/dino-4scale_r50_8xb2-12e_coco.py',
     'cornernet': 'configs/cornernet/cornernet_hourglass104_mstest_10x5_210e_coco.py',
     **{f'yolox_{s}': f'configs/yolox/yolox_{s}_8xb8-300e_coco.py' for s in YOLOX_SIZES},
     'yolox_s_2x': 'configs/yolox/yolox_s_8x8_300e_coco.py',

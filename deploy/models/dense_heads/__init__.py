@@ -3,6 +3,7 @@ from .anchor_head import AnchorHead
 from .base_dense_head import BaseDenseHead
 from .corner_head import CornerHead
 from .detr_head import DETRHead
+from .dino_head import DINOHead
 from .fcos_head import FCOSHead
 from .fsaf_head import FSAFHead
 from .retina_head import RetinaHead
@@ -19,6 +20,7 @@ __all__ = [
     'BaseDenseHead',
     'CornerHead',
     'DETRHead',
+    'DINOHead',
     'FCOSHead',
     'FSAFHead',
     'RPNHead',

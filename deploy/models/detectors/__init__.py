@@ -1,6 +1,7 @@
 from .base import BaseDetector
 from .cornernet import CornerNet
 from .detr import DETR
+from .dino import DINO
 from .point_rend import PointRend
 from .rtmdet import RTMDet
 from .single_stage import FCOS, FSAF, YOLOV3, YOLOX, RetinaNet, SingleStageDetector
@@ -11,6 +12,7 @@ __all__ = [
     'CascadeRCNN',
     'CornerNet',
     'DETR',
+    'DINO',
     'FCOS',
     'FSAF',
     'FasterRCNN',
