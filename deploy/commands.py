@@ -64,6 +64,11 @@ def register(command: Command) -> Command:
 
 
 for _command in (
+    Command(
+        'deploy',
+        'export, quantise, convert and check a model into one folder',
+        'tools/deploy_model.py',
+    ),
     Command('export', 'export a checkpoint to ONNX and verify it', 'tools/pytorch2onnx.py'),
     Command('test', 'run a model on the test set and evaluate it (COCO AP)', 'tools/test.py'),
     Command('quantize', 'quantise an ONNX file to INT8 and check it', 'tools/quantize.py'),
