@@ -96,3 +96,20 @@ def test_bad_models_are_one_line(model, config, message):
 
     with contextlib.chdir(ROOT), pytest.raises(ConfigError, match=message):
         Detector(model, config)
+
+
+def test_the_readme_example_runs(tmp_path):
+    """The "Use it from Python" block, run as written in a folder laid out like the repository."""
+    import io
+    import re
+
+    readme = (ROOT / 'README.md').read_text()
+    section = readme.split('## Use it from Python', 1)[1].split('\n## ', 1)[0]
+    [code] = re.findall(r'```python\n(.*?)```', section, re.S)
+    for name in ('configs', 'checkpoints', 'demo'):
+        (tmp_path / name).symlink_to(ROOT / name)
+    out = io.StringIO()
+    with contextlib.chdir(tmp_path), contextlib.redirect_stdout(out):
+        exec(compile(code, 'README.md', 'exec'), {})
+    assert (tmp_path / 'result.jpg').is_file()
+    assert re.search(r'^\w+ 0\.\d+ \[', out.getvalue(), re.M), out.getvalue()

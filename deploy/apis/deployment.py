@@ -218,7 +218,7 @@ class Deployment:
                 f'INT8 lost too much against FP32 (parity AP {result.parity_ap}): nothing written'
             )
         self.report.steps['quantize'] = dict(
-            parity_ap_vs_fp32=result.parity_ap,
+            parity_ap_vs_fp32=None if result.parity_ap is None else round(result.parity_ap, 4),
             float_layers=result.float_layers,
             quantized_layers=result.quantized_layers,
             file=out.name,
