@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..api import Detections
 from ..errors import ConfigError, DeployError
 from ..fileio import staging_path
 from ..progress import Stages
@@ -152,7 +153,14 @@ def deploy_model(
 class Deployment:
     """The steps of one deploy, each writing into the staging folder."""
 
-    def __init__(self, config, checkpoint, options: DeployOptions, report: DeployReport, logger):
+    def __init__(
+        self,
+        config: PathLike,
+        checkpoint: PathLike,
+        options: DeployOptions,
+        report: DeployReport,
+        logger: Logger,
+    ) -> None:
         self.config, self.checkpoint, self.options = config, checkpoint, options
         self.report, self.logger = report, logger
 
@@ -389,7 +397,9 @@ def side_by_side(left: np.ndarray, right: np.ndarray, titles: tuple[str, str]) -
 class Comparison:
     """PyTorch (the checkpoint) and the artefact, each loaded once, on the comparison images."""
 
-    def __init__(self, config, checkpoint, model_file: Path, options: DeployOptions) -> None:
+    def __init__(
+        self, config: PathLike, checkpoint: PathLike, model_file: Path, options: DeployOptions
+    ) -> None:
         from ..api import Detector
 
         self.options, self.model_file = options, model_file
@@ -408,7 +418,7 @@ class Comparison:
         images = list(self.options.images)
         return self.reference(images), self.artefact(images)
 
-    def save_picture(self, path: Path, reference, found) -> None:
+    def save_picture(self, path: Path, reference: Detections, found: Detections) -> None:
         """PyTorch | backend on the first image, under titles saying which is which."""
         from ..visualization import save_image
 
