@@ -134,7 +134,10 @@ class Detector:
         self.batch_size = min(batch_size, self.plan.max_batch or batch_size)
 
     def _load(self, precision, device, num_threads, strict):
-        """The one backend session of this detector (a hook per backend: Triton joins here)."""
+        """The one backend session of this detector. Every backend but PyTorch comes from
+        :func:`~deploy.backends.build_backend`: a backend added there (Triton) is served here;
+        one whose model is not a local file also needs its name let through ``__init__``'s
+        file check."""
         if self.backend_name == 'pytorch':  # built here so its loading notes go to our logger
             import torch
 

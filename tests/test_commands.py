@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, call_tool
 
 from deploy.commands import COMMANDS, Command, register
 
@@ -52,8 +52,8 @@ def test_a_subcommand_runs_with_the_tools_output(tmp_path):
         'checkpoints/retinanet_r18_tiny_synthetic.pth',
     ]
     ours = detdeploy('demo', *args, '--out-file', tmp_path / 'a.jpg')
-    theirs = tool('demo/image_demo.py', *args, '--out-file', tmp_path / 'b.jpg')
-    assert ours.returncode == theirs.returncode == 0, ours.stderr[-2000:]
+    theirs = call_tool('image_demo.py', *args, '--out-file', tmp_path / 'b.jpg', cwd=ROOT)
+    assert ours.returncode == theirs.code == 0, ours.stderr[-2000:]
     assert ours.stdout.replace('a.jpg', 'b.jpg') == theirs.stdout
     assert (tmp_path / 'a.jpg').read_bytes() == (tmp_path / 'b.jpg').read_bytes()
 
