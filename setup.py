@@ -17,4 +17,5 @@ setup(
     python_requires='>=3.10',
     install_requires=read_requirements('runtime.txt'),
     extras_require={'tests': read_requirements('tests.txt')},
+    entry_points={'console_scripts': ['detdeploy=deploy.commands:main']},
 )

@@ -45,10 +45,19 @@ def _heading_before(text: str, position: int) -> str:
     return headings[-1] if headings else ''
 
 
+def as_tool_command(argv: list[str]) -> list[str]:
+    """``detdeploy COMMAND ARGS`` as the tool it runs: ``python tools/... ARGS``."""
+    from deploy.commands import COMMANDS as SUBCOMMANDS
+
+    if argv[0] == 'detdeploy' and len(argv) > 1 and argv[1] in SUBCOMMANDS:
+        return ['python', SUBCOMMANDS[argv[1]].script, *argv[2:]]
+    return argv
+
+
 COMMANDS = bash_commands(README)
 TOOL_COMMANDS = [
     (section, argv)
-    for section, argv in COMMANDS
+    for section, argv in ((s, as_tool_command(a)) for s, a in COMMANDS)
     if argv[0] in ('python', 'python3') and argv[1].endswith('.py')
 ]
 
@@ -78,6 +87,13 @@ def test_readme_command_parses_and_names_existing_files(argv):
             assert (ROOT / arg).exists(), f'{arg} named in the README does not exist'
         elif '/' in arg and not arg.startswith('-') and '=' not in arg:
             assert arg.startswith(CREATED), f'{arg}: neither a repository file nor an output'
+
+
+def test_every_detdeploy_command_is_a_subcommand():
+    detdeploy = [argv for _, argv in COMMANDS if argv[0] == 'detdeploy']
+    assert detdeploy, 'the README shows the command line'
+    for argv in detdeploy:
+        assert argv[1] == '--help' or as_tool_command(argv) != argv, ' '.join(argv)
 
 
 def test_every_tool_the_readme_mentions_exists():

@@ -601,3 +601,22 @@ def test_builder_creation_failure_is_one_line(fake_gpu, small_onnx, tmp_path, mo
         TensorRTBackend(onnx_path, cfg, 'cuda', logger=lambda *a: None)
     assert '\n' not in str(info.value)
     assert not list(tmp_path.glob('*.engine*'))
+
+
+def test_one_command_deploy_to_tensorrt_on_a_fake_tensorrt(fake_gpu, tmp_path):
+    """``detdeploy deploy ... --backend tensorrt``: export, engine, comparison, report."""
+    import json
+
+    from conftest import ROOT
+
+    from deploy.apis.deployment import DeployOptions, deploy_model
+
+    options = DeployOptions(
+        backend='tensorrt', images=(str(ROOT / 'demo' / 'demo.jpg'),), exporter='torchscript'
+    )
+    config = ROOT / 'configs' / 'bundled' / 'retinanet_r18_tiny_synthetic.py'
+    checkpoint = ROOT / 'checkpoints' / 'retinanet_r18_tiny_synthetic.pth'
+    deploy_model(config, checkpoint, tmp_path / 'trt', options, logger=lambda *a: None)
+    report = json.loads((tmp_path / 'trt' / 'report.json').read_text())
+    assert report['artefact'] == 'model.engine' and report['comparison']['passed']
+    assert {'model.onnx', 'model.engine', 'comparison.png'} <= set(report['files'])
