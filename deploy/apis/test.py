@@ -18,7 +18,7 @@ from ..errors import DeployError
 from ..tasks import TestData, TestRequest, TestRun, task_of_spec
 from ..tasks.base import Logger
 from .contract import RunPlan, plan_run
-from .distributed import gather_results, init_distributed, shard_indices
+from .distributed import gather_backend_time, gather_results, init_distributed, shard_indices
 from .run_record import write_metrics, write_output
 
 __all__ = ['TestOptions', 'TestRun', 'run_test', 'evaluate_model']
@@ -110,23 +110,32 @@ def evaluate_model(
         cfg, plan.spec, plan.pipeline(), plan.result_filter, options.request(model_file)
     )
     run_start = time.perf_counter()
-    results, img_ids, latency_ms = _infer(runner, plan, data, options, batch_size, rank, world_size)
+    results, img_ids, seconds = _infer(runner, plan, data, options, batch_size, rank, world_size)
+    # Both throughputs count every rank's images: the backend's over the slowest rank's time.
+    backend_time = gather_backend_time(len(results), seconds)
     gathered = gather_results(results, img_ids)
     if gathered is None:  # not rank 0: rank 0 writes and evaluates
-        return data.record(results, img_ids, latency_ms, gathered=False)
-    run = data.record(*gathered, latency_ms, gathered=True)
+        return data.record(results, img_ids, backend_time.latency_ms, gathered=False)
+    run = data.record(*gathered, backend_time.latency_ms, gathered=True)
+    run.backend_images_per_second = backend_time.images_per_second
     data.finish(run, logger)
     failures = _write_outputs(run, data, cfg, model_file, options, logger)
     run.wall_seconds = time.perf_counter() - run_start
     if run.results:
-        logger(
-            f'{len(run.results)} images: {len(run.results) / run.wall_seconds:.1f} img/s end to '
-            f'end ({data.stages}), {1000 / max(latency_ms, 1e-9):.1f} img/s backend '
-            f'inference alone ({run.pipeline_efficiency:.0%})'
-        )
+        logger(throughput_line(run, data.stages, world_size))
     if failures:
         raise DeployError('; '.join(failures))
     return run
+
+
+def throughput_line(run: TestRun, stages: str, world_size: int = 1) -> str:
+    """The run's end-to-end and backend-alone throughput, both over the same gathered images."""
+    ranks = f' on {world_size} ranks' if world_size > 1 else ''
+    return (
+        f'{len(run.results)} images{ranks}: {run.end_to_end_images_per_second:.1f} img/s end to '
+        f'end ({stages}), {run.backend_throughput:.1f} img/s backend inference alone '
+        f'({run.pipeline_efficiency:.0%})'
+    )
 
 
 def _build_runner(cfg, model_file, options: TestOptions, rank: int, world_size: int):
@@ -162,8 +171,8 @@ def _infer(
     rank: int,
     world_size: int,
 ) -> tuple[list, list[int], float]:
-    """This rank's share of the test set through ``runner``: results, image ids and the mean
-    backend time per image (milliseconds)."""
+    """This rank's share of the test set through ``runner``: results, image ids and the seconds
+    spent in the backend calls."""
     dataset = data.dataset
     indices = list(range(len(dataset)))[: options.num_images]
     if world_size > 1:
@@ -180,7 +189,7 @@ def _infer(
         infer_seconds += time.perf_counter() - start
         results.extend(data.batch_results(outputs, metas))
         img_ids.extend(int(m['img_id']) for m in metas)
-    return results, img_ids, 1000 * infer_seconds / max(len(results), 1)
+    return results, img_ids, infer_seconds
 
 
 def _write_outputs(
