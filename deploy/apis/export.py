@@ -205,8 +205,9 @@ class Exporter:
                 kept = self.output_file.with_name(f'{self.output_file.stem}.failed-verify.onnx')
                 commit(staged, kept)
                 result.output_file = kept
+                before = 'was left as it was' if self.output_file.exists() else 'was not written'
                 self.logger(
-                    f'verification failed: {self.output_file} was left as it was; the new '
+                    f'verification failed: {self.output_file} {before}; the new '
                     f'export is kept as {kept} for inspection'
                 )
                 return result
