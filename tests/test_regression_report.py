@@ -55,3 +55,27 @@ def test_a_reference_that_cannot_run_is_not_ap_zero():
     table = format_markdown([row, BackendRow('m', 'openvino', skipped='no BF16 here')])
     assert '| m | pytorch | not run | FAIL: pytorch cannot run' in table
     assert '| m | openvino | - | skipped: no BF16 here |' in table
+
+
+def test_the_see_it_fail_example_runs_on_every_entry_it_names():
+    """The tool's own example: its regression file loads and every entry's config takes the
+    export override (a key unknown to one config would stop the job before the AP drop)."""
+    import re
+    import shlex
+
+    from conftest import ROOT
+
+    from deploy.config import load_config
+    from deploy.spec import test_settings_for_model
+
+    doc = (ROOT / 'tools' / 'regression_test.py').read_text()
+    example = re.search(r'tools/regression_test\.py (tests/\S+) \\\n(.*)', doc).groups()
+    words = shlex.split(example[1])
+    override = words[words.index('--export-cfg-options') + 1]
+    key, value = override.split('=')
+    entries = regression.load_regression_file(ROOT / example[0])
+    assert entries and all(set(e['backends']) == {'onnxruntime'} for e in entries)
+    for entry in entries:
+        cfg = load_config(str(ROOT / entry['config']), {key: float(value)})
+        settings = test_settings_for_model(cfg.model, cfg.model.test_cfg)
+        assert settings.final.score_thr == float(value), settings
