@@ -104,9 +104,9 @@ def test_throughputs_count_the_same_images():
     run = RunRecord(results=[{}] * 10, img_ids=list(range(10)), latency_ms=timing.latency_ms)
     run.backend_images_per_second = timing.images_per_second
     run.wall_seconds = 1.0
-    line = throughput_line(run, 'load, infer, evaluate', world_size=2)
+    line = throughput_line(run, 'load, infer, evaluate', world_size=2, label='openvino bf16')
     assert line == (
-        '10 images on 2 ranks: 10.0 img/s end to end (load, infer, evaluate), '
+        '10 images (openvino bf16, 2 ranks): 10.0 img/s end to end (load, infer, evaluate), '
         '20.0 img/s backend inference alone (50%)'
     )
     # One process: the backend rate is 1000 / latency over the same images.
@@ -158,3 +158,15 @@ def test_dist_test_script_is_valid_bash():
     subprocess.run(['bash', '-n', str(script)], check=True)
     proc = subprocess.run(['bash', str(script)], capture_output=True, text=True)
     assert proc.returncode == 2 and 'usage' in proc.stderr
+
+
+def test_run_label_names_the_precision():
+    """A BF16 run says bf16 (the engine's precision, else the file's)."""
+    from types import SimpleNamespace
+
+    from deploy.apis.test import TestOptions, run_label
+
+    plan = SimpleNamespace(spec=SimpleNamespace(precision='fp32'))
+    options = TestOptions(backend='openvino')
+    assert run_label(SimpleNamespace(precision='bf16'), plan, options) == 'openvino bf16'
+    assert run_label(object(), plan, TestOptions(backend='onnxruntime')) == 'onnxruntime fp32'

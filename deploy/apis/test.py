@@ -122,17 +122,25 @@ def evaluate_model(
     failures = _write_outputs(run, data, cfg, model_file, options, logger)
     run.wall_seconds = time.perf_counter() - run_start
     if run.results:
-        logger(throughput_line(run, data.stages, world_size))
+        logger(throughput_line(run, data.stages, world_size, run_label(runner, plan, options)))
     if failures:
         raise DeployError('; '.join(failures))
     return run
 
 
-def throughput_line(run: TestRun, stages: str, world_size: int = 1) -> str:
+def run_label(runner, plan: RunPlan, options: TestOptions) -> str:
+    """The backend and the precision it computes in (``openvino bf16``), as the run's output
+    names it: a BF16 or INT8 run must not read as an FP32 one."""
+    precision = getattr(runner, 'precision', None) or plan.spec.precision
+    return f'{options.backend} {precision}' if precision else options.backend
+
+
+def throughput_line(run: TestRun, stages: str, world_size: int = 1, label: str = '') -> str:
     """The run's end-to-end and backend-alone throughput, both over the same gathered images."""
-    ranks = f' on {world_size} ranks' if world_size > 1 else ''
+    where = ', '.join(part for part in (label, f'{world_size} ranks' * (world_size > 1)) if part)
     return (
-        f'{len(run.results)} images{ranks}: {run.end_to_end_images_per_second:.1f} img/s end to '
+        f'{len(run.results)} images{f" ({where})" if where else ""}: '
+        f'{run.end_to_end_images_per_second:.1f} img/s end to '
         f'end ({stages}), {run.backend_throughput:.1f} img/s backend inference alone '
         f'({run.pipeline_efficiency:.0%})'
     )
@@ -182,7 +190,8 @@ def _infer(
     results: list = []
     img_ids: list[int] = []
     infer_seconds = 0.0
-    for img, metas in _progress(loader, options.backend, len(indices), options.progress):
+    label = run_label(runner, plan, options)
+    for img, metas in _progress(loader, label, len(indices), options.progress):
         inputs = network_inputs(img, metas)
         start = time.perf_counter()
         outputs = runner(inputs)
