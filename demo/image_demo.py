@@ -42,8 +42,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--out-file',
         default=None,
-        help='the picture (default result.jpg) or, for a video, the video (default result.mp4) '
-        'to write',
+        help='the picture to write, or for a video the video (default: result.jpg / result.mp4)',
     )
     parser.add_argument(
         '--out-dir', default='result', help='for a folder of images: where to draw them'
@@ -73,7 +72,10 @@ def main(argv=None) -> int:
             'the precision of the model file'
         )
     from deploy.apis.media import LoadedModel
+    from deploy.datasets.pipeline import load_image
 
+    # A bad picture is reported before the model is loaded.
+    image = load_image(args.img) if kind == 'image' else None
     model = LoadedModel.load(
         args.config,
         args.model,
@@ -83,7 +85,9 @@ def main(argv=None) -> int:
         strict=not args.allow_key_mismatch,
         precision=args.precision,
     )
-    return {'image': _one_image, 'folder': _folder, 'video': _video}[kind](args, model)
+    if image is not None:
+        return _one_image(args, model, image)
+    return {'folder': _folder, 'video': _video}[kind](args, model)
 
 
 def _check_source(args) -> str:
@@ -133,12 +137,10 @@ def _drawer(args, model):
     return draw
 
 
-def _one_image(args, model) -> int:
-    from deploy.datasets.pipeline import load_image
+def _one_image(args, model, image) -> int:
     from deploy.structures import ClassificationResult
     from deploy.visualization import save_image
 
-    image = load_image(args.img)
     result = model(image)
     save_image(args.out_file, _drawer(args, model)(image, result))
     if isinstance(result, ClassificationResult):
