@@ -10,7 +10,12 @@ from pycocotools import mask as mask_utils
 from deploy.datasets.coco import load_coco
 from deploy.datasets.synthetic import generate_synthetic_coco
 from deploy.errors import ConfigError
-from deploy.evaluation.coco_metric import evaluate_coco, format_only, results_to_coco_json
+from deploy.evaluation.coco_metric import (
+    evaluate_coco,
+    format_only,
+    results_to_coco_json,
+    summary_line,
+)
 from deploy.structures import DetectionResult
 
 
@@ -75,6 +80,17 @@ def test_ground_truth_scores_one(gt):
     assert metrics['bbox_circle_AP'] == pytest.approx(1.0)
     table = '\n'.join(lines)
     assert table.count('Average Precision') == 18 and table.count('Average Recall') == 18
+    # each table ends with its one-line summary
+    assert 'bbox: AP 1.000  AP50 1.000  AP75 1.000  APs ' in table
+    assert 'segm: AP 1.000  AP50 1.000' in table and 'proposal: AR@100 1.000' in table
+
+
+def test_summary_line_marks_what_coco_could_not_score():
+    names = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
+    metrics = dict(zip([f'bbox_{n}' for n in names], [0.5, 0.7, 0.6, -1.0, 0.4, 0.55]))
+    assert summary_line('bbox', metrics) == (
+        'bbox: AP 0.500  AP50 0.700  AP75 0.600  APs -  APm 0.400  APl 0.550'
+    )
 
 
 def test_shifted_boxes_score_lower(gt):

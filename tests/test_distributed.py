@@ -12,12 +12,16 @@ import torch.multiprocessing as mp
 from conftest import ROOT
 
 from deploy.apis.distributed import (
+    BackendTime,
     cleanup_distributed,
+    gather_backend_time,
     gather_results,
     init_distributed,
     shard_indices,
 )
+from deploy.apis.test import throughput_line
 from deploy.errors import ConfigError
+from deploy.tasks import TestRun as RunRecord
 
 #: image ids of a 7-image "data set", deliberately not sorted
 IMG_IDS = [42, 7, 19, 3, 88, 11, 56]
@@ -72,8 +76,9 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str, pad: bool) -> N
     img_ids = [IMG_IDS[i] for i in indices]
     results = [dict(img_id=i, rank=rank) for i in img_ids]
     gathered = gather_results(results, img_ids)
+    timing = gather_backend_time(len(img_ids), 1.0 + rank)  # rank 1 is the slower one
     with open(os.path.join(out_dir, f'rank{rank}.json'), 'w') as f:
-        json.dump(dict(gathered=gathered, seen=img_ids), f)
+        json.dump(dict(gathered=gathered, seen=img_ids, timing=timing.__dict__), f)
     cleanup_distributed()
 
 
@@ -88,6 +93,25 @@ def test_two_process_gloo_gather(tmp_path, pad):
     assert [r['img_id'] for r in results] == ids
     seen = rank0['seen'] + rank1['seen']
     assert len(seen) == len(IMG_IDS) + (1 if pad else 0)  # the padding was really there
+    # The backend time counts the images of both ranks, over the slower rank's seconds.
+    assert rank0['timing'] == dict(images=len(seen), seconds=3.0, slowest_seconds=2.0)
+
+
+def test_throughputs_count_the_same_images():
+    """2 ranks, 5 images each at 100 ms: the backends alone run 20 img/s, not one rank's 10."""
+    timing = BackendTime(images=10, seconds=1.0, slowest_seconds=0.5)
+    assert timing.latency_ms == pytest.approx(100.0)
+    run = RunRecord(results=[{}] * 10, img_ids=list(range(10)), latency_ms=timing.latency_ms)
+    run.backend_images_per_second = timing.images_per_second
+    run.wall_seconds = 1.0
+    line = throughput_line(run, 'load, infer, evaluate', world_size=2, label='openvino bf16')
+    assert line == (
+        '10 images (openvino bf16, 2 ranks): 10.0 img/s end to end (load, infer, evaluate), '
+        '20.0 img/s backend inference alone (50%)'
+    )
+    # One process: the backend rate is 1000 / latency over the same images.
+    single = RunRecord(results=[{}] * 4, img_ids=list(range(4)), latency_ms=50.0, wall_seconds=0.4)
+    assert single.backend_throughput == 20.0 and single.pipeline_efficiency == 0.5
 
 
 def test_torchrun_environment(tmp_path):
@@ -134,3 +158,15 @@ def test_dist_test_script_is_valid_bash():
     subprocess.run(['bash', '-n', str(script)], check=True)
     proc = subprocess.run(['bash', str(script)], capture_output=True, text=True)
     assert proc.returncode == 2 and 'usage' in proc.stderr
+
+
+def test_run_label_names_the_precision():
+    """A BF16 run says bf16 (the engine's precision, else the file's)."""
+    from types import SimpleNamespace
+
+    from deploy.apis.test import TestOptions, run_label
+
+    plan = SimpleNamespace(spec=SimpleNamespace(precision='fp32'))
+    options = TestOptions(backend='openvino')
+    assert run_label(SimpleNamespace(precision='bf16'), plan, options) == 'openvino bf16'
+    assert run_label(object(), plan, TestOptions(backend='onnxruntime')) == 'onnxruntime fp32'

@@ -230,6 +230,8 @@ def test_distributed_evaluation_equals_one_process(workspace):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # Only rank 0 evaluates: one COCO table.
     assert proc.stdout.count('Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all') == 1
+    # Both throughputs of the run count the images of both ranks.
+    assert ' images (pytorch fp32, 2 ranks): ' in proc.stdout, proc.stdout
     code, out = run('test.py', *common, '--out', root / 'single.pkl', cwd=root)
     assert code == 0, out
     dist = pickle.loads((root / 'dist.pkl').read_bytes())

@@ -80,8 +80,8 @@ def parse_args(argv=None):
     parser.add_argument(
         '--show',
         action='store_true',
-        help='verbose export; with --verify also draw PyTorch and ONNX Runtime '
-        'detections of --input-img next to the output file',
+        help="show the exporter's messages and warnings (not the traced graph); with --verify "
+        'also draw PyTorch and ONNX Runtime detections of --input-img next to the output file',
     )
     parser.add_argument(
         '--verify',

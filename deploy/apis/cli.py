@@ -9,8 +9,38 @@ from collections.abc import Callable, Sequence
 from ..errors import DeployError
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """``--help`` shows every default, and the description keeps its line breaks."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """``--help`` states each option's default once, where it tells something, and the
+    description keeps its line breaks.
+
+    No ``(default: ...)`` is added to a help text that already speaks of its default, to a
+    required option, to an on/off flag (``store_true``: its default is "not given", and
+    ``--per-tensor`` storing False into ``per_channel`` would read "default: True"), nor where
+    the default is ``None`` or empty (the option is simply off).
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ''
+        if 'default' in text.lower() or not _shows_default(action):
+            return text
+        return f'{text} (default: {_default_text(action.default)})'
+
+
+def _shows_default(action: argparse.Action) -> bool:
+    """Whether ``action``'s default is worth a ``(default: ...)``."""
+    default = action.default
+    if action.required or action.nargs == 0 or default is argparse.SUPPRESS:
+        return False
+    if default is None or isinstance(default, bool):
+        return False
+    return not (isinstance(default, (list, tuple, dict, str)) and not default)
+
+
+def _default_text(default) -> str:
+    """A default as it would be typed on the command line."""
+    if isinstance(default, (list, tuple)):
+        return ' '.join(map(str, default))
+    return str(default)
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -17,6 +17,7 @@ ids, so samplers that pad the last round (``torch.utils.data.DistributedSampler`
 """
 
 import os
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -98,6 +99,39 @@ def gather_results(results: list, img_ids: list[int]) -> tuple[list, list] | Non
             merged.setdefault(img_id, result)
     order = sorted(merged)
     return [merged[i] for i in order], order
+
+
+@dataclass(frozen=True)
+class BackendTime:
+    """Backend time of a run over every rank: the images they ran and the seconds spent in the
+    backend calls (summed, and of the slowest rank, which bounds the parallel ranks' wall time)."""
+
+    images: int
+    seconds: float
+    slowest_seconds: float
+
+    @property
+    def latency_ms(self) -> float:
+        """Mean backend time per image, milliseconds."""
+        return 1000.0 * self.seconds / max(self.images, 1)
+
+    @property
+    def images_per_second(self) -> float:
+        """Throughput of the backends alone over the same images: the ranks run side by side."""
+        return self.images / self.slowest_seconds if self.slowest_seconds > 0 else 0.0
+
+
+def gather_backend_time(images: int, seconds: float) -> BackendTime:
+    """Every rank's image count and backend seconds, summed (a collective: all ranks call it)."""
+    shards = [(int(images), float(seconds))]
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        shards = [None] * dist.get_world_size()
+        dist.all_gather_object(shards, (int(images), float(seconds)))
+    return BackendTime(
+        images=sum(n for n, _ in shards),
+        seconds=sum(s for _, s in shards),
+        slowest_seconds=max(s for _, s in shards),
+    )
 
 
 def is_main_process() -> bool:

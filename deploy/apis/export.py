@@ -207,9 +207,10 @@ class Exporter:
             self.export(staged)
             result = ExportResult(self.output_file)
             if options.verify and not self.verify(staged, result):
+                before = 'was left as it was' if self.output_file.exists() else 'was not written'
                 kept = result.output_file = publish(staged, self.output_file, verified=False)
                 self.logger(
-                    f'verification failed: {self.output_file} was left as it was; the new '
+                    f'verification failed: {self.output_file} {before}; the new '
                     f'export is kept as {kept} for inspection'
                 )
                 return result

@@ -66,16 +66,25 @@ class BackendRow:
     model: str
     backend: str
     ap: dict = field(default_factory=dict)  # metric -> AP in percent
-    latency_ms: float = 0.0
+    #: mean backend time per image; None: the row never ran (it has no AP either)
+    latency_ms: float | None = None
     failures: list = field(default_factory=list)
     #: 1-minute load average at the end of the evaluation (None where unknown)
     load_average: float | None = None
     #: why this machine cannot run the row (e.g. BF16 on a CPU without it): not a failure
     skipped: str | None = None
+    #: metric -> AP drop below PyTorch (percent points) and the drop tolerated
+    drop: dict = field(default_factory=dict)
+    tolerance: dict = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
         return not self.failures
+
+    @property
+    def ran(self) -> bool:
+        """Whether the row was evaluated at all (a row that never ran has no AP, not AP 0)."""
+        return self.latency_ms is not None
 
 
 def load_regression_file(path: str | Path) -> list[dict]:
@@ -153,6 +162,9 @@ def run_regression(
         export_key, onnx_file, exported = _shared_export(
             entry, deployed, exporter, work_dir, shared, logger
         )
+        if not exported.verified:
+            rows += _not_run(entry, _reference_row(entry, options, shared, logger), skip_backends)
+            continue
         quantize_failure = None
         if entry.get('quantize') is not None:
             onnx_file, quantize_failure = _shared_int8(
@@ -160,8 +172,7 @@ def run_regression(
             )
         reference = _reference_row(entry, options, shared, logger)
         rows.append(reference)
-        failures = [] if exported.verified else ['export verification failed']
-        failures += [quantize_failure] if quantize_failure else []
+        failures = [quantize_failure] if quantize_failure else []
         for backend, tolerances in (entry.get('backends') or {}).items():
             if backend not in skip_backends:
                 row = _evaluate(
@@ -169,6 +180,13 @@ def run_regression(
                 )
                 rows.append(_judged(row, reference, tolerances, failures))
     return rows
+
+
+def _not_run(entry, reference: BackendRow, skip_backends) -> list[BackendRow]:
+    """The rows of an entry whose export failed verification: its backends never ran."""
+    reason = 'export verification failed: no verified file to run'
+    backends = [b for b in entry.get('backends') or {} if b not in skip_backends]
+    return [reference] + [BackendRow(entry['name'], b, failures=[reason]) for b in backends]
 
 
 def _shared_export(entry, deployed, exporter, work_dir: Path, shared: _Shared, logger):
@@ -226,9 +244,10 @@ def _reference_row(entry, options: dict, shared: _Shared, logger) -> BackendRow:
         shared.references[key] = _evaluate(
             entry, 'pytorch', entry['checkpoint'], metrics, options, logger
         )
-    reference = replace(shared.references[key], model=entry['name'], failures=[])
+    measured = shared.references[key]
+    reference = replace(measured, model=entry['name'], failures=list(measured.failures))
     for metric, floor in (entry.get('floor') or {}).items():
-        if reference.ap.get(metric, 0.0) < floor:
+        if reference.ran and reference.ap.get(metric, 0.0) < floor:
             reference.failures.append(
                 f'{metric} AP {reference.ap.get(metric, 0.0):.1f} below the floor {floor:.1f}'
             )
@@ -241,8 +260,13 @@ def _judged(row: BackendRow, reference: BackendRow, tolerances, failures: list[s
     if row.skipped:
         return row
     row.failures.extend(failures)
+    if not (row.ran and reference.ran):
+        if row.ran:
+            row.failures.append('no PyTorch AP to compare with')
+        return row
     for metric, tol in (tolerances or {}).items():
         drop = reference.ap.get(metric, 0.0) - row.ap.get(metric, 0.0)
+        row.drop[metric], row.tolerance[metric] = drop, tol
         if drop > tol + 1e-9:
             row.failures.append(
                 f'{metric} AP {row.ap.get(metric, 0.0):.1f} is {drop:.2f} '
@@ -299,7 +323,7 @@ def _evaluate(entry, backend, model_file, metrics, options, logger) -> BackendRo
         return BackendRow(entry['name'], backend, skipped=str(err))
     except DeployError as err:
         logger(f'error: {err}')
-        return BackendRow(entry['name'], backend, {}, 0.0, [f'{backend} cannot run: {err}'])
+        return BackendRow(entry['name'], backend, failures=[f'{backend} cannot run: {err}'])
     ap = {
         m: (1.0 if m in PERCENT_METRICS else 100.0) * float(run.metrics.get(METRIC_KEYS[m], 0.0))
         for m in metrics
@@ -329,17 +353,19 @@ def format_markdown(rows: list[BackendRow]) -> str:
     header = ['model', 'backend', *(names[m] for m in metrics), 'latency (ms/img)', 'status']
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for r in rows:
+        not_run = '-' if r.skipped else 'not run'
         cells = [
             r.model,
             r.backend,
-            *(f'{r.ap[m]:.1f}' if m in r.ap else '-' for m in metrics),
-            '-' if r.skipped else f'{r.latency_ms:.1f}',
+            *(_ap_cell(r, m) if r.ran else not_run for m in metrics),
+            f'{r.latency_ms:.1f}' if r.ran else not_run,
             _status(r),
         ]
         lines.append('| ' + ' | '.join(cells) + ' |')
     lines += [
         '',
-        'AP in percent on the test set of each config. latency: mean wall time of one backend '
+        "AP in percent on the test set of each config; a backend's AP is followed by its drop "
+        'below PyTorch and the drop tolerated. latency: mean wall time of one backend '
         'call per image, as tools/test.py measures it (data loading, pre-processing and '
         'evaluation excluded; batch 1).',
     ]
@@ -350,6 +376,15 @@ def format_markdown(rows: list[BackendRow]) -> str:
             'latencies include other work; take them again on a quiet machine.'
         )
     return '\n'.join(lines)
+
+
+def _ap_cell(row: BackendRow, metric: str) -> str:
+    """``68.4`` for PyTorch, ``68.3 (drop 0.10, tol 0.1)`` for a backend judged against it."""
+    if metric not in row.ap:
+        return '-'
+    if metric not in row.drop:
+        return f'{row.ap[metric]:.1f}'
+    return f'{row.ap[metric]:.1f} (drop {row.drop[metric]:.2f}, tol {row.tolerance[metric]:g})'
 
 
 def _status(row: BackendRow) -> str:

@@ -20,7 +20,7 @@ from ..finite import check_outputs_finite
 from ..tasks import TestData, TestRequest, TestRun, TestSet, task_of_spec
 from ..tasks.base import Logger
 from .contract import RunPlan, plan_run
-from .distributed import gather_results, init_distributed, shard_indices
+from .distributed import gather_backend_time, gather_results, init_distributed, shard_indices
 from .run_record import write_metrics, write_output
 
 __all__ = ['TestOptions', 'TestRun', 'TestSet', 'run_test', 'evaluate_model']
@@ -121,23 +121,40 @@ def evaluate_model(
     run_start = time.perf_counter()
     shard = _shard(data, options, batch_size, rank, world_size)
     source = f'{model_file} ({options.backend})'
-    results, img_ids, latency_ms = _infer(runner, plan, shard, data, options, source, logger)
+    results, img_ids, seconds = _infer(runner, plan, shard, data, options, source, logger)
+    # Both throughputs count every rank's images: the backend's over the slowest rank's time.
+    backend_time = gather_backend_time(len(results), seconds)
     gathered = gather_results(results, img_ids)
     if gathered is None:  # not rank 0: rank 0 writes and evaluates
-        return data.record(results, img_ids, latency_ms, gathered=False)
-    run = data.record(*gathered, latency_ms, gathered=True)
+        return data.record(results, img_ids, backend_time.latency_ms, gathered=False)
+    run = data.record(*gathered, backend_time.latency_ms, gathered=True)
+    run.backend_images_per_second = backend_time.images_per_second
     data.finish(run, logger)
     failures = _write_outputs(run, data, cfg, model_file, options, logger)
     run.wall_seconds = time.perf_counter() - run_start
     if run.results:
-        logger(
-            f'{len(run.results)} images: {len(run.results) / run.wall_seconds:.1f} img/s end to '
-            f'end ({data.stages}), {1000 / max(latency_ms, 1e-9):.1f} img/s backend '
-            f'inference alone ({run.pipeline_efficiency:.0%})'
-        )
+        logger(throughput_line(run, data.stages, world_size, run_label(runner, plan, options)))
     if failures:
         raise DeployError('; '.join(failures))
     return run
+
+
+def run_label(runner, plan: RunPlan, options: TestOptions) -> str:
+    """The backend and the precision it computes in (``openvino bf16``), as the run's output
+    names it: a BF16 or INT8 run must not read as an FP32 one."""
+    precision = getattr(runner, 'precision', None) or plan.spec.precision
+    return f'{options.backend} {precision}' if precision else options.backend
+
+
+def throughput_line(run: TestRun, stages: str, world_size: int = 1, label: str = '') -> str:
+    """The run's end-to-end and backend-alone throughput, both over the same gathered images."""
+    where = ', '.join(part for part in (label, f'{world_size} ranks' * (world_size > 1)) if part)
+    return (
+        f'{len(run.results)} images{f" ({where})" if where else ""}: '
+        f'{run.end_to_end_images_per_second:.1f} img/s end to '
+        f'end ({stages}), {run.backend_throughput:.1f} img/s backend inference alone '
+        f'({run.pipeline_efficiency:.0%})'
+    )
 
 
 def _build_runner(cfg, model_file, options: TestOptions, rank: int, world_size: int):
@@ -195,14 +212,15 @@ def _infer(
     source: str,
     logger: Logger,
 ) -> tuple[list, list[int], float]:
-    """The shard through ``runner``: results, image ids and the mean backend time per image
-    (milliseconds). Non-finite outputs stop the run; a static file says how many images it ran
+    """The shard through ``runner``: results, image ids and the seconds spent in the backend
+    calls. Non-finite outputs stop the run; a static file says how many images it ran
     at another size than PyTorch does."""
     loader, total = shard
     results: list = []
     img_ids: list[int] = []
     infer_seconds, refitted = 0.0, 0
-    for img, metas in _progress(loader, options.backend, total, options.progress):
+    label = run_label(runner, plan, options)
+    for img, metas in _progress(loader, label, total, options.progress):
         inputs = network_inputs(img, metas)
         if plan.fixed_shape is not None:
             refitted += fitted_differently(metas, plan.preprocess)
@@ -214,7 +232,7 @@ def _infer(
         img_ids.extend(int(m['img_id']) for m in metas)
     if plan.fixed_shape is not None and not plan.decoded_images:
         logger(static_note(refitted, len(results), plan.fixed_shape))
-    return results, img_ids, 1000 * infer_seconds / max(len(results), 1)
+    return results, img_ids, infer_seconds
 
 
 def _write_outputs(

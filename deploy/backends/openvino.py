@@ -21,19 +21,29 @@ The default (``None``) is the file's own precision (``int8`` for a quantised fil
 ``<name>.openvino/``, under a key of the OpenVINO version, the SHA-256 of the ONNX file and of
 its external data files (:func:`deploy.model_digest.model_digest`) and the precision, so a later
 load skips the ONNX import.
+
+An IR kept as a file to ship (``tools/onnx2openvino.py``, :func:`save_ir`: ``model.xml`` and
+``model.bin``) carries the model spec and the ONNX graph's input and output names in its
+``rt_info``, and loads directly (``OpenVINOBackend('model.xml')``), in any of the precisions
+above; it needs neither the ONNX file nor the cache.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendError, BackendUnavailable
+from ..errors import BackendError, BackendUnavailable, ConfigError
 from ..fileio import is_temporary, temporary_folder
 from ..model_digest import model_digest
-from ..spec import read_onnx_spec
+from ..spec import ModelSpec, read_onnx_spec
 from .base import Backend
 
 #: inference precisions this backend offers
@@ -49,6 +59,71 @@ def import_openvino():
             'the openvino backend needs the openvino package: pip install openvino'
         ) from None
     return openvino
+
+
+#: ``rt_info`` keys of an IR written by :func:`save_ir`: the model spec (JSON) and the ONNX
+#: graph's input and output names (JSON list)
+IR_SPEC_KEY = 'deploy_spec'
+IR_IO_KEY = 'deploy_io_names'
+
+
+@dataclass
+class IRFile:
+    """An IR written by :func:`save_ir`, read: the model, its spec and its graph's I/O names."""
+
+    model: object
+    spec: ModelSpec
+    io_names: set[str]
+
+
+def save_ir(
+    onnx_file: str | Path, xml_file: str | Path, check: Callable[[Path], None] | None = None
+) -> tuple[Path, Path]:
+    """Convert an exported ONNX file to OpenVINO IR, ``xml_file`` and the ``.bin`` beside it,
+    that :class:`OpenVINOBackend` loads directly. Weights stay FP32 (the inference precision is
+    chosen at load time); the model spec travels in the IR's ``rt_info``. Both files are written
+    under temporary names and renamed when complete (the ``.bin`` first), after ``check`` (given
+    the temporary ``.xml``) returned."""
+    onnx_file, xml_file = Path(onnx_file), Path(xml_file)
+    if xml_file.suffix.lower() != '.xml':
+        raise ConfigError(f'{xml_file}: an OpenVINO IR is written as a .xml file (and a .bin)')
+    spec = read_onnx_spec(onnx_file)
+    if spec is None:
+        raise ConfigError(f'{onnx_file} holds no model spec: export it with tools/pytorch2onnx.py')
+    ov = import_openvino()
+    try:
+        model = ov.Core().read_model(str(onnx_file))
+    except RuntimeError as err:
+        raise BackendError(f'OpenVINO cannot read {onnx_file}: {_last_line(err)}') from None
+    model.set_rt_info(spec.to_json(), [IR_SPEC_KEY])
+    model.set_rt_info(json.dumps(sorted(_graph_io_names(onnx_file))), [IR_IO_KEY])
+    xml_file.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=xml_file.parent, prefix=f'.{xml_file.stem}.tmp-') as tmp:
+        staged = Path(tmp) / 'model.xml'
+        ov.save_model(model, str(staged), compress_to_fp16=False)
+        if check is not None:
+            check(staged)
+        os.replace(staged.with_suffix('.bin'), xml_file.with_suffix('.bin'))
+        os.replace(staged, xml_file)
+    return xml_file, xml_file.with_suffix('.bin')
+
+
+def read_ir(xml_file: Path) -> IRFile:
+    """An IR from :func:`save_ir`; one written otherwise (no spec inside) is refused in one line."""
+    ov = import_openvino()
+    if not xml_file.with_suffix('.bin').is_file():
+        raise BackendError(f'{xml_file.with_suffix(".bin")} not found: an IR is a .xml and a .bin')
+    try:
+        model = ov.Core().read_model(str(xml_file))
+    except RuntimeError as err:
+        raise BackendError(f'OpenVINO cannot read {xml_file}: {_last_line(err)}') from None
+    if not model.has_rt_info([IR_SPEC_KEY]):
+        raise ConfigError(
+            f'{xml_file} holds no model spec: write the IR with tools/onnx2openvino.py'
+        )
+    spec = ModelSpec.from_json(model.get_rt_info([IR_SPEC_KEY]).astype(str))
+    io_names = set(json.loads(model.get_rt_info([IR_IO_KEY]).astype(str)))
+    return IRFile(model, spec, io_names)
 
 
 def cpu_capabilities(core=None) -> list[str]:
@@ -111,10 +186,11 @@ class OpenVINOBackend(Backend):
     ):
         model_file = Path(model_file)
         if not model_file.is_file():
-            raise BackendError(f'ONNX file not found: {model_file}')
+            raise BackendError(f'model file not found: {model_file}')
         if device != 'cpu':
             raise BackendError(f'the openvino backend runs on the CPU here, not {device!r}')
-        self.spec = read_onnx_spec(model_file)
+        ir = read_ir(model_file) if model_file.suffix.lower() == '.xml' else None
+        self.spec = ir.spec if ir else read_onnx_spec(model_file)
         file_precision = self.spec.precision if self.spec is not None else 'fp32'
         if precision is None:
             precision = 'int8' if file_precision == 'int8' else 'fp32'
@@ -146,7 +222,7 @@ class OpenVINOBackend(Backend):
         core = ov.Core()
         if precision == 'bf16':
             require_bf16(core)
-        model = self._read(core, ov, model_file, cache)
+        model = ir.model if ir else self._read(core, ov, model_file, cache)
         config = {
             'PERFORMANCE_HINT': 'LATENCY',
             'NUM_STREAMS': '1',
@@ -164,7 +240,7 @@ class OpenVINOBackend(Backend):
         self.request = self.compiled.create_infer_request()
         # A port can carry several tensor names (OpenVINO merges an input with the ops that only
         # forward it): name each by the graph's own input / output name.
-        known = _graph_io_names(model_file)
+        known = ir.io_names if ir else _graph_io_names(model_file)
         self.input_names = tuple(_port_name(p, known) for p in self.compiled.inputs)
         self.output_names = tuple(_port_name(p, known) for p in self.compiled.outputs)
         self._ports = dict(zip(self.output_names, self.compiled.outputs))

@@ -145,6 +145,20 @@ def _cocoeval(gt, dt, iou_type: str, backend: str):
     return COCOeval(gt, dt, iou_type)
 
 
+_SUMMARY_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
+
+
+def summary_line(
+    metric: str, metrics: dict, proposal_nums: Sequence[int] = (100, 300, 1000)
+) -> str:
+    """The table of one metric in one line: ``bbox: AP 0.663  AP50 0.899  AP75 0.805 ...``
+    (``-`` where COCO had no ground truth to score)."""
+    keys = _metric_keys(metric, proposal_nums)
+    names = [k.replace('_', ' ') for k in keys] if metric == 'proposal' else _SUMMARY_NAMES
+    values = ['-' if metrics[k] < 0 else f'{metrics[k]:.3f}' for k in keys]
+    return f'{metric}: ' + '  '.join(f'{n} {v}' for n, v in zip(names, values))
+
+
 def _metric_keys(metric: str, proposal_nums: Sequence[int]) -> list[str]:
     if metric == 'proposal':
         last = proposal_nums[-1]
@@ -233,8 +247,9 @@ def evaluate_coco(
             out.update(zip(keys, stats[6:12]))
         else:
             out.update(zip(keys, stats[:6]))
-            if classwise:
-                out.update(_classwise(evaluator, gt, metric, log))
+        log(summary_line(metric, out, proposal_nums))
+        if metric != 'proposal' and classwise:
+            out.update(_classwise(evaluator, gt, metric, log))
     return out
 
 

@@ -26,7 +26,9 @@ class ParityStats:
     ``exact`` pairs are the same detection up to numeric drift (IoU >= :data:`EXACT_IOU` and score
     difference <= :data:`EXACT_SCORE`); the rest are decision flips between near-tied candidates
     (NMS or top-k order decided by a 1e-6 difference), which random-weight models with flat score
-    distributions produce now and then. Errors are measured over exact pairs. Fractions divide by
+    distributions produce now and then. Errors are measured over exact pairs, except
+    ``max_matched_score_err``, over every matched pair (so a large score error shows; INT8 files
+    have them). Fractions divide by
     the larger of the two counts, so both missing and extra detections lower them.
     """
 
@@ -38,6 +40,8 @@ class ParityStats:
     max_box_err: float = 0.0
     #: smallest IoU between the pasted masks of an exact pair; None when there are no masks
     min_mask_iou: float | None = None
+    #: largest score difference over every matched pair, exact or not
+    max_matched_score_err: float = 0.0
 
     def _fraction(self, count: int) -> float:
         denom = max(self.num_ref, self.num_test)
@@ -60,6 +64,7 @@ class ParityStats:
             max(self.max_score_err, other.max_score_err),
             max(self.max_box_err, other.max_box_err),
             _min_or_none(self.min_mask_iou, other.min_mask_iou),
+            max(self.max_matched_score_err, other.max_matched_score_err),
         )
 
     def passed(
@@ -106,6 +111,7 @@ def match_detections(
         used[j] = True
         stats.matched += 1
         score_err = float(abs(ref.scores[i] - test.scores[j]))
+        stats.max_matched_score_err = max(stats.max_matched_score_err, score_err)
         if candidates[j] >= EXACT_IOU and score_err <= EXACT_SCORE:
             stats.exact += 1
             stats.max_score_err = max(stats.max_score_err, score_err)

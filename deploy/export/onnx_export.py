@@ -223,7 +223,6 @@ def export_onnx(
                     output_names,
                     dynamic_axes,
                     opset_version,
-                    verbose,
                 )
             else:
                 _export_torchscript(
@@ -234,7 +233,6 @@ def export_onnx(
                     output_names,
                     dynamic_axes,
                     opset_version,
-                    verbose,
                 )
         # Ops written as onnxscript functions (Loops) become standard nodes of the graph.
         model = onnx_ops.inline_local_functions(onnx.load(tmp_name))
@@ -348,7 +346,7 @@ def _dynamic_axes(input_names, output_names, skip_postprocess: bool, dynamic_siz
     return axes
 
 
-def _export_dynamo(module, args, path, input_names, output_names, dynamic_axes, opset, verbose):
+def _export_dynamo(module, args, path, input_names, output_names, dynamic_axes, opset):
     dynamic_shapes = None
     if dynamic_axes:
         dims = {}
@@ -372,15 +370,13 @@ def _export_dynamo(module, args, path, input_names, output_names, dynamic_axes, 
         output_names=output_names,
         dynamic_shapes=dynamic_shapes,
         custom_translation_table=onnx_ops.onnx_translation_table(),
-        verbose=verbose,
+        verbose=False,  # True prints the whole traced graph
         optimize=True,
     )
     program.save(path, external_data=False)
 
 
-def _export_torchscript(
-    module, args, path, input_names, output_names, dynamic_axes, opset, verbose
-):
+def _export_torchscript(module, args, path, input_names, output_names, dynamic_axes, opset):
     onnx_ops.register_legacy_symbolics(opset)
     torch.onnx.export(
         module,
@@ -392,7 +388,7 @@ def _export_torchscript(
         output_names=output_names,
         dynamic_axes=dynamic_axes or None,
         do_constant_folding=True,
-        verbose=verbose,
+        verbose=False,  # True prints the whole traced graph
     )
 
 

@@ -60,6 +60,7 @@ class Tolerances:
                 f'>={100 * self.min_exact:.0f}%); box err over exact pairs <={self.box_atol}px in '
                 f'the original image; pasted masks of exact pairs IoU>={self.min_mask_iou}'
             )
+        parts.append('max score err over every matched pair')
         if self.min_parity_ap is not None:
             parts.append(
                 f"parity AP (AP against the reference's detections) >={self.min_parity_ap}"
@@ -236,7 +237,7 @@ def format_verify_table(rows: list[VerifyRow], backend_name: str) -> str:
                 str(s.num_test),
                 f'{100 * s.matched_fraction:.1f}%',
                 f'{100 * s.exact_fraction:.1f}%',
-                f'{s.max_score_err:.1e}',
+                f'{s.max_matched_score_err:.1e}',
                 f'{s.max_box_err:.2f}',
                 '-' if s.min_mask_iou is None else f'{s.min_mask_iou:.3f}',
                 '-' if r.parity_ap is None else f'{r.parity_ap:.3f}',

@@ -39,13 +39,28 @@ class TestRun:
     latency_ms: float = 0.0
     #: wall time of the whole run: loading, inference, encoding, writing and evaluation
     wall_seconds: float = 0.0
+    #: throughput of the backend calls alone over the same images (all ranks side by side);
+    #: 0: one process, ``1000 / latency_ms``
+    backend_images_per_second: float = 0.0
+
+    @property
+    def end_to_end_images_per_second(self) -> float:
+        """Images of the run over its wall time."""
+        return len(self.results) / self.wall_seconds if self.wall_seconds else 0.0
+
+    @property
+    def backend_throughput(self) -> float:
+        """Images per second of the backend calls alone, over the images of ``results``."""
+        if self.backend_images_per_second:
+            return self.backend_images_per_second
+        return 1000.0 / self.latency_ms if self.latency_ms else 0.0
 
     @property
     def pipeline_efficiency(self) -> float:
         """End-to-end throughput as a fraction of the backend's pure inference throughput."""
-        if not self.wall_seconds or not self.latency_ms:
+        if not self.end_to_end_images_per_second or not self.backend_throughput:
             return 0.0
-        return (len(self.results) / self.wall_seconds) / (1000.0 / self.latency_ms)
+        return self.end_to_end_images_per_second / self.backend_throughput
 
 
 @dataclass(frozen=True)

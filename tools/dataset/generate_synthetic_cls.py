@@ -9,11 +9,13 @@ Usage (these are the defaults):
 import argparse
 import time
 
-from deploy.apis.cli import run_cli
+from deploy.apis.cli import HelpFormatter, run_cli
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=HelpFormatter
+    )
     parser.add_argument('--out-dir', default='data/synthetic_cls', help='data set root')
     parser.add_argument('--num-train', type=int, default=3000, help='training crops')
     parser.add_argument('--num-val', type=int, default=300, help='validation crops')

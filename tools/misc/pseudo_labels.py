@@ -16,12 +16,14 @@ image it classifies differently:
 
 import argparse
 
-from deploy.apis.cli import run_cli
+from deploy.apis.cli import HelpFormatter, run_cli
 from deploy.errors import DeployError
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Pseudo labels from a reference classification')
+    parser = argparse.ArgumentParser(
+        description='Pseudo labels from a reference classification', formatter_class=HelpFormatter
+    )
     parser.add_argument('results', help='results pickle of a classifier (tools/test.py --out)')
     parser.add_argument('img_prefix', help='the image folder the annotation paths are relative to')
     parser.add_argument('out', help='annotation file to write (`path label` per line)')
