@@ -11,7 +11,9 @@ fails the matrix.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -191,8 +193,9 @@ class DeploymentMatrix:
             row.status = f'skipped: {why}'
             return
         row.size_mb = os.path.getsize(row.model_file) / 2**20
-        try:
-            run = evaluate_model(self.config, row.model_file, self.test_options(row), _quiet)
+        try:  # the COCO summary goes to the log: stdout carries the table
+            with contextlib.redirect_stdout(sys.stderr):
+                run = evaluate_model(self.config, row.model_file, self.test_options(row), _quiet)
         except BackendUnavailable as err:
             row.status = f'skipped: {err}'
             return
