@@ -361,8 +361,9 @@ def plot_matrix(report: dict, path: str | Path) -> Path:
     points = [(r['latency_ms'], r['ap'][metric]) for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.scatter([p[0] for p in points], [p[1] for p in points], color='tab:blue', zorder=3)
-    for r, (x, y) in zip(rows, points):
-        ax.annotate(r['name'], (x, y), textcoords='offset points', xytext=(5, 5), fontsize=8)
+    for i, (r, (x, y)) in enumerate(zip(rows, points)):
+        offset = (5, 5) if i % 2 == 0 else (5, -12)  # neighbours with equal AP stay readable
+        ax.annotate(r['name'], (x, y), textcoords='offset points', xytext=offset, fontsize=8)
         if r['name'] == report['recommended']:
             ax.scatter([x], [y], s=220, facecolors='none', edgecolors='tab:green', zorder=4)
     front = [points[i] for i in pareto_front(points)]

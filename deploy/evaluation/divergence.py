@@ -72,6 +72,8 @@ class LayerDivergence:
     op: str
     stats: TensorStats
     inputs: list[str] = field(default_factory=list)
+    #: made inside a module (not graph-level code such as post-processing)
+    scoped: bool = True
     #: SQNR lost at this node: the worst compared input's SQNR minus this output's (dB)
     jump_db: float = 0.0
 
@@ -86,6 +88,7 @@ class LayerDivergence:
             sqnr_db=self.stats.sqnr_db,
             jump_db=self.jump_db,
             mismatch=self.stats.mismatch,
+            scoped=self.scoped,
         )
 
 
@@ -190,6 +193,8 @@ def compare_models(
         )
         for i, (name, other, node) in enumerate(pairs)
     ]
+    for layer in layers:  # graph-level nodes (no module scope) keep their node name
+        layer.scoped = not layer.module.startswith('/')
     for start in range(0, len(layers), chunk):
         part = layers[start : start + chunk]
         names = [layer.tensor for layer in part]
@@ -223,7 +228,15 @@ def add_jumps(layers: list[LayerDivergence], graph: onnx.GraphProto) -> None:
             layer.jump_db = upstream.get(f'{layer.tensor} before', EXACT_DB) - layer.stats.sqnr_db
 
 
-def top_jumps(layers: list[LayerDivergence], top: int = 10) -> list[LayerDivergence]:
-    """The layers that lose the most SQNR, largest first."""
-    ranked = [layer for layer in layers if not layer.stats.mismatch and layer.jump_db > 0]
+def top_jumps(
+    layers: list[LayerDivergence], top: int = 10, modules_only: bool = True
+) -> list[LayerDivergence]:
+    """The layers that lose the most SQNR, largest first; with ``modules_only``, only nodes a
+    module made (not the graph-level post-processing, whose top-k picks change discontinuously
+    with any error before it)."""
+    ranked = [
+        layer
+        for layer in layers
+        if not layer.stats.mismatch and layer.jump_db > 0 and (layer.scoped or not modules_only)
+    ]
     return sorted(ranked, key=lambda layer: -layer.jump_db)[:top]

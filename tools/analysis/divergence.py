@@ -27,6 +27,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--top', type=int, default=10, help='layers in the table')
     parser.add_argument('--chunk', type=int, default=32, help='tensors compared per run')
     parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument(
+        '--all-nodes',
+        action='store_true',
+        help='rank graph-level nodes (post-processing) too, not only those modules made',
+    )
     parser.add_argument('--json', default=None, metavar='OUT', help='every layer, as JSON')
     parser.add_argument('--plot', default=None, metavar='OUT.png', help='SQNR along depth')
     add_cfg_options_argument(parser)
@@ -121,7 +126,7 @@ def main(argv=None) -> int:
     names = {i.name for i in ref.graph.input}
     feeds = load_inputs(args.config, args.cfg_options, args.num_images, names)
     layers = compare_models(ref, test, feeds, args.chunk, args.threads, log)
-    top = top_jumps(layers, args.top)
+    top = top_jumps(layers, args.top, modules_only=not args.all_nodes)
     print(format_table(layers, top))
     if args.json:
         report = dict(top=[x.to_dict() for x in top], layers=[x.to_dict() for x in layers])
