@@ -111,8 +111,8 @@ class MatrixRow:
         return self.status == 'ok'
 
 
-def tensorrt_unavailable() -> str | None:
-    """Why this machine cannot build TensorRT engines (``None`` when it can)."""
+def tensorrt_unavailable() -> str:
+    """Why the matrix has no TensorRT row here."""
     try:
         import torch
     except ImportError:
@@ -123,7 +123,10 @@ def tensorrt_unavailable() -> str | None:
         import tensorrt  # noqa: F401
     except ImportError:
         return 'the tensorrt package is not installed'
-    return None
+    return (
+        'the matrix does not build TensorRT engines yet '
+        '(tools/onnx2tensorrt.py, then tools/test.py)'
+    )
 
 
 class DeploymentMatrix:
@@ -189,8 +192,8 @@ class DeploymentMatrix:
         )
 
     def evaluate(self, row: MatrixRow) -> None:
-        if row.backend == 'tensorrt' and (why := tensorrt_unavailable()):
-            row.status = f'skipped: {why}'
+        if row.backend == 'tensorrt':
+            row.status = f'skipped: {tensorrt_unavailable()}'
             return
         row.size_mb = os.path.getsize(row.model_file) / 2**20
         try:  # the COCO summary goes to the log: stdout carries the table
