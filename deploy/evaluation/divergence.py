@@ -170,6 +170,7 @@ def _session(model_bytes: bytes, threads: int | None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    options.log_severity_level = 3  # unused-initializer notes of cut graphs are not news
     if threads:
         options.intra_op_num_threads = threads
     return ort.InferenceSession(model_bytes, options, providers=['CPUExecutionProvider'])

@@ -94,8 +94,15 @@ def plot(layers, top, path):
     shown = [layer for layer in layers if not layer.stats.mismatch]
     fig, ax = plt.subplots(figsize=(10, 4))
     ax.plot([x.depth for x in shown], [x.stats.sqnr_db for x in shown], '.-', lw=0.8)
-    for layer in top[:5]:
-        ax.annotate(layer.module, (layer.depth, layer.stats.sqnr_db), fontsize=7, rotation=20)
+    for k, layer in enumerate(top[:5]):  # stacked labels: the top layers often sit together
+        ax.annotate(
+            layer.module,
+            (layer.depth, layer.stats.sqnr_db),
+            textcoords='offset points',
+            xytext=(8, 10 + 11 * k),
+            fontsize=7,
+            arrowprops=dict(arrowstyle='-', lw=0.5),
+        )
         ax.scatter([layer.depth], [layer.stats.sqnr_db], color='tab:red', zorder=3)
     ax.set_xlabel('depth (tensor index in the reference graph)')
     ax.set_ylabel('SQNR of the candidate, dB (higher: closer)')
