@@ -51,7 +51,7 @@ def _ap(outcome_dir) -> float:
 def test_matrix_rows_match_test_tool_and_floor_gates(tmp_path):
     options = ['--cfg-options', *(f'{k}={v}' for k, v in bundled.data_options().items())]
     common = [bundled.CONFIGS['retinanet'], bundled.CHECKPOINTS['retinanet'], '--num-images', '4']
-    rows = ['pytorch:fp32', 'onnxruntime:fp32', 'onnxruntime:int8', 'tensorrt:fp16']
+    rows = ['pytorch:fp32', 'onnxruntime:int8', 'tensorrt:fp16']
     out = call_tool(
         'deploy_matrix.py', *common, '--rows', *rows, '--exporter', 'torchscript',
         '--calib-images', '4', '--rounds', '1', '--iters', '2', '--warmup', '0',
@@ -69,8 +69,8 @@ def test_matrix_rows_match_test_tool_and_floor_gates(tmp_path):
     ]
     assert by_name['tensorrt fp16']['status'].startswith('skipped: ')
     ran = [r for r in report['rows'] if r['status'] == 'ok']
-    assert len(ran) == 3 and all(r['ap']['bbox'] > 0 and r['latency_ms'] > 0 for r in ran)
-    assert len(report['failures']) == 3 and 'below the floor 101' in report['failures'][0]
+    assert len(ran) == 2 and all(r['ap']['bbox'] > 0 and r['latency_ms'] > 0 for r in ran)
+    assert len(report['failures']) == 2 and 'below the floor 101' in report['failures'][0]
     assert by_name['pytorch fp32']['ratio'] == pytest.approx(1.0)
     assert '| onnxruntime int8 | ok |' in out.stdout and 'recommended: ' in out.stdout
     assert (tmp_path / 'm.png').stat().st_size > 0

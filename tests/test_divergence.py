@@ -6,6 +6,7 @@ import json
 import bundled_exports as bundled
 import numpy as np
 import onnx
+import pytest
 from conftest import call_tool
 from onnx import helper, numpy_helper
 
@@ -71,6 +72,7 @@ def test_names_the_planted_layer(tmp_path):
     assert (tmp_path / 'd.png').stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_int8_compares_dequantised_tensors(tmp_path):
     fp32, int8 = bundled.fp32_export('retinanet'), bundled.int8_export('retinanet').output_file
     report, _ = _divergence(tmp_path, fp32, int8)
@@ -78,3 +80,14 @@ def test_int8_compares_dequantised_tensors(tmp_path):
     assert len(backbone) > 10
     # quantisation error, not a wrong pairing: close but not exact
     assert all(15 < x['sqnr_db'] < 60 and x['cosine'] > 0.98 for x in backbone), backbone[:3]
+
+
+@pytest.mark.slow
+def test_one_file_on_two_engines(tmp_path):
+    """ONNX Runtime against OpenVINO on the same FP32 file: tensors map one to one, and the two
+    FP32 engines agree closely through the backbone."""
+    fp32 = bundled.fp32_export('retinanet')
+    report, _ = _divergence(tmp_path, fp32, fp32, '--engines', 'onnxruntime', 'openvino')
+    backbone = [x for x in report['layers'] if x['module'].startswith('backbone')]
+    assert len(backbone) > 10
+    assert all(x['sqnr_db'] > 60 and x['cosine'] > 0.9999 for x in backbone), backbone[:3]

@@ -176,6 +176,32 @@ def _session(model_bytes: bytes, threads: int | None):
     return ort.InferenceSession(model_bytes, options, providers=['CPUExecutionProvider'])
 
 
+def make_runner(engine: str, model_bytes: bytes, names: list[str], threads: int | None):
+    """A function ``feed -> [tensor per name]`` on ``engine``: ``onnxruntime``, ``openvino``
+    (FP32, or the file's INT8) or ``openvino:bf16``."""
+    if engine == 'onnxruntime':
+        session = _session(model_bytes, threads)
+        return lambda feed: session.run(names, feed)
+    import tempfile
+
+    from ..backends.openvino import import_openvino, require_bf16
+
+    ov = import_openvino()
+    core = ov.Core()
+    bf16 = engine == 'openvino:bf16'
+    if bf16:
+        require_bf16(core)
+    with tempfile.TemporaryDirectory() as tmp:  # OpenVINO reads ONNX from a file
+        path = f'{tmp}/cut.onnx'
+        with open(path, 'wb') as f:
+            f.write(model_bytes)
+        config = {'INFERENCE_PRECISION_HINT': 'bf16' if bf16 else 'f32'}
+        if threads:
+            config['INFERENCE_NUM_THREADS'] = str(threads)
+        compiled = core.compile_model(core.read_model(path), 'CPU', config)
+    return lambda feed: [np.asarray(v) for v in compiled(feed).values()]
+
+
 def compare_models(
     ref: onnx.ModelProto,
     test: onnx.ModelProto,
@@ -183,9 +209,11 @@ def compare_models(
     chunk: int = 32,
     threads: int | None = None,
     logger: Callable[[str], None] | None = None,
+    engines: tuple[str, str] = ('onnxruntime', 'onnxruntime'),
 ) -> list[LayerDivergence]:
     """Compare every tensor both models produce, ``chunk`` at a time, over ``feeds`` (a list: each
-    chunk runs every feed on both models); the layers in ``ref``'s order, with their jumps."""
+    chunk runs every feed on both models, on ``engines`` (reference, candidate): see
+    :func:`make_runner`); the layers in ``ref``'s order, with their jumps."""
     feeds = list(feeds)
     pairs = comparable_tensors(ref, test)
     layers = [
@@ -200,10 +228,10 @@ def compare_models(
         part = layers[start : start + chunk]
         names = [layer.tensor for layer in part]
         test_names = [layer.test_tensor for layer in part]
-        ref_run = _session(_with_outputs(ref, names), threads)
-        test_run = _session(_with_outputs(test, test_names), threads)
+        ref_run = make_runner(engines[0], _with_outputs(ref, names), names, threads)
+        test_run = make_runner(engines[1], _with_outputs(test, test_names), test_names, threads)
         for feed in feeds:
-            pairs_out = zip(part, ref_run.run(names, feed), test_run.run(test_names, feed))
+            pairs_out = zip(part, ref_run(feed), test_run(feed))
             for layer, a, b in pairs_out:
                 layer.stats.add(np.asarray(a), np.asarray(b))
         del ref_run, test_run

@@ -17,6 +17,8 @@ import sys
 from deploy.apis.cli import ArgumentParser, run_cli
 from deploy.config import add_cfg_options_argument
 
+ENGINES = ('onnxruntime', 'openvino', 'openvino:bf16')
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = ArgumentParser(description='Layer-by-layer divergence of two ONNX files')
@@ -27,6 +29,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--top', type=int, default=10, help='layers in the table')
     parser.add_argument('--chunk', type=int, default=32, help='tensors compared per run')
     parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument(
+        '--engines',
+        nargs=2,
+        default=('onnxruntime', 'onnxruntime'),
+        choices=ENGINES,
+        metavar='ENGINE',
+        help=f'reference and candidate engines ({", ".join(ENGINES)}): the same file on two '
+        'engines compares the engines',
+    )
     parser.add_argument(
         '--all-nodes',
         action='store_true',
@@ -132,7 +143,7 @@ def main(argv=None) -> int:
     ref, test = load_onnx(args.reference), load_onnx(args.candidate)
     names = {i.name for i in ref.graph.input}
     feeds = load_inputs(args.config, args.cfg_options, args.num_images, names)
-    layers = compare_models(ref, test, feeds, args.chunk, args.threads, log)
+    layers = compare_models(ref, test, feeds, args.chunk, args.threads, log, tuple(args.engines))
     top = top_jumps(layers, args.top, modules_only=not args.all_nodes)
     print(format_table(layers, top))
     if args.json:
