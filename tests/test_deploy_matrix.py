@@ -61,12 +61,7 @@ def test_matrix_rows_match_test_tool_and_floor_gates(tmp_path):
     assert out.code == 1, out.stderr  # every row is below an AP floor of 101
     report = json.loads((tmp_path / 'm.json').read_text())
     by_name = {r['name']: r for r in report['rows']}
-    assert list(by_name) == [
-        'pytorch fp32',
-        'onnxruntime fp32',
-        'onnxruntime int8',
-        'tensorrt fp16',
-    ]
+    assert list(by_name) == ['pytorch fp32', 'onnxruntime int8', 'tensorrt fp16']
     assert by_name['tensorrt fp16']['status'].startswith('skipped: ')
     ran = [r for r in report['rows'] if r['status'] == 'ok']
     assert len(ran) == 2 and all(r['ap']['bbox'] > 0 and r['latency_ms'] > 0 for r in ran)
