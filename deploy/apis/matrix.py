@@ -329,7 +329,7 @@ def format_table(report: dict) -> str:
     for r in rows:
         cells = [r['name'], r['status'], _num(r['size_mb'], '.1f')]
         cells += [_num(r['ap'].get(m), '.1f') for m in metrics]
-        cells += [_num(r['drop'].get(m), '+.1f') for m in metrics]
+        cells += [_num(_no_negative_zero(r['drop'].get(m)), '+.1f') for m in metrics]
         cells += [
             _num(r['latency_ms'], '.1f'),
             _num(r['images_per_s'], '.1f'),
@@ -384,6 +384,11 @@ def plot_matrix(report: dict, path: str | Path) -> Path:
     finally:
         plt.close(fig)
     return write_atomic(path, buffer.getvalue())
+
+
+def _no_negative_zero(value: float | None) -> float | None:
+    """A drop that rounds to zero prints as +0.0, not -0.0."""
+    return 0.0 if value is not None and abs(value) < 0.05 else value
 
 
 def _num(value, spec: str) -> str:
