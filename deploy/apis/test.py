@@ -3,7 +3,7 @@ metrics (COCO for detectors, top-k accuracy for classifiers: :mod:`deploy.tasks`
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,7 @@ class TestOptions:
     def request(self, model_file: str | os.PathLike) -> TestRequest:
         """What the task's data set and outputs are asked for."""
         fields = set(TestRequest.__dataclass_fields__) - {'model_file'}
-        values = {k: v for k, v in asdict(self).items() if k in fields}
+        values = {k: getattr(self, k) for k in fields}  # shallow: asdict would copy TestSet
         return TestRequest(model_file=str(model_file), **values)
 
 

@@ -51,7 +51,7 @@ from .base import BaseDetector
 from .detr_compat import detr_config_from_2x, detr_keys_any_to_3x
 
 
-def _without_type(cfg: Mapping | None, expected: str, where: str) -> dict:
+def without_type(cfg: Mapping | None, expected: str, where: str) -> dict:
     """A 3.x sub-config (plain dict, an optional ``type`` naming ``expected``) as arguments."""
     cfg = dict(cfg or {})
     found = str(cfg.pop('type', expected)).rsplit('.', 1)[-1]
@@ -75,7 +75,7 @@ def padding_mask_eager(img_metas: list[dict], input_hw, feat_hw, device) -> Tens
     return F.interpolate(masks.unsqueeze(1), size=tuple(feat_hw)).to(torch.bool).squeeze(1)
 
 
-def _size_f32(x: Tensor, dim: int) -> Tensor:
+def size_f32(x: Tensor, dim: int) -> Tensor:
     """``x.shape[dim]`` as a float32 scalar tensor that stays dynamic in both exporters."""
     if torch.jit.is_tracing():
         return torch._shape_as_tensor(x)[dim].to(torch.float32)
@@ -94,7 +94,7 @@ def _real_cells(real_len: Tensor, input_len: Tensor, feat: Tensor, dim: int) -> 
         real_len: ``[B, 1]`` float, the real image's length along the axis.
         input_len: float32 scalar, the padded input's length.
     """
-    scale = input_len / _size_f32(feat, dim)
+    scale = input_len / size_f32(feat, dim)
     cells = torch.arange(feat.shape[dim], device=feat.device, dtype=torch.float32)
     return cells * scale < real_len
 
@@ -103,8 +103,8 @@ def padding_mask_deploy(img_shape: Tensor, img: Tensor, feat: Tensor) -> Tensor:
     """The mask of :func:`padding_mask_eager`, traceable, from ``img_shape [B, 2]`` float
     ``(h, w)``, the padded input ``img [B, 3, H, W]`` and ``feat [B, C, h, w]`` -> ``[B, h, w]``
     bool (True on padding). Exactly equal for every size (``tests/test_detr.py``)."""
-    rows = _real_cells(img_shape[:, 0:1], _size_f32(img, 2), feat, 2)  # [B, h]
-    cols = _real_cells(img_shape[:, 1:2], _size_f32(img, 3), feat, 3)  # [B, w]
+    rows = _real_cells(img_shape[:, 0:1], size_f32(img, 2), feat, 2)  # [B, h]
+    cols = _real_cells(img_shape[:, 1:2], size_f32(img, 3), feat, 3)  # [B, w]
     return ~(rows.unsqueeze(2) & cols.unsqueeze(1))
 
 
@@ -123,7 +123,7 @@ def _kernel_area(layer: nn.Module) -> int:
     return size[0] * size[1] if isinstance(size, tuple) else size * size
 
 
-class _ImageExtents:
+class ImageExtents:
     """The real ``(h, w) [B, 2]`` of each image while a batch-invariant forward runs, else None.
 
     Shared by the detector and its layer hooks (a deep copy of the model copies it once)."""
@@ -132,7 +132,7 @@ class _ImageExtents:
 
 
 def _clear_padding(
-    extents: _ImageExtents, stride: int, fill: float, layer: nn.Module, args: tuple
+    extents: ImageExtents, stride: int, fill: float, layer: nn.Module, args: tuple
 ) -> tuple | None:
     """Forward pre-hook of a layer at ``stride``: its input is ``fill`` outside each image."""
     if extents.image_hw is None:
@@ -142,7 +142,7 @@ def _clear_padding(
 
 
 def _clear_output(
-    extents: _ImageExtents, stride: int, layer: nn.Module, args: tuple, output: Tensor
+    extents: ImageExtents, stride: int, layer: nn.Module, args: tuple, output: Tensor
 ) -> Tensor | None:
     """Forward hook of a max-pooling at output ``stride``: zero outside each image, so the
     ``-inf`` of its input stops there (a 1 x 1 layer would turn it into ``inf - inf = NaN``,
@@ -217,13 +217,13 @@ class DETR(BaseDetector):
         bbox_head.update(train_cfg=train_cfg, test_cfg=test_cfg.head)
         self.bbox_head = MODELS.build(bbox_head)
         self.positional_encoding = SinePositionalEncoding(
-            **_without_type(positional_encoding, 'SinePositionalEncoding', 'positional_encoding')
+            **without_type(positional_encoding, 'SinePositionalEncoding', 'positional_encoding')
         )
         self.encoder = DetrTransformerEncoder(
-            **_without_type(encoder, 'DetrTransformerEncoder', 'encoder')
+            **without_type(encoder, 'DetrTransformerEncoder', 'encoder')
         )
         self.decoder = DetrTransformerDecoder(
-            **_without_type(decoder, 'DetrTransformerDecoder', 'decoder')
+            **without_type(decoder, 'DetrTransformerDecoder', 'decoder')
         )
         self.embed_dims = self.encoder.embed_dims
         if 2 * self.positional_encoding.num_feats != self.embed_dims:
@@ -234,7 +234,7 @@ class DETR(BaseDetector):
         self.query_embedding = nn.Embedding(num_queries, self.embed_dims)
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg
-        self._extents = _ImageExtents()
+        self._extents = ImageExtents()
         self._feature_stride = 32
         if test_cfg.head.batch_invariant:
             self._make_padding_invisible()

@@ -48,12 +48,12 @@ from ..layers.detr_transformer import SinePositionalEncoding
 from .base import BaseDetector
 from .detr import (
     DETR,
-    _ImageExtents,
-    _size_f32,
-    _without_type,
+    ImageExtents,
     inside_images,
     padding_mask_deploy,
     padding_mask_eager,
+    size_f32,
+    without_type,
 )
 
 
@@ -75,7 +75,7 @@ class CdnQueryGenerator(nn.Module):
 
 
 def _group_norm_per_image(
-    extents: _ImageExtents, stride: int, norm: nn.GroupNorm, args: tuple, output: Tensor
+    extents: ImageExtents, stride: int, norm: nn.GroupNorm, args: tuple, output: Tensor
 ) -> Tensor | None:
     """Forward hook of a GroupNorm at ``stride``: while a batch-invariant forward runs, its
     output with the statistics of each image's own cells (what the image alone gets)."""
@@ -146,13 +146,13 @@ class DINO(DETR):
         self.backbone = MODELS.build(backbone)
         self.neck = MODELS.build(neck)
         self.encoder = DeformableDetrTransformerEncoder(
-            **_without_type(encoder, 'DeformableDetrTransformerEncoder', 'encoder')
+            **without_type(encoder, 'DeformableDetrTransformerEncoder', 'encoder')
         )
         self.decoder = DinoTransformerDecoder(
-            **_without_type(decoder, 'DinoTransformerDecoder', 'decoder')
+            **without_type(decoder, 'DinoTransformerDecoder', 'decoder')
         )
         self.positional_encoding = SinePositionalEncoding(
-            **_without_type(positional_encoding, 'SinePositionalEncoding', 'positional_encoding')
+            **without_type(positional_encoding, 'SinePositionalEncoding', 'positional_encoding')
         )
         dims = self.embed_dims = self.encoder.embed_dims
         head = dict(bbox_head)
@@ -173,7 +173,7 @@ class DINO(DETR):
         )
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg
-        self._extents = _ImageExtents()
+        self._extents = ImageExtents()
         self._level_strides: list[int] = []
         if test_cfg.head.batch_invariant:
             self._make_padding_invisible()
@@ -214,7 +214,7 @@ class DINO(DETR):
         of the encoder token each query was selected from ``[B, Q]``, queries in rank order."""
         levels = Levels(
             sizes=[tuple(f.shape[-2:]) for f in feats],
-            wh=torch.stack([torch.stack([_size_f32(f, 3), _size_f32(f, 2)]) for f in feats]),
+            wh=torch.stack([torch.stack([size_f32(f, 3), size_f32(f, 2)]) for f in feats]),
         )
         cells = torch.stack([valid_cells(m) for m in masks], 1)  # [B, L, 2]
         ratios = cells / levels.wh  # MMDetection's valid ratios
