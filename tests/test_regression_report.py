@@ -79,3 +79,34 @@ def test_the_see_it_fail_example_runs_on_every_entry_it_names():
         cfg = load_config(str(ROOT / entry['config']), {key: float(value)})
         settings = test_settings_for_model(cfg.model, cfg.model.test_cfg)
         assert settings.final.score_thr == float(value), settings
+
+
+def test_one_model_of_the_regression_file(tmp_path):
+    """--models picks entries by name (quickstart and regression job); an unknown name is one
+    line naming the entries there are."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    from deploy.apis.regression import select_entries
+    from deploy.errors import ConfigError
+
+    second = dict(ENTRY, name='n')
+    assert select_entries([ENTRY, second], ['n'], 'f.yml') == [second]
+    assert select_entries([ENTRY, second], None, 'f.yml') == [ENTRY, second]
+    with pytest.raises(ConfigError, match=r'no entry x in f.yml \(entries: m, n\)'):
+        select_entries([ENTRY, second], ['x'], 'f.yml')
+    root = Path(__file__).resolve().parents[1]
+    for tool in ('tools/quickstart.py', 'tools/regression_test.py'):
+        args = [] if 'quickstart' in tool else ['tests/regression/bundled.yml']
+        done = subprocess.run(
+            [sys.executable, tool, *args, '--models', 'nope', '--work-dir', str(tmp_path / 'w')],
+            capture_output=True,
+            text=True,
+            cwd=root,
+            timeout=120,
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().startswith('error: --models: no entry nope'), done.stderr
+        assert 'Traceback' not in done.stderr

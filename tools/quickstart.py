@@ -22,6 +22,12 @@ def main(argv=None) -> int:
         help='the models, metrics and tolerances to run',
     )
     parser.add_argument(
+        '--models',
+        nargs='+',
+        metavar='NAME',
+        help='run only these entries of the regression file (their `name`s)',
+    )
+    parser.add_argument(
         '--data-root', default=str(ROOT / 'data/synthetic_coco'), help='generated data set'
     )
     parser.add_argument(
@@ -42,13 +48,16 @@ def main(argv=None) -> int:
         format_markdown,
         load_regression_file,
         run_regression,
+        select_entries,
         write_reports,
     )
     from deploy.datasets.synthetic import generate_synthetic_coco
     from deploy.datasets.synthetic_classification import generate_synthetic_classification
 
     start = time.perf_counter()
-    entries = load_regression_file(args.regression_file)
+    entries = select_entries(
+        load_regression_file(args.regression_file), args.models, args.regression_file
+    )
     data_root = Path(args.data_root)
     if not (data_root / 'annotations' / 'instances_val2017.json').is_file():
         print(f'generating the synthetic COCO data set in {data_root} ...')

@@ -30,6 +30,12 @@ def parse_args(argv=None):
         default=[],
         help='backends to leave out (e.g. tensorrt on a CPU machine)',
     )
+    parser.add_argument(
+        '--models',
+        nargs='+',
+        metavar='NAME',
+        help='run only these entries of the regression file (their `name`s)',
+    )
     add_cfg_options_argument(parser)
     parser.add_argument(
         '--export-cfg-options',
@@ -50,10 +56,12 @@ def main(argv=None) -> int:
         format_markdown,
         load_regression_file,
         run_regression,
+        select_entries,
         write_reports,
     )
 
     entries = load_regression_file(args.regression_file)
+    entries = select_entries(entries, args.models, args.regression_file)
     rows = run_regression(
         entries,
         args.work_dir,

@@ -87,6 +87,19 @@ class BackendRow:
         return self.latency_ms is not None
 
 
+def select_entries(entries: list[dict], names: list[str] | None, path: str | Path) -> list[dict]:
+    """The entries named in ``names`` (``--models``), in the file's order; all without names."""
+    if not names:
+        return entries
+    known = [e['name'] for e in entries]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(
+            f'--models: no entry {", ".join(unknown)} in {path} (entries: {", ".join(known)})'
+        )
+    return [e for e in entries if e['name'] in names]
+
+
 def load_regression_file(path: str | Path) -> list[dict]:
     """The ``models`` entries of a regression file, with paths checked."""
     path = Path(path)
