@@ -11,6 +11,7 @@ from torch.utils.data import Subset
 from tqdm import tqdm
 
 from ..backends import build_backend
+from ..backends.base import Backend
 from ..config import load_config
 from ..datasets.coco import build_dataloader
 from ..datasets.pipeline import network_inputs
@@ -139,7 +140,7 @@ def evaluate_model(
     return run
 
 
-def run_label(runner, plan: RunPlan, options: TestOptions) -> str:
+def run_label(runner: Backend, plan: RunPlan, options: TestOptions) -> str:
     """The backend and the precision it computes in (``openvino bf16``), as the run's output
     names it: a BF16 or INT8 run must not read as an FP32 one."""
     precision = getattr(runner, 'precision', None) or plan.spec.precision
