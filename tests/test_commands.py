@@ -28,11 +28,21 @@ def test_the_console_script_is_declared():
 def test_help_lists_every_command_and_each_one_loads():
     done = detdeploy('--help')
     assert done.returncode == 0
-    for name, command in COMMANDS.items():
+    for name in COMMANDS:
         assert f'  {name} ' in done.stdout
-        module = command.load()
-        assert callable(module.main), name
     assert {'export', 'test', 'quantize', 'benchmark', 'demo', 'train'} <= set(COMMANDS)
+    # every tool loaded in a fresh interpreter, as the console script loads one
+    probe = (
+        'from deploy.commands import COMMANDS\n'
+        'for name, command in COMMANDS.items():\n'
+        '    assert callable(command.load().main), name\n'
+        "print('loaded', len(COMMANDS))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, '-c', probe], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == f'loaded {len(COMMANDS)}'
 
 
 def test_a_subcommand_has_exactly_its_tools_flags():
