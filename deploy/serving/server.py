@@ -169,6 +169,9 @@ class LocalServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=self.install.environment(),
+                # its own session: a signal the server or a backend stub sends to its process
+                # group must not reach the program that started it
+                start_new_session=True,
             )
         try:
             self._wait_ready()
