@@ -30,6 +30,13 @@ if WORKER:
 passive_openmp_when_busy()
 
 import torch  # noqa: E402
+import torch.utils.data._utils.signal_handling as _loader_signals  # noqa: E402
+
+# torch's DataLoader gives the process that iterates it with workers a Python SIGCHLD handler.
+# Late in this long-lived process the main thread's alternate signal stack is too small for an
+# AVX-512 signal frame, and the kernel turns the next child exit into SIGSEGV (SI_KERNEL, seen
+# with strace on an AVX512-VNNI CPU). SIGCHLD keeps its default here: no frame is ever built.
+_loader_signals._SIGCHLD_handler_set = True
 
 from deploy.models.random_weights import make_detections_likely  # noqa: E402, F401 (re-exported)
 

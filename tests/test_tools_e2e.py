@@ -187,10 +187,6 @@ def test_faster_coco_eval_gives_identical_numbers(workspace):
     assert runs[0].metrics == pytest.approx(runs[1].metrics, abs=1e-6)
 
 
-# slow: on one CPU of this project's machines (AVX512-VNNI), the pytest process running it
-# after ~25 other test files was ended by SIGSEGV while it waited on torchrun (every thread idle,
-# the signal delivered, not a fault of its own); run alone, and with -m slow, it passes.
-@pytest.mark.slow
 def test_distributed_evaluation_equals_one_process(workspace):
     """torchrun with 2 CPU ranks (gloo): every image evaluated once, the same AP as one process."""
     import socket
