@@ -241,6 +241,25 @@ CASES: dict[str, Case] = {
         needles=('evil_results.pkl', 'system', 'not allowed'),
         absent=('{w}/labels.txt',),
     ),
+    # ---- unsupported model options of the real-time family: one line, not a traceback ------
+    'YOLOX with use_depthwise (YOLOX-nano)': case(
+        'random_checkpoint.py',
+        str(ROOT / 'configs/yolox/yolox_tiny_8xb8-300e_coco.py'),
+        '{w}/r.pth',
+        '--cfg-options',
+        'model.backbone.use_depthwise=True',
+        needles=('CSPDarknet', 'use_depthwise', 'not supported'),
+        absent=('{w}/r.pth',),
+    ),
+    'RTMDet head with objectness': case(
+        'random_checkpoint.py',
+        str(ROOT / 'configs/rtmdet/rtmdet_tiny_8xb32-300e_coco.py'),
+        '{w}/r.pth',
+        '--cfg-options',
+        'model.bbox_head.with_objectness=True',
+        needles=('RTMDetSepBNHead', 'with_objectness', 'not supported'),
+        absent=('{w}/r.pth',),
+    ),
     # ---- (2) the annotation file ----------------------------------------------------------
     'coco: image ids collide': ann_case('dup_image_ids', 'images id', 'more than once'),
     'coco: annotation ids collide': ann_case('dup_ann_ids', 'annotations id', 'more than once'),

@@ -105,7 +105,7 @@ class CSPDarknet(nn.Module):
         if arch not in self.arch_settings:
             raise ConfigError(f'CSPDarknet: arch must be one of {sorted(self.arch_settings)}')
         if use_depthwise:
-            raise NotImplementedError('CSPDarknet: use_depthwise=True is not supported')
+            raise ConfigError('CSPDarknet: use_depthwise=True is not supported')
         stages = arch_ovewrite or self.arch_settings[arch]
         if not set(out_indices) <= set(range(len(stages) + 1)):
             raise ConfigError(f'CSPDarknet: out_indices {out_indices} out of range')

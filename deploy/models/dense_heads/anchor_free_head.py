@@ -2,6 +2,7 @@
 
 from torch import Tensor, nn
 
+from ...errors import ConfigError
 from ...registry import MODELS
 from ...spec import DenseSettings
 from ..layers import ConvModule
@@ -55,7 +56,7 @@ class AnchorFreeHead(BaseDenseHead):
     ):
         super().__init__()
         if dcn_on_last_conv:
-            raise NotImplementedError('AnchorFreeHead: dcn_on_last_conv is not supported')
+            raise ConfigError('AnchorFreeHead: dcn_on_last_conv is not supported')
         self.loss_cls_cfg = loss_cls or dict(
             type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0
         )

@@ -75,7 +75,7 @@ class RTMDetSepBNHead(BaseDenseHead):
     ):
         super().__init__()
         if with_objectness or use_depthwise:
-            raise NotImplementedError(
+            raise ConfigError(
                 f'{type(self).__name__}: with_objectness and use_depthwise are not supported'
             )
         self.num_classes = num_classes

@@ -10,6 +10,7 @@ input, ``top_down_blocks[k]`` (CSP layer without residuals). Bottom-up: ``downsa
 import torch
 from torch import Tensor, nn
 
+from ...errors import ConfigError
 from ...registry import MODELS
 from ..layers import ConvModule
 from ..layers.csp_layer import CSPLayer
@@ -43,7 +44,7 @@ class YOLOXPAFPN(nn.Module):
     ):
         super().__init__()
         if use_depthwise:
-            raise NotImplementedError('YOLOXPAFPN: use_depthwise=True is not supported')
+            raise ConfigError('YOLOXPAFPN: use_depthwise=True is not supported')
         self.in_channels = list(in_channels)
         self.out_channels = out_channels
         cfg = dict(
