@@ -65,6 +65,10 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         return value
     if origin is tuple:
         return _coerce_tuple(value, args, where)
+    if annotation is dict or origin is dict:  # a sub-dict read by someone else (a transform)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f'{where} must be a dict, got {value!r}')
+        return value
     return value
 
 

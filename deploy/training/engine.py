@@ -21,7 +21,7 @@ from tqdm import tqdm
 from ..errors import CheckpointError
 from ..fileio import atomic_output
 from ..models.checkpoint import save_checkpoint
-from .optim import LrSchedule, build_optimizer, max_epochs
+from .optim import LrSchedule, build_optimizer
 from .settings import GradClipSettings, schedule_settings
 
 
@@ -166,9 +166,8 @@ def fit(
     start_time = time.perf_counter() if start_time is None else start_time
     settings = schedule_settings(cfg)
     optimizer = build_optimizer(model, settings.optimizer)
-    schedule_epochs = max_epochs(cfg)
-    total_epochs = epochs or schedule_epochs
-    schedule = LrSchedule(settings.lr, settings.base_lr, schedule_epochs, len(loader))
+    total_epochs = epochs or settings.epochs
+    schedule = LrSchedule(settings.lr, settings.base_lr, settings.epochs, len(loader))
     grad_clip = settings.grad_clip
 
     start_epoch = 0

@@ -19,12 +19,7 @@ from ..config import get_class_names, get_model_cfg, get_test_settings
 from ..config.classification import is_classifier_cfg
 from ..models import build_detector
 from .classification import train_classifier
-from .data import (
-    CocoTrainDataset,
-    build_train_loader,
-    get_train_dataset_cfg,
-    get_train_transform_cfg,
-)
+from .data import CocoTrainDataset, build_train_loader, get_train_transform_cfg, train_data_settings
 from .engine import (
     TrainLog,
     TrainResult,
@@ -34,7 +29,7 @@ from .engine import (
 )
 from .head_losses import detector_loss
 from .init import init_weights, load_pretrained
-from .settings import GradClipSettings
+from .settings import GradClipSettings, pretrained_inits
 
 
 def build_train_model(cfg, logger=print) -> torch.nn.Module:
@@ -45,7 +40,7 @@ def build_train_model(cfg, logger=print) -> torch.nn.Module:
         model_cfg, get_test_settings(cfg), config_file=getattr(cfg, 'filename', None)
     )
     init_weights(model)
-    load_pretrained(model, model_cfg, logger=logger)
+    load_pretrained(model, pretrained_inits(model_cfg), logger=logger)
     return model.train()
 
 
@@ -108,20 +103,20 @@ def train(
     log = TrainLog(work_dir, logger)
     seed_everything(seed)
     model = build_train_model(cfg, logger=log)
-    data_cfg = get_train_dataset_cfg(cfg)
+    data = train_data_settings(cfg)
     with_mask = getattr(getattr(model, 'roi_head', None), 'mask_head', None) is not None
     dataset = CocoTrainDataset(
-        data_cfg['ann_file'],
-        data_cfg['img_prefix'],
+        data.ann_file,
+        data.img_prefix,
         get_train_transform_cfg(cfg),
         with_mask=with_mask,
-        classes=data_cfg['classes'] or get_class_names(cfg),
+        classes=data.classes or get_class_names(cfg),
         seed=seed,
     )
     class_names = dataset.class_names
     model.class_names = tuple(class_names)
-    workers = data_cfg['num_workers'] if num_workers is None else num_workers
-    loader = build_train_loader(dataset, data_cfg['batch_size'], workers, seed)
+    workers = data.num_workers if num_workers is None else num_workers
+    loader = build_train_loader(dataset, data.batch_size, workers, seed)
     return fit(
         model,
         cfg,
