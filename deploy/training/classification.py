@@ -25,7 +25,6 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,7 +46,7 @@ from ..errors import ConfigError
 from ..models import build_detector
 from ..spec import PreprocessConfig
 from .data import GroupedBatchSampler
-from .engine import TrainLog, fit, optimizer_step, seed_everything
+from .engine import TrainLog, TrainOptions, TrainResult, fit, optimizer_step, seed_everything
 from .init import init_weights
 from .settings import (
     ClassificationLossSettings,
@@ -346,23 +345,13 @@ def head_loss_settings(head: nn.Module) -> ClassificationLossSettings:
 # --------------------------------------------------------------------------------------------
 
 
-def train_classifier(
-    cfg,
-    work_dir: str | os.PathLike,
-    *,
-    epochs: int | None = None,
-    resume: str | None = None,
-    seed: int = 0,
-    num_workers: int | None = None,
-    progress: bool = True,
-    logger=print,
-):
-    """Train the config's classifier on its training set (see :func:`deploy.training.loop.train`
-    for the arguments); returns a :class:`~deploy.training.engine.TrainResult` whose epoch losses
-    also hold the training top-1 accuracy (``acc``, percent)."""
+def train_classifier(cfg, options: TrainOptions, logger=print) -> TrainResult:
+    """Train the config's classifier on its training set (see
+    :func:`deploy.training.loop.run_training`); returns a :class:`TrainResult` whose epoch
+    losses also hold the training top-1 accuracy (``acc``, percent)."""
     start_time = time.perf_counter()
-    work_dir = Path(work_dir)
-    log = TrainLog(work_dir, logger)
+    log = TrainLog(options.work_dir, logger)
+    seed = options.seed
     seed_everything(seed)
     model_cfg = get_model_cfg(cfg)
     model = build_detector(model_cfg, get_test_settings(cfg), getattr(cfg, 'filename', None))
@@ -385,7 +374,7 @@ def train_classifier(
     dataset = ClassificationTrainDataset(
         samples, build_train_steps(data.pipeline, cfg), preprocess, seed
     )
-    workers = data.num_workers if num_workers is None else num_workers
+    workers = data.num_workers if options.num_workers is None else options.num_workers
     loader = DataLoader(
         dataset,
         batch_sampler=GroupedBatchSampler([True] * len(dataset), data.batch_size, seed),
@@ -417,12 +406,12 @@ def train_classifier(
         loader,
         class_names,
         step,
-        work_dir=work_dir,
+        work_dir=options.work_dir,
         log=log,
         seed=seed,
-        epochs=epochs,
-        resume=resume,
-        progress=progress,
+        epochs=options.epochs,
+        resume=options.resume,
+        progress=options.progress,
         epoch_means=per_image,
         describe=lambda means: f'loss {means["loss"]:.4f} train top-1 {means["acc"]:.1f}%',
         start_time=start_time,

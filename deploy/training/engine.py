@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_output
 from ..models.checkpoint import save_checkpoint
 from .optim import LrSchedule, build_optimizer
@@ -92,6 +92,42 @@ def load_training_checkpoint(path: str | os.PathLike) -> dict:
                 '(not a checkpoint written by tools/train.py)'
             )
     return checkpoint
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """What a training run is asked to do (``tools/train.py``'s flags); the checks that need no
+    file run when it is made.
+
+    Attributes:
+        work_dir: where ``epoch_{n}.pth``, ``latest.pth`` and ``train.log`` go.
+        epochs: stop after this many epochs (None: the config's; the LR schedule keeps its own).
+        resume: a checkpoint of this run: restores weights, optimiser and epoch.
+        seed: seeds initial weights, batch order, flips and sampling.
+        num_workers: data-loading processes (None: the config's).
+        progress: show a progress bar.
+        threads: torch intra-op threads, set by the tool (None: torch's default).
+        out: also write the final weights (no optimiser state) here; written by the tool.
+    """
+
+    work_dir: Path
+    epochs: int | None = None
+    resume: str | None = None
+    seed: int = 0
+    num_workers: int | None = None
+    progress: bool = True
+    threads: int | None = None
+    out: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, 'work_dir', Path(self.work_dir))
+        for flag, value, least in (
+            ('--epochs', self.epochs, 1),
+            ('--workers', self.num_workers, 0),
+            ('--threads', self.threads, 1),
+        ):
+            if value is not None and value < least:
+                raise ConfigError(f'{flag} must be at least {least}, got {value}')
 
 
 @dataclass

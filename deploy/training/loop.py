@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,6 +22,7 @@ from .classification import train_classifier
 from .data import CocoTrainDataset, build_train_loader, get_train_transform_cfg, train_data_settings
 from .engine import (
     TrainLog,
+    TrainOptions,
     TrainResult,
     fit,
     optimizer_step,
@@ -59,27 +60,20 @@ def train_step(
     return out
 
 
-def train(
-    cfg,
-    work_dir: str | os.PathLike,
-    *,
-    epochs: int | None = None,
-    resume: str | None = None,
-    seed: int = 0,
-    num_workers: int | None = None,
-    progress: bool = True,
-    logger=print,
-) -> TrainResult:
+def train(cfg, work_dir: str | os.PathLike, *, logger=print, **options: Any) -> TrainResult:
+    """Train the config's model on its training set: :func:`run_training` with
+    ``TrainOptions(work_dir, **options)`` (``epochs``, ``resume``, ``seed``, ``num_workers``,
+    ``progress``; see :class:`~deploy.training.engine.TrainOptions`)."""
+    return run_training(cfg, TrainOptions(work_dir, **options), logger=logger)
+
+
+def run_training(cfg, options: TrainOptions, logger=print) -> TrainResult:
     """Train the config's detector on its training set.
 
     Args:
         cfg: a loaded config (``model`` with ``train_cfg``, ``data.train`` or
             ``train_dataloader``, ``optimizer``, ``optimizer_config``, ``lr_config``, ``runner``).
-        work_dir: where ``epoch_{n}.pth``, ``latest.pth`` and ``train.log`` go.
-        epochs: overrides ``runner.max_epochs`` (the LR schedule keeps its epochs).
-        resume: a checkpoint of this run: restores weights, optimiser and epoch.
-        seed: seeds initial weights, batch order, flips and sampling.
-        num_workers: data-loading processes (default: the config's).
+        options: the run's work folder, epochs, resume checkpoint, seed, workers, progress bar.
 
     Returns:
         :class:`TrainResult` with the trained model (train mode) and per-epoch mean losses.
@@ -88,19 +82,10 @@ def train(
     :func:`deploy.training.classification.train_classifier`.
     """
     if is_classifier_cfg(cfg):
-        return train_classifier(
-            cfg,
-            work_dir,
-            epochs=epochs,
-            resume=resume,
-            seed=seed,
-            num_workers=num_workers,
-            progress=progress,
-            logger=logger,
-        )
+        return train_classifier(cfg, options, logger=logger)
     start_time = time.perf_counter()
-    work_dir = Path(work_dir)
-    log = TrainLog(work_dir, logger)
+    log = TrainLog(options.work_dir, logger)
+    seed = options.seed
     seed_everything(seed)
     model = build_train_model(cfg, logger=log)
     data = train_data_settings(cfg)
@@ -115,7 +100,7 @@ def train(
     )
     class_names = dataset.class_names
     model.class_names = tuple(class_names)
-    workers = data.num_workers if num_workers is None else num_workers
+    workers = data.num_workers if options.num_workers is None else options.num_workers
     loader = build_train_loader(dataset, data.batch_size, workers, seed)
     return fit(
         model,
@@ -124,11 +109,11 @@ def train(
         loader,
         class_names,
         lambda batch, optimizer, grad_clip: train_step(model, batch, optimizer, grad_clip),
-        work_dir=work_dir,
+        work_dir=options.work_dir,
         log=log,
         seed=seed,
-        epochs=epochs,
-        resume=resume,
-        progress=progress,
+        epochs=options.epochs,
+        resume=options.resume,
+        progress=options.progress,
         start_time=start_time,
     )
