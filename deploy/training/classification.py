@@ -25,6 +25,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -46,19 +47,31 @@ from ..errors import ConfigError
 from ..models import build_detector
 from ..spec import PreprocessConfig
 from .data import GroupedBatchSampler
-from .engine import TrainLog, TrainOptions, TrainResult, fit, optimizer_step, seed_everything
+from .engine import (
+    TrainLog,
+    TrainLogger,
+    TrainOptions,
+    TrainResult,
+    fit,
+    optimizer_step,
+    seed_everything,
+)
 from .init import init_weights
 from .settings import (
     ClassificationLossSettings,
     ClassifierTrainSettings,
     DatasetSettings,
     DataSettings,
+    GradClipSettings,
     LoaderSettings,
     PrefixSettings,
     TrainData,
     parse_own_keys,
     section,
 )
+
+if TYPE_CHECKING:  # imported where used
+    from mmengine.config import Config
 
 # --------------------------------------------------------------------------------------------
 # data
@@ -209,7 +222,7 @@ def _random_flip(transform: Mapping, where: str, file: str) -> RandomFlip:
     return RandomFlip(_or(step.flip_prob, _or(step.prob, 0.5)))
 
 
-def build_train_steps(pipeline: Sequence[Mapping], cfg) -> list:
+def build_train_steps(pipeline: Sequence[Mapping], cfg: Config) -> list:
     """The random and fixed image steps of a classifier's train pipeline, in order."""
     file = getattr(cfg, 'filename', 'config')
     where = 'the train pipeline'
@@ -234,7 +247,7 @@ def build_train_steps(pipeline: Sequence[Mapping], cfg) -> list:
     return steps
 
 
-def classification_train_data(cfg) -> TrainData:
+def classification_train_data(cfg: Config) -> TrainData:
     """The classifier's training set: 1.x ``train_dataloader`` (``data_prefix`` a folder or
     ``dict(img_path=...)``) or 0.x ``data.train`` (``samples_per_gpu``, ``workers_per_gpu``);
     batch size 32 and 2 workers by default."""
@@ -345,7 +358,9 @@ def head_loss_settings(head: nn.Module) -> ClassificationLossSettings:
 # --------------------------------------------------------------------------------------------
 
 
-def train_classifier(cfg, options: TrainOptions, logger=print) -> TrainResult:
+def train_classifier(
+    cfg: Config, options: TrainOptions, logger: TrainLogger = print
+) -> TrainResult:
     """Train the config's classifier on its training set (see
     :func:`deploy.training.loop.run_training`); returns a :class:`TrainResult` whose epoch
     losses also hold the training top-1 accuracy (``acc``, percent)."""
@@ -382,7 +397,9 @@ def train_classifier(cfg, options: TrainOptions, logger=print) -> TrainResult:
         collate_fn=functools.partial(collate, pad_value=preprocess.pad_value),
     )
 
-    def step(batch, optimizer, grad_clip) -> dict[str, float]:
+    def step(
+        batch: tuple, optimizer: torch.optim.Optimizer, grad_clip: GradClipSettings | None
+    ) -> dict[str, float]:
         img, metas = batch
         labels = torch.as_tensor([m['gt_label'] for m in metas])
         logits = model(img)

@@ -23,6 +23,7 @@ import json
 import os.path as osp
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -43,6 +44,9 @@ from .settings import (
     parse_own_keys,
     section,
 )
+
+if TYPE_CHECKING:  # imported where used
+    from mmengine.config import Config
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,7 @@ def _no_training_set(cfg) -> ConfigError:
     )
 
 
-def train_data_settings(cfg) -> TrainData:
+def train_data_settings(cfg: Config) -> TrainData:
     """The detector's training set, from a 3.x ``train_dataloader`` or a 2.x ``data.train``;
     paths joined with ``data_root``; ``classes`` from the set's ``classes`` /
     ``metainfo.classes`` or None; batch size and workers default to 2."""
@@ -162,7 +166,7 @@ def _resize_scale(step: _ResizeStep, where: str) -> tuple[int, int]:
     return value
 
 
-def get_train_transform_cfg(cfg) -> TrainTransformConfig:
+def get_train_transform_cfg(cfg: Config) -> TrainTransformConfig:
     """The train pipeline's ``Resize`` scale and ``RandomFlip`` ratio, plus the test-time
     normalisation and padding."""
     scale, keep_ratio, flip_ratio = None, True, 0.0
@@ -182,7 +186,7 @@ def get_train_transform_cfg(cfg) -> TrainTransformConfig:
     return TrainTransformConfig(get_preprocess_cfg(cfg), scale, keep_ratio, flip_ratio)
 
 
-def polygons_or_rle_to_mask(segmentation, height: int, width: int) -> np.ndarray:
+def polygons_or_rle_to_mask(segmentation: list | dict, height: int, width: int) -> np.ndarray:
     """A COCO ``segmentation`` (polygons, RLE or uncompressed RLE) -> ``[H, W]`` uint8."""
     from pycocotools import mask as mask_utils
 

@@ -10,9 +10,10 @@ import pprint
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,8 +25,14 @@ from ..models.checkpoint import save_checkpoint
 from .optim import LrSchedule, build_optimizer
 from .settings import GradClipSettings, schedule_settings
 
+if TYPE_CHECKING:  # imported where used
+    from mmengine.config import Config
 
-def config_text(cfg) -> str:
+#: where a run's progress lines go (None: only ``train.log``)
+TrainLogger = Callable[[str], None] | None
+
+
+def config_text(cfg: Config | Mapping) -> str:
     """The resolved config as text for checkpoint metadata (MMDetection stores
     ``meta['config']``); a ``pprint`` of the dict (``pretty_text`` would take seconds)."""
     data = cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)
@@ -145,7 +152,7 @@ class TrainLog:
     """``train.log`` in the work directory (appended to, so a resumed run continues it), each
     line also given to ``logger``."""
 
-    def __init__(self, work_dir: Path, logger=print):
+    def __init__(self, work_dir: Path, logger: TrainLogger = print):
         work_dir.mkdir(parents=True, exist_ok=True)
         self._file = open(work_dir / 'train.log', 'a', encoding='utf-8')  # noqa: SIM115
         self._logger = logger
@@ -175,10 +182,10 @@ def _describe_losses(means: dict[str, float]) -> str:
 
 def fit(
     model: torch.nn.Module,
-    cfg,
-    dataset,
-    loader,
-    class_names,
+    cfg: Config,
+    dataset: torch.utils.data.Dataset,
+    loader: torch.utils.data.DataLoader,
+    class_names: Sequence[str],
     step: StepFn,
     *,
     work_dir: Path,

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models.checkpoint import load_checkpoint, load_checkpoint_file
+from .engine import TrainLogger
 from .settings import PretrainedInit
 
 
@@ -103,7 +104,7 @@ def init_weights(model: nn.Module) -> nn.Module:
 
 
 def load_pretrained(
-    model: nn.Module, inits: Mapping[str, PretrainedInit], logger=print
+    model: nn.Module, inits: Mapping[str, PretrainedInit], logger: TrainLogger = print
 ) -> list[str]:
     """Apply MMDetection's ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...)`` of the
     detector's children (``inits``: by child, from

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -22,6 +22,7 @@ from .classification import train_classifier
 from .data import CocoTrainDataset, build_train_loader, get_train_transform_cfg, train_data_settings
 from .engine import (
     TrainLog,
+    TrainLogger,
     TrainOptions,
     TrainResult,
     fit,
@@ -32,8 +33,11 @@ from .head_losses import detector_loss
 from .init import init_weights, load_pretrained
 from .settings import GradClipSettings, pretrained_inits
 
+if TYPE_CHECKING:  # imported where used
+    from mmengine.config import Config
 
-def build_train_model(cfg, logger=print) -> torch.nn.Module:
+
+def build_train_model(cfg: Config, logger: TrainLogger = print) -> torch.nn.Module:
     """The config's detector with MMDetection's from-scratch initialisation, then the
     ``Pretrained`` ``init_cfg`` of its backbone / neck applied, in train mode."""
     model_cfg = get_model_cfg(cfg)
@@ -60,14 +64,16 @@ def train_step(
     return out
 
 
-def train(cfg, work_dir: str | os.PathLike, *, logger=print, **options: Any) -> TrainResult:
+def train(
+    cfg: Config, work_dir: str | os.PathLike, *, logger: TrainLogger = print, **options: Any
+) -> TrainResult:
     """Train the config's model on its training set: :func:`run_training` with
     ``TrainOptions(work_dir, **options)`` (``epochs``, ``resume``, ``seed``, ``num_workers``,
     ``progress``; see :class:`~deploy.training.engine.TrainOptions`)."""
     return run_training(cfg, TrainOptions(work_dir, **options), logger=logger)
 
 
-def run_training(cfg, options: TrainOptions, logger=print) -> TrainResult:
+def run_training(cfg: Config, options: TrainOptions, logger: TrainLogger = print) -> TrainResult:
     """Train the config's detector on its training set.
 
     Args:
