@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -121,6 +122,12 @@ def _current_keys(cls: type, values: Mapping, where: str) -> dict[str, Any]:
     return kwargs
 
 
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    """The resolved annotations of a settings class (resolving them is most of a parse)."""
+    return typing.get_type_hints(cls)
+
+
 def parse_settings(cls: type[T], values: Mapping | None, where: str) -> T:
     """Build the settings dataclass ``cls`` from a config dict, checking every key.
 
@@ -139,7 +146,7 @@ def parse_settings(cls: type[T], values: Mapping | None, where: str) -> T:
         values = {}
     if not isinstance(values, Mapping):
         raise ConfigError(f'`{where}` must be a dict, got {values!r}')
-    annotations = typing.get_type_hints(cls)
+    annotations = _field_types(cls)
     kwargs = _current_keys(cls, values, where)
     for key, value in list(kwargs.items()):
         kwargs[key] = _coerce(value, annotations[key], f'{where}.{key}')
