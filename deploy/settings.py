@@ -8,6 +8,8 @@ A settings class is a dataclass whose fields are its keys; optional class attrib
   nested key), or ``None`` for a key that is accepted and ignored;
 * ``CHOICES``: key -> its allowed values;
 * ``check_legacy(key, value, where)`` (classmethod): refuses what a legacy key asks for;
+* ``check_raw(values, where)`` (classmethod): refuses a dict before its keys are checked (e.g.
+  an assigner ``type`` the class does not implement, whose keys would all be unknown);
 * ``check_parsed(self, where)``: refuses a combination of values once the settings are built.
 
 This module sits at the bottom of the package: it imports nothing of ours but the errors.
@@ -146,6 +148,8 @@ def parse_settings(cls: type[T], values: Mapping | None, where: str) -> T:
         values = {}
     if not isinstance(values, Mapping):
         raise ConfigError(f'`{where}` must be a dict, got {values!r}')
+    if hasattr(cls, 'check_raw'):
+        cls.check_raw(values, where)
     annotations = _field_types(cls)
     kwargs = _current_keys(cls, values, where)
     for key, value in list(kwargs.items()):

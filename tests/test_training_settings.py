@@ -72,8 +72,16 @@ BAD = {
         'model.train_cfg.assigner.pos_iou_thr must be a number',
     ),
     'assigner key': ('model.train_cfg.assigner.pos_iou', 0.5, 'did you mean `pos_iou_thr`'),
-    'assigner type': ('model.train_cfg.assigner.type', 'ATSSAssigner', 'ATSSAssigner'),
-    'sampler type': ('model.train_cfg.sampler', {'type': 'OHEMSampler'}, 'OHEMSampler'),
+    'assigner type': (
+        'model.train_cfg.assigner.type',
+        'ATSSAssigner',
+        "unsupported assigner 'ATSSAssigner'",
+    ),
+    'sampler type': (
+        'model.train_cfg.sampler',
+        {'type': 'OHEMSampler'},
+        "unsupported sampler 'OHEMSampler'",
+    ),
     'train_cfg key': ('model.train_cfg.neg_pos_ratio', 3, '`model.train_cfg.neg_pos_ratio`'),
     'pretrained path': (
         'model.backbone.init_cfg',

@@ -256,12 +256,20 @@ class TrainData:
 # --------------------------------------------------------------------------------------------
 
 
+def _check_type(values: Mapping, supported: tuple[str, ...], what: str, where: str) -> None:
+    kind = lookup(values, 'type')
+    if kind is not None and kind not in supported:
+        raise ConfigError(
+            f'unsupported {what} {kind!r} in `{where}` (supported: {", ".join(supported)})'
+        )
+
+
 @dataclass(frozen=True)
 class AssignerSettings:
     """``train_cfg.assigner``: MMDetection's ``MaxIoUAssigner`` (see
     :class:`deploy.training.assigners.MaxIoUAssigner` for the keys)."""
 
-    CHOICES: ClassVar[dict[str, tuple]] = {'type': ('MaxIoUAssigner',)}
+    TYPES: ClassVar[tuple[str, ...]] = ('MaxIoUAssigner',)
 
     type: str = 'MaxIoUAssigner'
     pos_iou_thr: float | None = None
@@ -276,6 +284,10 @@ class AssignerSettings:
     #: accepted for MMDetection configs; the IoU is always :func:`bbox_overlaps`
     iou_calculator: dict | None = None
 
+    @classmethod
+    def check_raw(cls, values: Mapping, where: str) -> None:
+        _check_type(values, cls.TYPES, 'assigner', where)
+
     def check_parsed(self, where: str) -> None:
         for key in ('pos_iou_thr', 'neg_iou_thr'):
             if getattr(self, key) is None:
@@ -287,13 +299,17 @@ class SamplerSettings:
     """``train_cfg.sampler``: ``PseudoSampler`` or ``RandomSampler`` (see
     :class:`deploy.training.samplers.RandomSampler`)."""
 
-    CHOICES: ClassVar[dict[str, tuple]] = {'type': ('PseudoSampler', 'RandomSampler')}
+    TYPES: ClassVar[tuple[str, ...]] = ('PseudoSampler', 'RandomSampler')
 
     type: str = 'PseudoSampler'
     num: int | None = None
     pos_fraction: float | None = None
     neg_pos_ub: int = -1
     add_gt_as_proposals: bool = True
+
+    @classmethod
+    def check_raw(cls, values: Mapping, where: str) -> None:
+        _check_type(values, cls.TYPES, 'sampler', where)
 
     def check_parsed(self, where: str) -> None:
         if self.type == 'RandomSampler':
