@@ -143,3 +143,26 @@ def test_train_options_check_their_flags(changes, needle):
     assert TrainOptions('work', epochs=1, num_workers=0, threads=1).epochs == 1
     with pytest.raises(ConfigError, match=needle):
         TrainOptions('work', **changes)
+
+
+@pytest.mark.parametrize('prefix', [{'img': 'train2017/'}, 'train2017/'])
+def test_a_3x_training_set(prefix):
+    from mmengine.config import Config
+
+    dataset = {
+        'type': 'RepeatDataset',
+        'times': 2,
+        'dataset': {
+            'data_root': 'data/coco/',
+            'ann_file': 'annotations/train.json',
+            'data_prefix': prefix,
+            'metainfo': {'classes': ('a', 'b'), 'palette': [(0, 0, 0)]},
+            'filter_cfg': {'filter_empty_gt': True},
+            'pipeline': [{'type': 'Resize', 'scale': (640, 480), 'keep_ratio': True}],
+        },
+    }
+    cfg = Config({'train_dataloader': {'batch_size': 3, 'sampler': {}, 'dataset': dataset}})
+    data = train_data_settings(cfg)
+    assert data.ann_file == 'data/coco/annotations/train.json'
+    assert data.img_prefix == 'data/coco/train2017/' and data.classes == ('a', 'b')
+    assert (data.batch_size, data.num_workers) == (3, 2) and len(data.pipeline) == 1

@@ -87,34 +87,35 @@ def train_data_settings(cfg: Config) -> TrainData:
     """The detector's training set, from a 3.x ``train_dataloader`` or a 2.x ``data.train``;
     paths joined with ``data_root``; ``classes`` from the set's ``classes`` /
     ``metainfo.classes`` or None; batch size and workers default to 2."""
-    if isinstance(section(cfg, 'train_dataloader'), Mapping):
-        where = 'train_dataloader'
-        loader = parse_own_keys(LoaderSettings, section(cfg, where), where)
-        raw = _unwrap(loader.dataset)
+    is_3x = isinstance(section(cfg, 'train_dataloader'), Mapping)
+    if is_3x:
+        loader = parse_own_keys(
+            LoaderSettings, section(cfg, 'train_dataloader'), 'train_dataloader'
+        )
+        raw, where = _unwrap(loader.dataset), 'train_dataloader.dataset'
         batch_size, workers = loader.batch_size, loader.num_workers
     else:
-        where = 'data'
-        data = parse_own_keys(DataSettings, section(cfg, where), where)
-        raw = _unwrap(data.train)
+        data = parse_own_keys(DataSettings, section(cfg, 'data'), 'data')
+        raw, where = _unwrap(data.train), 'data.train'
         batch_size, workers = data.samples_per_gpu, data.workers_per_gpu
     if not isinstance(raw, Mapping) or 'ann_file' not in raw:
         raise _no_training_set(cfg)
-    where += '.dataset' if where == 'train_dataloader' else '.train'
     dataset = parse_own_keys(DatasetSettings, raw, where)
     if dataset.ann_file is None:
         raise _no_training_set(cfg)
-    root = dataset.data_root or ''
-    if where == 'train_dataloader.dataset':
-        prefix = dataset.data_prefix or {}
-        img = parse_own_keys(PrefixSettings, prefix, f'{where}.data_prefix').img or ''
+    if is_3x:
+        prefix = dataset.data_prefix or ''
+        if isinstance(prefix, Mapping):
+            prefix = parse_own_keys(PrefixSettings, prefix, f'{where}.data_prefix').img or ''
         pipeline, classes = dataset.pipeline, dataset.metainfo_classes(where)
     else:
-        img = dataset.img_prefix or ''
+        prefix = dataset.img_prefix or ''
         pipeline = dataset.pipeline or _top_level_pipeline(cfg)
         classes = dataset.classes
+    root = dataset.data_root or ''
     return TrainData(
         ann_file=osp.join(root, dataset.ann_file),
-        img_prefix=osp.join(root, img),
+        img_prefix=osp.join(root, prefix),
         pipeline=pipeline,
         classes=classes,
         batch_size=2 if batch_size is None else batch_size,
