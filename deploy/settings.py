@@ -8,6 +8,8 @@ A settings class is a dataclass whose fields are its keys; optional class attrib
   nested key), or ``None`` for a key that is accepted and ignored;
 * ``CHOICES``: key -> its allowed values;
 * ``check_legacy(key, value, where)`` (classmethod): refuses what a legacy key asks for;
+* ``check_raw(values, where)`` (classmethod): refuses a dict before its keys are checked (e.g.
+  an assigner ``type`` the class does not implement, whose keys would all be unknown);
 * ``check_parsed(self, where)``: refuses a combination of values once the settings are built.
 
 This module sits at the bottom of the package: it imports nothing of ours but the errors.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -65,6 +68,10 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         return value
     if origin is tuple:
         return _coerce_tuple(value, args, where)
+    if annotation is dict or origin is dict:  # a sub-dict read by someone else (a transform)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f'{where} must be a dict, got {value!r}')
+        return value
     return value
 
 
@@ -117,6 +124,12 @@ def _current_keys(cls: type, values: Mapping, where: str) -> dict[str, Any]:
     return kwargs
 
 
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    """The resolved annotations of a settings class (resolving them is most of a parse)."""
+    return typing.get_type_hints(cls)
+
+
 def parse_settings(cls: type[T], values: Mapping | None, where: str) -> T:
     """Build the settings dataclass ``cls`` from a config dict, checking every key.
 
@@ -135,7 +148,9 @@ def parse_settings(cls: type[T], values: Mapping | None, where: str) -> T:
         values = {}
     if not isinstance(values, Mapping):
         raise ConfigError(f'`{where}` must be a dict, got {values!r}')
-    annotations = typing.get_type_hints(cls)
+    if hasattr(cls, 'check_raw'):
+        cls.check_raw(values, where)
+    annotations = _field_types(cls)
     kwargs = _current_keys(cls, values, where)
     for key, value in list(kwargs.items()):
         kwargs[key] = _coerce(value, annotations[key], f'{where}.{key}')

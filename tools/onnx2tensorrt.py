@@ -9,6 +9,7 @@ here), plus --opt-shape, --timing-cache, --checkpoint, --device and --cfg-option
 the ONNX metadata (see docs/tensorrt.md). Writes ``model.engine`` and ``model.engine.json``.
 """
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -67,14 +68,11 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    from deploy.apis.tensorrt import cli_input_shapes, convert_onnx_to_tensorrt
+def tensorrt_options(args: argparse.Namespace):
+    """The job's options from the parsed command line (their cheap checks run here)."""
+    from deploy.apis.tensorrt import TensorRTOptions, cli_input_shapes
 
-    result = convert_onnx_to_tensorrt(
-        args.config,
-        args.model,
-        args.output_file,
+    return TensorRTOptions(
         cfg_options=args.cfg_options,
         precision='fp16' if args.fp16 else None,
         input_shapes=cli_input_shapes(args.min_shape, args.opt_shape, args.max_shape),
@@ -87,8 +85,16 @@ def main(argv=None) -> int:
         device=args.device,
         verbose=args.verbose,
     )
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from deploy.apis.tensorrt import build_tensorrt_engine
+
+    options = tensorrt_options(args)
+    result = build_tensorrt_engine(args.config, args.model, args.output_file, options)
     print(f'saved {result.engine_file}')
-    if args.verify:
+    if options.verify:
         if not result.verified:
             print('verification FAILED', file=sys.stderr)
             return 1

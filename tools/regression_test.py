@@ -12,6 +12,7 @@ config's, so ONNX Runtime loses about 2 box AP against a tolerance of 0.1):
         --work-dir work_dirs/regression_fail --export-cfg-options model.test_cfg.score_thr=0.5
 """
 
+import argparse
 import sys
 
 from deploy.apis.cli import ArgumentParser, run_cli
@@ -50,26 +51,32 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def regression_options(args: argparse.Namespace):
+    """The job's options from the parsed command line (their cheap checks run here)."""
+    from deploy.apis.regression import RegressionOptions
+
+    return RegressionOptions(
+        cfg_options=args.cfg_options,
+        export_cfg_options=args.export_cfg_options,
+        exporter=args.exporter,
+        skip_backends=tuple(args.skip_backend),
+    )
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    options = regression_options(args)
     from deploy.apis.regression import (
         format_markdown,
         load_regression_file,
-        run_regression,
+        run_regression_job,
         select_entries,
         write_reports,
     )
 
     entries = load_regression_file(args.regression_file)
     entries = select_entries(entries, args.models, args.regression_file)
-    rows = run_regression(
-        entries,
-        args.work_dir,
-        cfg_options=args.cfg_options,
-        export_cfg_options=args.export_cfg_options,
-        exporter=args.exporter,
-        skip_backends=args.skip_backend,
-    )
+    rows = run_regression_job(entries, args.work_dir, options)
     md, js = write_reports(rows, args.work_dir)
     print(format_markdown(rows))
     print(f'reports: {md} {js}')

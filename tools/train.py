@@ -10,6 +10,8 @@ from the config's ``optimizer``, ``optimizer_config``, ``lr_config`` and ``runne
 ``deploy/training/optim.py``).
 """
 
+import argparse
+
 from deploy.apis.cli import ArgumentParser, run_cli
 from deploy.config import add_cfg_options_argument
 
@@ -38,38 +40,47 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    import torch
+def train_options(args: argparse.Namespace):
+    """The job's options from the parsed command line (their cheap checks run here)."""
+    from deploy.training.engine import TrainOptions
 
-    from deploy.config import load_config
-    from deploy.models.checkpoint import save_checkpoint
-    from deploy.training.engine import config_text
-    from deploy.training.loop import train
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, args.cfg_options)
-    result = train(
-        cfg,
-        args.work_dir,
+    return TrainOptions(
+        work_dir=args.work_dir,
         epochs=args.epochs,
         resume=args.resume,
         seed=args.seed,
         num_workers=args.workers,
         progress=not args.no_progress,
+        threads=args.threads,
+        out=args.out,
     )
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    options = train_options(args)
+    import torch
+
+    from deploy.config import load_config
+    from deploy.models.checkpoint import save_checkpoint
+    from deploy.training.engine import config_text
+    from deploy.training.loop import run_training
+
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    cfg = load_config(args.config, args.cfg_options)
+    result = run_training(cfg, options)
     print(f'trained in {result.seconds:.0f} s; last checkpoint {result.checkpoint}')
-    if args.out:
+    if options.out:
         epochs = len(result.epoch_losses)
         save_checkpoint(
             result.model,
-            args.out,
+            options.out,
             meta=dict(
-                CLASSES=result.class_names, epoch=epochs, seed=args.seed, config=config_text(cfg)
+                CLASSES=result.class_names, epoch=epochs, seed=options.seed, config=config_text(cfg)
             ),
         )
-        print(f'weights written to {args.out}')
+        print(f'weights written to {options.out}')
     return 0
 
 

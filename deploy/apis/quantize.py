@@ -87,12 +87,13 @@ def calibration_images(cfg: Config, split: str) -> tuple[list[Path], str]:
         raise ConfigError(f'--calib-split must be train or test, got {split!r}')
     data = None
     if split == 'train':
-        from ..training.data import get_train_dataset_cfg
+        from ..training.data import NoTrainingSetError, train_data_settings
 
         try:
-            data = get_train_dataset_cfg(cfg)
+            train = train_data_settings(cfg)
+            data = dict(ann_file=train.ann_file, img_prefix=train.img_prefix)
             key = 'data.train.ann_file'
-        except ConfigError:
+        except NoTrainingSetError:
             data = None
     if data is None:
         data = get_test_dataset_cfg(cfg)

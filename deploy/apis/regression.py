@@ -22,14 +22,16 @@ its tolerance below PyTorch, or export verification fails.
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from ..backends import BACKENDS, PRECISION_BACKENDS
 from ..errors import BackendUnavailable, ConfigError, DeployError
+from ..export.options import EXPORTERS
 from ..fileio import write_atomic
 from .export import ExportResult, export_model
 from .test import run_test
@@ -148,42 +150,73 @@ class _Shared:
     quantized: dict[str, tuple[Path, str | None]] = field(default_factory=dict)
 
 
-def run_regression(
-    entries: list[dict],
-    work_dir: str | Path,
-    *,
-    cfg_options: dict | None = None,
-    export_cfg_options: dict | None = None,
-    exporter: str | None = None,
-    skip_backends: Sequence[str] = (),
-    logger: Callable[[str], None] = print,
-) -> list[BackendRow]:
-    """Export, verify and evaluate every entry; return one row per model and backend.
+@dataclass(frozen=True)
+class RegressionOptions:
+    """What a regression run is asked to do (``tools/regression_test.py``'s flags); the checks
+    that need no file run when it is made.
 
     ``cfg_options`` apply everywhere; ``export_cfg_options`` only to the deployed model (its
     export and its evaluation on each backend; the PyTorch reference keeps the config's values),
     e.g. to check that a deployment bug such as a wrong ``score_thr`` baked into the graph makes
-    the job fail. A backend that cannot run the model (a bad file, a setting the file cannot
-    honour) fails its row with the reason instead of stopping the job.
+    the job fail. ``exporter``: None for each model's default; ``skip_backends``: the backends
+    (as the regression file names them) to leave out.
+    """
+
+    cfg_options: dict | None = None
+    export_cfg_options: dict | None = None
+    exporter: str | None = None
+    skip_backends: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, 'skip_backends', tuple(self.skip_backends or ()))
+        if self.exporter is not None and self.exporter not in EXPORTERS:
+            raise ConfigError(
+                f'--exporter must be one of {", ".join(EXPORTERS)}, got {self.exporter!r}'
+            )
+
+
+def run_regression(
+    entries: list[dict],
+    work_dir: str | Path,
+    *,
+    logger: Callable[[str], None] = print,
+    **options: Any,
+) -> list[BackendRow]:
+    """:func:`run_regression_job` with ``RegressionOptions(**options)`` (``cfg_options``,
+    ``export_cfg_options``, ``exporter``, ``skip_backends``)."""
+    return run_regression_job(entries, work_dir, RegressionOptions(**options), logger)
+
+
+def run_regression_job(
+    entries: list[dict],
+    work_dir: str | Path,
+    options: RegressionOptions,
+    logger: Callable[[str], None] = print,
+) -> list[BackendRow]:
+    """Export, verify and evaluate every entry; return one row per model and backend (see
+    :class:`RegressionOptions`). A backend that cannot run the model (a bad file, a setting the
+    file cannot honour) fails its row with the reason instead of stopping the job.
     """
     work_dir = Path(work_dir)
     rows: list[BackendRow] = []
     shared = _Shared()
+    skip_backends = options.skip_backends
     for entry in entries:
-        options = dict(entry.get('cfg_options') or {}, **(cfg_options or {}))
-        deployed = dict(options, **(export_cfg_options or {}))
+        entry_options = dict(entry.get('cfg_options') or {}, **(options.cfg_options or {}))
+        deployed = dict(entry_options, **(options.export_cfg_options or {}))
         export_key, onnx_file, exported = _shared_export(
-            entry, deployed, exporter, work_dir, shared, logger
+            entry, deployed, options.exporter, work_dir, shared, logger
         )
         if not exported.verified:
-            rows += _not_run(entry, _reference_row(entry, options, shared, logger), skip_backends)
+            reference = _reference_row(entry, entry_options, shared, logger)
+            rows += _not_run(entry, reference, skip_backends)
             continue
         quantize_failure = None
         if entry.get('quantize') is not None:
             onnx_file, quantize_failure = _shared_int8(
                 entry, export_key, onnx_file, deployed, work_dir, shared, logger
             )
-        reference = _reference_row(entry, options, shared, logger)
+        reference = _reference_row(entry, entry_options, shared, logger)
         rows.append(reference)
         failures = [quantize_failure] if quantize_failure else []
         for backend, tolerances in (entry.get('backends') or {}).items():

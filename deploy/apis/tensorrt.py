@@ -59,22 +59,59 @@ def cli_input_shapes(
     return {'input': spec}
 
 
+@dataclass(frozen=True)
+class TensorRTOptions:
+    """What an engine build is asked to do (``tools/onnx2tensorrt.py``'s flags); the checks that
+    need no file run when it is made.
+
+    Attributes:
+        cfg_options: config overrides.
+        precision: ``'fp16'`` or None (the config's / the file's).
+        input_shapes: profile overrides (:func:`cli_input_shapes`).
+        workspace_size: workspace memory-pool limit in bytes (None: the config's or 1 GiB).
+        timing_cache: timing cache file (None: one per TensorRT version and GPU next to the
+            engine).
+        verify: compare the engine with ONNX Runtime (and PyTorch with ``checkpoint``) on
+            ``input_img`` and ``test_img`` (or a second view of ``input_img``).
+        device: the GPU to build and run on.
+        verbose: TensorRT's verbose log.
+    """
+
+    cfg_options: dict | None = None
+    precision: str | None = None
+    input_shapes: dict | None = None
+    workspace_size: int | None = None
+    timing_cache: PathLike | None = None
+    verify: bool = False
+    input_img: PathLike | None = None
+    test_img: PathLike | None = None
+    checkpoint: PathLike | None = None
+    device: str = 'cuda'
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        if self.verify and self.input_img is None:
+            raise BackendError('--verify needs --input-img')
+
+
 def convert_onnx_to_tensorrt(
     config: PathLike | Config,
     onnx_file: PathLike,
     output_file: PathLike,
     *,
-    cfg_options: dict | None = None,
-    precision: str | None = None,
-    input_shapes: dict | None = None,
-    workspace_size: int | None = None,
-    timing_cache: PathLike | None = None,
-    verify: bool = False,
-    input_img: PathLike | None = None,
-    test_img: PathLike | None = None,
-    checkpoint: PathLike | None = None,
-    device: str = 'cuda',
-    verbose: bool = False,
+    logger: Logger = print,
+    **options: Any,
+) -> ConvertResult:
+    """Build ``output_file`` (+ sidecar JSON) from ``onnx_file`` and optionally verify it:
+    :func:`build_tensorrt_engine` with ``TensorRTOptions(**options)``."""
+    return build_tensorrt_engine(config, onnx_file, output_file, TensorRTOptions(**options), logger)
+
+
+def build_tensorrt_engine(
+    config: PathLike | Config,
+    onnx_file: PathLike,
+    output_file: PathLike,
+    options: TensorRTOptions,
     logger: Logger = print,
 ) -> ConvertResult:
     """Build ``output_file`` (+ sidecar JSON) from ``onnx_file`` and optionally verify it."""
@@ -83,10 +120,13 @@ def convert_onnx_to_tensorrt(
     from ..config import load_config
     from ..spec import read_onnx_spec
 
-    cfg = load_config(config, cfg_options) if isinstance(config, (str, Path)) else config
+    if isinstance(config, (str, Path)):
+        cfg = load_config(config, options.cfg_options)
+    else:
+        cfg = config
     # Fail fast, before any heavy work, where TensorRT or the GPU is missing.
     trt = import_tensorrt()
-    dev = cuda_device(device)
+    dev = cuda_device(options.device)
     onnx_file, output_file = Path(onnx_file), Path(output_file)
     if not onnx_file.is_file():
         raise BackendError(f'ONNX file not found: {onnx_file}')
@@ -99,22 +139,20 @@ def convert_onnx_to_tensorrt(
         output_file,
         tensorrt_version=trt.__version__,
         device=dev,
-        precision=precision,
-        workspace_size=workspace_size,
-        timing_cache=timing_cache,
-        input_shapes=input_shapes,
-        verbose=verbose,
+        precision=options.precision,
+        workspace_size=options.workspace_size,
+        timing_cache=options.timing_cache,
+        input_shapes=options.input_shapes,
+        verbose=options.verbose,
     )
     for name, r in settings.profiles.items():
         logger(f'profile {name}: min {list(r.min)} opt {list(r.opt)} max {list(r.max)}')
     sidecar = build_engine(onnx_file, output_file, settings, device=str(dev), logger=logger)
     result = ConvertResult(output_file, sidecar)
-    if verify and input_img is None:
-        raise BackendError('--verify needs --input-img')
-    if verify:
-        images = (input_img, test_img)
+    if options.verify:
+        images = (options.input_img, options.test_img)
         result.verify_rows = verify_engine(
-            cfg, onnx_file, output_file, spec, settings, *images, checkpoint, dev, logger
+            cfg, onnx_file, output_file, spec, settings, *images, options.checkpoint, dev, logger
         )
     return result
 

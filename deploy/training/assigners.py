@@ -9,12 +9,14 @@ An assignment gives every candidate box (anchor or proposal) one of:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ..errors import ConfigError
+from .settings import AssignerSettings
 
 
 def bbox_overlaps(boxes1: Tensor, boxes2: Tensor, mode: str = 'iou', eps: float = 1e-6) -> Tensor:
@@ -181,8 +183,12 @@ class MaxIoUAssigner:
 ASSIGNERS = {'MaxIoUAssigner': MaxIoUAssigner}
 
 
-def build_assigner(cfg: dict) -> MaxIoUAssigner:
-    """An assigner from its config dict (``type`` one of :data:`ASSIGNERS`)."""
+def build_assigner(cfg: AssignerSettings | dict) -> MaxIoUAssigner:
+    """An assigner from its typed settings, or its config dict (``type`` one of
+    :data:`ASSIGNERS`)."""
+    if isinstance(cfg, AssignerSettings):
+        values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+        return ASSIGNERS[values.pop('type')](**values)
     cfg = dict(cfg)
     kind = cfg.pop('type')
     if kind not in ASSIGNERS:

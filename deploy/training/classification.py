@@ -23,9 +23,9 @@ import functools
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -47,8 +47,31 @@ from ..errors import ConfigError
 from ..models import build_detector
 from ..spec import PreprocessConfig
 from .data import GroupedBatchSampler
-from .engine import TrainLog, fit, optimizer_step, seed_everything
+from .engine import (
+    TrainLog,
+    TrainLogger,
+    TrainOptions,
+    TrainResult,
+    fit,
+    optimizer_step,
+    seed_everything,
+)
 from .init import init_weights
+from .settings import (
+    ClassificationLossSettings,
+    ClassifierTrainSettings,
+    DatasetSettings,
+    DataSettings,
+    GradClipSettings,
+    LoaderSettings,
+    PrefixSettings,
+    TrainData,
+    parse_own_keys,
+    section,
+)
+
+if TYPE_CHECKING:  # imported where used
+    from mmengine.config import Config
 
 # --------------------------------------------------------------------------------------------
 # data
@@ -138,41 +161,79 @@ def _pair(value, where: str) -> tuple:
     raise ConfigError(f'{where} must be a number or a pair, got {value!r}')
 
 
-def _random_resized_crop(transform: Mapping, file: str) -> RandomResizedCrop:
-    """0.x: ``size`` (h, w), ``scale`` (area range), ``ratio``; 1.x: ``scale`` (the output
-    size), ``crop_ratio_range``, ``aspect_ratio_range``."""
-    if transform.get('efficientnet_style'):
+@dataclass(frozen=True)
+class _RandomResizedCropStep:
+    """``RandomResizedCrop``'s keys: 0.x ``size`` (h, w), ``scale`` (area range), ``ratio``;
+    1.x ``scale`` (the output size), ``crop_ratio_range``, ``aspect_ratio_range``."""
+
+    size: int | tuple[int, int] | None = None
+    scale: float | tuple[float, float] | None = None
+    ratio: float | tuple[float, float] | None = None
+    crop_ratio_range: float | tuple[float, float] | None = None
+    aspect_ratio_range: float | tuple[float, float] | None = None
+    max_attempts: int = 10
+    backend: str = 'cv2'
+    interpolation: str = 'bilinear'
+    efficientnet_style: bool = False
+
+
+@dataclass(frozen=True)
+class _FlipStep:
+    """``RandomFlip``'s keys: 0.x ``flip_prob``, 1.x ``prob``."""
+
+    flip_prob: float | None = None
+    prob: float | None = None
+    direction: str = 'horizontal'
+
+
+@dataclass(frozen=True)
+class _StepType:
+    type: str = ''
+
+
+def _or(value, default):
+    return default if value is None else value
+
+
+def _random_resized_crop(transform: Mapping, where: str, file: str) -> RandomResizedCrop:
+    step = parse_own_keys(_RandomResizedCropStep, transform, where)
+    if step.efficientnet_style:
         raise ConfigError(f'RandomResizedCrop(efficientnet_style=True) in {file} is not supported')
     if 'size' in transform:
-        size, area = transform['size'], transform.get('scale', (0.08, 1.0))
-        ratio = transform.get('ratio', (3 / 4, 4 / 3))
+        size, area = step.size, _or(step.scale, (0.08, 1.0))
+        ratio = _or(step.ratio, (3 / 4, 4 / 3))
     else:
-        size, area = transform.get('scale'), transform.get('crop_ratio_range', (0.08, 1.0))
-        ratio = transform.get('aspect_ratio_range', (3 / 4, 4 / 3))
+        size, area = step.scale, _or(step.crop_ratio_range, (0.08, 1.0))
+        ratio = _or(step.aspect_ratio_range, (3 / 4, 4 / 3))
     return RandomResizedCrop(
         size=tuple(int(v) for v in _pair(size, f'RandomResizedCrop size in {file}')),
         scale=tuple(float(v) for v in _pair(area, f'RandomResizedCrop area range in {file}')),
         ratio=tuple(float(v) for v in _pair(ratio, f'RandomResizedCrop ratio in {file}')),
-        max_attempts=int(transform.get('max_attempts', 10)),
-        backend=transform.get('backend', 'cv2'),
-        interpolation=transform.get('interpolation', 'bilinear'),
+        max_attempts=step.max_attempts,
+        backend=step.backend,
+        interpolation=step.interpolation,
     )
 
 
-def build_train_steps(pipeline: list, cfg) -> list:
+def _random_flip(transform: Mapping, where: str, file: str) -> RandomFlip:
+    step = parse_own_keys(_FlipStep, transform, where)
+    if step.direction != 'horizontal':
+        raise ConfigError(f'RandomFlip(direction={step.direction!r}) in {file}: only horizontal')
+    return RandomFlip(_or(step.flip_prob, _or(step.prob, 0.5)))
+
+
+def build_train_steps(pipeline: Sequence[Mapping], cfg: Config) -> list:
     """The random and fixed image steps of a classifier's train pipeline, in order."""
     file = getattr(cfg, 'filename', 'config')
     where = 'the train pipeline'
     steps: list = []
-    for transform in pipeline:
-        name = str(transform.get('type', '')).rsplit('.', 1)[-1]
+    for i, transform in enumerate(pipeline):
+        step_where = f'train pipeline[{i}]'
+        name = parse_own_keys(_StepType, transform, step_where).type.rsplit('.', 1)[-1]
         if name == 'RandomResizedCrop':
-            steps.append(_random_resized_crop(transform, file))
+            steps.append(_random_resized_crop(transform, step_where, file))
         elif name == 'RandomFlip':
-            direction = transform.get('direction', 'horizontal')
-            if direction != 'horizontal':
-                raise ConfigError(f'RandomFlip(direction={direction!r}) in {file}: only horizontal')
-            steps.append(RandomFlip(float(transform.get('flip_prob', transform.get('prob', 0.5)))))
+            steps.append(_random_flip(transform, step_where, file))
         elif name in ('Resize', 'ResizeEdge'):
             steps.append(FixedResize(PreprocessConfig(**read_resize(transform, name, where, file))))
         elif name == 'CenterCrop':
@@ -186,37 +247,46 @@ def build_train_steps(pipeline: list, cfg) -> list:
     return steps
 
 
-def get_classification_train_cfg(cfg) -> dict:
-    """``dict(img_prefix, ann_file, classes, pipeline, batch_size, num_workers)`` of the training
-    set: 1.x ``train_dataloader`` or 0.x ``data.train`` (``samples_per_gpu``,
-    ``workers_per_gpu``)."""
+def classification_train_data(cfg: Config) -> TrainData:
+    """The classifier's training set: 1.x ``train_dataloader`` (``data_prefix`` a folder or
+    ``dict(img_path=...)``) or 0.x ``data.train`` (``samples_per_gpu``, ``workers_per_gpu``);
+    batch size 32 and 2 workers by default."""
     file = getattr(cfg, 'filename', 'config')
-    loader = cfg.get('train_dataloader')
-    if isinstance(loader, Mapping):
-        dataset = loader.get('dataset') or {}
-        root = dataset.get('data_root') or ''
-        prefix = dataset.get('data_prefix') or ''
+    if isinstance(section(cfg, 'train_dataloader'), Mapping):
+        loader = parse_own_keys(
+            LoaderSettings, section(cfg, 'train_dataloader'), 'train_dataloader'
+        )
+        dataset = parse_own_keys(DatasetSettings, loader.dataset, 'train_dataloader.dataset')
+        prefix = dataset.data_prefix or ''
         if isinstance(prefix, Mapping):
-            prefix = prefix.get('img_path', prefix.get('img', '')) or ''
-        ann_file = dataset.get('ann_file')
-        batch_size, workers = loader.get('batch_size', 32), loader.get('num_workers', 2)
+            where = 'train_dataloader.dataset.data_prefix'
+            parsed = parse_own_keys(PrefixSettings, prefix, where)
+            prefix = _or(parsed.img_path, parsed.img) or ''
+        root = dataset.data_root or ''
         img_prefix = os.path.join(root, prefix)
-        ann_file = os.path.join(root, ann_file) if ann_file else None
+        ann_file = os.path.join(root, dataset.ann_file) if dataset.ann_file else None
+        batch_size, workers = loader.batch_size, loader.num_workers
+        where = 'train_dataloader.dataset'
     else:
-        data = cfg.get('data')
-        dataset = data.get('train') if isinstance(data, Mapping) else None
-        if not isinstance(dataset, Mapping) or not dataset.get('data_prefix'):
+        data = parse_own_keys(DataSettings, section(cfg, 'data'), 'data')
+        where = 'data.train'
+        dataset = parse_own_keys(DatasetSettings, data.train, where)
+        if data.train is None or not dataset.data_prefix:
             raise ConfigError(f'{file}: no training set (`data.train` or `train_dataloader`)')
-        img_prefix, ann_file = dataset['data_prefix'], dataset.get('ann_file') or None
-        batch_size, workers = data.get('samples_per_gpu', 32), data.get('workers_per_gpu', 2)
-    classes = (dataset.get('metainfo') or {}).get('classes', dataset.get('classes'))
-    return dict(
-        img_prefix=img_prefix,
+        if not isinstance(dataset.data_prefix, str):
+            raise ConfigError(
+                f'`{where}.data_prefix` must be a folder, got {dataset.data_prefix!r}'
+            )
+        img_prefix, ann_file = dataset.data_prefix, dataset.ann_file or None
+        batch_size, workers = data.samples_per_gpu, data.workers_per_gpu
+    classes = _or(dataset.metainfo_classes(where), dataset.classes)
+    return TrainData(
         ann_file=ann_file,
-        classes=tuple(classes) if classes else None,
-        pipeline=list(dataset.get('pipeline') or []),
-        batch_size=int(batch_size),
-        num_workers=int(workers),
+        img_prefix=img_prefix,
+        pipeline=dataset.pipeline,
+        classes=classes or None,
+        batch_size=_or(batch_size, 32),
+        num_workers=_or(workers, 2),
     )
 
 
@@ -255,26 +325,32 @@ class ClassificationTrainDataset(Dataset):
 # --------------------------------------------------------------------------------------------
 
 
-def classification_loss(head: nn.Module, logits: Tensor, labels: Tensor) -> Tensor:
-    """The head's loss (``head.loss_cfg``) of ``logits [B, C]`` against ``labels [B]``."""
-    cfg = dict(head.loss_cfg)
-    kind = str(cfg.pop('type', 'CrossEntropyLoss')).rsplit('.', 1)[-1]
-    weight = float(cfg.pop('loss_weight', 1.0))
+def classification_loss(
+    loss: ClassificationLossSettings | nn.Module, logits: Tensor, labels: Tensor
+) -> Tensor:
+    """The loss of ``logits [B, C]`` against ``labels [B]`` (``loss``: typed settings, or a head
+    whose ``loss_cfg`` dict is parsed here)."""
+    settings = loss if isinstance(loss, ClassificationLossSettings) else head_loss_settings(loss)
+    kind, weight = settings.kind, settings.loss_weight
     if kind == 'CrossEntropyLoss':
-        if cfg.get('use_sigmoid') or cfg.get('use_soft'):
+        if settings.use_sigmoid or settings.use_soft:
             raise ConfigError('CrossEntropyLoss with use_sigmoid / use_soft is not supported')
-        class_weight = cfg.get('class_weight')
+        class_weight = settings.class_weight
         if class_weight is not None:
             class_weight = logits.new_tensor(class_weight)
         return weight * F.cross_entropy(logits, labels, weight=class_weight)
     if kind == 'LabelSmoothLoss':
-        if cfg.get('mode', 'original') != 'original':
-            raise ConfigError(f'LabelSmoothLoss(mode={cfg["mode"]!r}) is not supported')
-        smooth = float(cfg.get('label_smooth_val', 0.1))
-        return weight * F.cross_entropy(logits, labels, label_smoothing=smooth)
+        if settings.mode != 'original':
+            raise ConfigError(f'LabelSmoothLoss(mode={settings.mode!r}) is not supported')
+        return weight * F.cross_entropy(logits, labels, label_smoothing=settings.label_smooth_val)
     raise ConfigError(
         f'unsupported classification loss {kind!r} (CrossEntropyLoss, LabelSmoothLoss)'
     )
+
+
+def head_loss_settings(head: nn.Module) -> ClassificationLossSettings:
+    """The typed ``model.head.loss`` the head was built with."""
+    return parse_own_keys(ClassificationLossSettings, head.loss_cfg, 'model.head.loss')
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,32 +359,24 @@ def classification_loss(head: nn.Module, logits: Tensor, labels: Tensor) -> Tens
 
 
 def train_classifier(
-    cfg,
-    work_dir: str | os.PathLike,
-    *,
-    epochs: int | None = None,
-    resume: str | None = None,
-    seed: int = 0,
-    num_workers: int | None = None,
-    progress: bool = True,
-    logger=print,
-):
-    """Train the config's classifier on its training set (see :func:`deploy.training.loop.train`
-    for the arguments); returns a :class:`~deploy.training.engine.TrainResult` whose epoch losses
-    also hold the training top-1 accuracy (``acc``, percent)."""
+    cfg: Config, options: TrainOptions, logger: TrainLogger = print
+) -> TrainResult:
+    """Train the config's classifier on its training set (see
+    :func:`deploy.training.loop.run_training`); returns a :class:`TrainResult` whose epoch
+    losses also hold the training top-1 accuracy (``acc``, percent)."""
     start_time = time.perf_counter()
-    work_dir = Path(work_dir)
-    log = TrainLog(work_dir, logger)
+    log = TrainLog(options.work_dir, logger)
+    seed = options.seed
     seed_everything(seed)
     model_cfg = get_model_cfg(cfg)
     model = build_detector(model_cfg, get_test_settings(cfg), getattr(cfg, 'filename', None))
-    if getattr(model, 'train_cfg', {}).get('augments'):
-        raise ConfigError('model.train_cfg.augments (Mixup / CutMix) is not supported')
+    parse_own_keys(ClassifierTrainSettings, model.train_cfg, 'model.train_cfg')
+    loss_settings = head_loss_settings(model.head)
     init_weights(model)
     model.train()
-    data_cfg = get_classification_train_cfg(cfg)
+    data = classification_train_data(cfg)
     samples = load_classification_samples(
-        data_cfg['img_prefix'], data_cfg['ann_file'], data_cfg['classes'], 'data.train'
+        data.img_prefix, data.ann_file, data.classes, 'data.train'
     )
     class_names = samples.class_names or tuple(str(i) for i in range(model.num_classes))
     if len(class_names) != model.num_classes:
@@ -319,21 +387,23 @@ def train_classifier(
     model.class_names = tuple(class_names)
     preprocess = get_preprocess_cfg(cfg)
     dataset = ClassificationTrainDataset(
-        samples, build_train_steps(data_cfg['pipeline'], cfg), preprocess, seed
+        samples, build_train_steps(data.pipeline, cfg), preprocess, seed
     )
-    workers = data_cfg['num_workers'] if num_workers is None else num_workers
+    workers = data.num_workers if options.num_workers is None else options.num_workers
     loader = DataLoader(
         dataset,
-        batch_sampler=GroupedBatchSampler([True] * len(dataset), data_cfg['batch_size'], seed),
+        batch_sampler=GroupedBatchSampler([True] * len(dataset), data.batch_size, seed),
         num_workers=workers,
         collate_fn=functools.partial(collate, pad_value=preprocess.pad_value),
     )
 
-    def step(batch, optimizer, grad_clip) -> dict[str, float]:
+    def step(
+        batch: tuple, optimizer: torch.optim.Optimizer, grad_clip: GradClipSettings | None
+    ) -> dict[str, float]:
         img, metas = batch
         labels = torch.as_tensor([m['gt_label'] for m in metas])
         logits = model(img)
-        loss = classification_loss(model.head, logits, labels)
+        loss = classification_loss(loss_settings, logits, labels)
         optimizer_step(model, loss, optimizer, grad_clip)
         value = float(loss.detach())
         correct = int((logits.argmax(1) == labels).sum())
@@ -341,6 +411,7 @@ def train_classifier(
         return dict(loss=value, weighted_loss=value * seen, correct=correct, seen=seen)
 
     def per_image(sums: dict, batches: int) -> dict[str, float]:
+        # ``sums``: the step values added up over the epoch (empty after no batch)
         seen = max(sums.get('seen', 0), 1)
         loss, correct = sums.get('weighted_loss', 0.0), sums.get('correct', 0)
         return dict(loss=loss / seen, acc=100.0 * correct / seen)
@@ -352,12 +423,12 @@ def train_classifier(
         loader,
         class_names,
         step,
-        work_dir=work_dir,
+        work_dir=options.work_dir,
         log=log,
         seed=seed,
-        epochs=epochs,
-        resume=resume,
-        progress=progress,
+        epochs=options.epochs,
+        resume=options.resume,
+        progress=options.progress,
         epoch_means=per_image,
         describe=lambda means: f'loss {means["loss"]:.4f} train top-1 {means["acc"]:.1f}%',
         start_time=start_time,

@@ -23,17 +23,30 @@ import json
 import os.path as osp
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import torch
-from mmengine.config import Config
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import get_preprocess_cfg
 from ..datasets.pipeline import load_image, normalize, pad_to, rescale_size
 from ..errors import ConfigError
+from ..settings import parse_settings
 from ..spec import PreprocessConfig
+from .settings import (
+    DatasetSettings,
+    DataSettings,
+    LoaderSettings,
+    PrefixSettings,
+    TrainData,
+    parse_own_keys,
+    section,
+)
+
+if TYPE_CHECKING:  # imported where used
+    from mmengine.config import Config
 
 
 @dataclass(frozen=True)
@@ -53,78 +66,128 @@ class TrainTransformConfig:
     flip_ratio: float = 0.5
 
 
-def _node(cfg, dotted: str):
-    for part in dotted.split('.'):
-        if not isinstance(cfg, (Mapping, Config)) or part not in cfg:
-            return None
-        cfg = cfg[part]
-    return cfg
-
-
 def _unwrap(dataset):
     while isinstance(dataset, Mapping) and 'dataset' in dataset and 'ann_file' not in dataset:
         dataset = dataset['dataset']  # RepeatDataset / ClassBalancedDataset wrappers
     return dataset
 
 
-def get_train_dataset_cfg(cfg) -> dict:
-    """``dict(ann_file, img_prefix, pipeline, classes, batch_size, num_workers)`` of the training
-    set, from a 3.x ``train_dataloader`` or a 2.x ``data.train``; paths joined with
-    ``data_root``; ``classes`` from the set's ``classes`` / ``metainfo.classes`` or None."""
-    loader = _node(cfg, 'train_dataloader')
-    if isinstance(loader, Mapping):
-        dataset = _unwrap(loader.get('dataset'))
-        root = dataset.get('data_root') or ''
-        prefix = dataset.get('data_prefix') or {}
-        img = prefix.get('img', '') if isinstance(prefix, Mapping) else prefix
-        return dict(
-            ann_file=osp.join(root, dataset['ann_file']),
-            img_prefix=osp.join(root, img),
-            pipeline=list(dataset.get('pipeline') or []),
-            classes=_node(dataset, 'metainfo.classes'),
-            batch_size=int(loader.get('batch_size', 2)),
-            num_workers=int(loader.get('num_workers', 2)),
-        )
-    data = _node(cfg, 'data')
-    dataset = _unwrap(_node(cfg, 'data.train'))
-    if not isinstance(dataset, Mapping) or 'ann_file' not in dataset:
-        raise ConfigError(
-            f'{getattr(cfg, "filename", "config")}: no training set '
-            '(`data.train` or `train_dataloader.dataset`)'
-        )
-    root = dataset.get('data_root') or ''
-    return dict(
-        ann_file=osp.join(root, dataset['ann_file']),
-        img_prefix=osp.join(root, dataset.get('img_prefix') or ''),
-        pipeline=list(dataset.get('pipeline') or cfg.get('train_pipeline') or []),
-        classes=dataset.get('classes'),
-        batch_size=int(data.get('samples_per_gpu', 2)),
-        num_workers=int(data.get('workers_per_gpu', 2)),
+class NoTrainingSetError(ConfigError):
+    """The config names no training set (other tools fall back to the test set)."""
+
+
+def _no_training_set(cfg) -> ConfigError:
+    return NoTrainingSetError(
+        f'{getattr(cfg, "filename", "config")}: no training set '
+        '(`data.train` or `train_dataloader.dataset`)'
     )
 
 
-def get_train_transform_cfg(cfg) -> TrainTransformConfig:
+def train_data_settings(cfg: Config) -> TrainData:
+    """The detector's training set, from a 3.x ``train_dataloader`` or a 2.x ``data.train``;
+    paths joined with ``data_root``; ``classes`` from the set's ``classes`` /
+    ``metainfo.classes`` or None; batch size and workers default to 2."""
+    is_3x = isinstance(section(cfg, 'train_dataloader'), Mapping)
+    if is_3x:
+        loader = parse_own_keys(
+            LoaderSettings, section(cfg, 'train_dataloader'), 'train_dataloader'
+        )
+        raw, where = _unwrap(loader.dataset), 'train_dataloader.dataset'
+        batch_size, workers = loader.batch_size, loader.num_workers
+    else:
+        data = parse_own_keys(DataSettings, section(cfg, 'data'), 'data')
+        raw, where = _unwrap(data.train), 'data.train'
+        batch_size, workers = data.samples_per_gpu, data.workers_per_gpu
+    if not isinstance(raw, Mapping) or 'ann_file' not in raw:
+        raise _no_training_set(cfg)
+    dataset = parse_own_keys(DatasetSettings, raw, where)
+    if dataset.ann_file is None:
+        raise _no_training_set(cfg)
+    if is_3x:
+        prefix = dataset.data_prefix or ''
+        if isinstance(prefix, Mapping):
+            prefix = parse_own_keys(PrefixSettings, prefix, f'{where}.data_prefix').img or ''
+        pipeline, classes = dataset.pipeline, dataset.metainfo_classes(where)
+    else:
+        prefix = dataset.img_prefix or ''
+        pipeline = dataset.pipeline or _top_level_pipeline(cfg)
+        classes = dataset.classes
+    root = dataset.data_root or ''
+    return TrainData(
+        ann_file=osp.join(root, dataset.ann_file),
+        img_prefix=osp.join(root, prefix),
+        pipeline=pipeline,
+        classes=classes,
+        batch_size=2 if batch_size is None else batch_size,
+        num_workers=2 if workers is None else workers,
+    )
+
+
+@dataclass(frozen=True)
+class _TopLevelPipeline:
+    train_pipeline: tuple[dict, ...] = ()
+
+
+def _top_level_pipeline(cfg) -> tuple[dict, ...]:
+    """A 2.x config's ``train_pipeline`` variable (when ``data.train`` names no pipeline)."""
+    values = {'train_pipeline': section(cfg, 'train_pipeline') or ()}
+    return parse_settings(_TopLevelPipeline, values, 'config').train_pipeline
+
+
+@dataclass(frozen=True)
+class _StepType:
+    type: str = ''
+
+
+@dataclass(frozen=True)
+class _ResizeStep:
+    """``Resize``: 2.x ``img_scale`` (keep_ratio by default) or 3.x ``scale``."""
+
+    img_scale: tuple[int, int] | tuple[tuple[int, int], ...] | None = None
+    scale: tuple[int, int] | tuple[tuple[int, int], ...] | None = None
+    keep_ratio: bool | None = None
+
+
+@dataclass(frozen=True)
+class _FlipStep:
+    """``RandomFlip``: 2.x ``flip_ratio`` or 3.x ``prob``."""
+
+    flip_ratio: float | None = None
+    prob: float | None = None
+
+
+def _resize_scale(step: _ResizeStep, where: str) -> tuple[int, int]:
+    value = step.img_scale if step.img_scale is not None else step.scale
+    if value and isinstance(value[0], tuple):
+        if len(value) != 1:
+            raise ConfigError(f'{where}: multi-scale Resize is not supported (one scale)')
+        value = value[0]
+    if not value:
+        raise ConfigError(f'{where}: Resize needs `img_scale` or `scale`')
+    return value
+
+
+def get_train_transform_cfg(cfg: Config) -> TrainTransformConfig:
     """The train pipeline's ``Resize`` scale and ``RandomFlip`` ratio, plus the test-time
     normalisation and padding."""
-    pipeline = get_train_dataset_cfg(cfg)['pipeline']
     scale, keep_ratio, flip_ratio = None, True, 0.0
-    for step in pipeline:
-        kind = str(step.get('type', '')).rsplit('.', 1)[-1]
+    for i, raw in enumerate(train_data_settings(cfg).pipeline):
+        where = f'train pipeline[{i}]'
+        kind = parse_own_keys(_StepType, raw, where).type.rsplit('.', 1)[-1]
         if kind == 'Resize':
-            value = step.get('img_scale', step.get('scale'))
-            if isinstance(value, list) and len(value) == 1:
-                value = value[0]
-            scale = tuple(int(v) for v in value)
-            keep_ratio = bool(step.get('keep_ratio', 'img_scale' in step))
+            step = parse_own_keys(_ResizeStep, raw, where)
+            scale = _resize_scale(step, where)
+            keep_ratio = step.keep_ratio if step.keep_ratio is not None else 'img_scale' in raw
         elif kind == 'RandomFlip':
-            ratio = step.get('flip_ratio', step.get('prob', 0.5))
-            flip_ratio = float(ratio if ratio is not None else 0.5)
+            step = parse_own_keys(_FlipStep, raw, where)
+            ratio = step.flip_ratio if step.flip_ratio is not None else step.prob
+            flip_ratio = ratio if ratio is not None else 0.5
     if scale is None:
         raise ConfigError(f'{getattr(cfg, "filename", "config")}: no Resize in the train pipeline')
     return TrainTransformConfig(get_preprocess_cfg(cfg), scale, keep_ratio, flip_ratio)
 
 
-def polygons_or_rle_to_mask(segmentation, height: int, width: int) -> np.ndarray:
+def polygons_or_rle_to_mask(segmentation: list | dict, height: int, width: int) -> np.ndarray:
     """A COCO ``segmentation`` (polygons, RLE or uncompressed RLE) -> ``[H, W]`` uint8."""
     from pycocotools import mask as mask_utils
 

@@ -10,22 +10,29 @@ import pprint
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_output
 from ..models.checkpoint import save_checkpoint
-from .optim import LrSchedule, build_optimizer, max_epochs
+from .optim import LrSchedule, build_optimizer
 from .settings import GradClipSettings, schedule_settings
 
+if TYPE_CHECKING:  # imported where used
+    from mmengine.config import Config
 
-def config_text(cfg) -> str:
+#: where a run's progress lines go (None: only ``train.log``)
+TrainLogger = Callable[[str], None] | None
+
+
+def config_text(cfg: Config | Mapping) -> str:
     """The resolved config as text for checkpoint metadata (MMDetection stores
     ``meta['config']``); a ``pprint`` of the dict (``pretty_text`` would take seconds)."""
     data = cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)
@@ -94,6 +101,42 @@ def load_training_checkpoint(path: str | os.PathLike) -> dict:
     return checkpoint
 
 
+@dataclass(frozen=True)
+class TrainOptions:
+    """What a training run is asked to do (``tools/train.py``'s flags); the checks that need no
+    file run when it is made.
+
+    Attributes:
+        work_dir: where ``epoch_{n}.pth``, ``latest.pth`` and ``train.log`` go.
+        epochs: stop after this many epochs (None: the config's; the LR schedule keeps its own).
+        resume: a checkpoint of this run: restores weights, optimiser and epoch.
+        seed: seeds initial weights, batch order, flips and sampling.
+        num_workers: data-loading processes (None: the config's).
+        progress: show a progress bar.
+        threads: torch intra-op threads, set by the tool (None: torch's default).
+        out: also write the final weights (no optimiser state) here; written by the tool.
+    """
+
+    work_dir: Path
+    epochs: int | None = None
+    resume: str | None = None
+    seed: int = 0
+    num_workers: int | None = None
+    progress: bool = True
+    threads: int | None = None
+    out: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, 'work_dir', Path(self.work_dir))
+        for flag, value, least in (
+            ('--epochs', self.epochs, 1),
+            ('--workers', self.num_workers, 0),
+            ('--threads', self.threads, 1),
+        ):
+            if value is not None and value < least:
+                raise ConfigError(f'{flag} must be at least {least}, got {value}')
+
+
 @dataclass
 class TrainResult:
     """What :func:`train` did."""
@@ -109,7 +152,7 @@ class TrainLog:
     """``train.log`` in the work directory (appended to, so a resumed run continues it), each
     line also given to ``logger``."""
 
-    def __init__(self, work_dir: Path, logger=print):
+    def __init__(self, work_dir: Path, logger: TrainLogger = print):
         work_dir.mkdir(parents=True, exist_ok=True)
         self._file = open(work_dir / 'train.log', 'a', encoding='utf-8')  # noqa: SIM115
         self._logger = logger
@@ -139,10 +182,10 @@ def _describe_losses(means: dict[str, float]) -> str:
 
 def fit(
     model: torch.nn.Module,
-    cfg,
-    dataset,
-    loader,
-    class_names,
+    cfg: Config,
+    dataset: torch.utils.data.Dataset,
+    loader: torch.utils.data.DataLoader,
+    class_names: Sequence[str],
     step: StepFn,
     *,
     work_dir: Path,
@@ -166,9 +209,8 @@ def fit(
     start_time = time.perf_counter() if start_time is None else start_time
     settings = schedule_settings(cfg)
     optimizer = build_optimizer(model, settings.optimizer)
-    schedule_epochs = max_epochs(cfg)
-    total_epochs = epochs or schedule_epochs
-    schedule = LrSchedule(settings.lr, settings.base_lr, schedule_epochs, len(loader))
+    total_epochs = epochs or settings.epochs
+    schedule = LrSchedule(settings.lr, settings.base_lr, settings.epochs, len(loader))
     grad_clip = settings.grad_clip
 
     start_epoch = 0

@@ -12,14 +12,19 @@ Nothing here is used by inference or export; the zoo's files stay free of traini
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor, nn
 
+from ..config.reading import lookup
 from ..errors import ConfigError
 from ..ops.roi_align import roi_align_eager
+from ..settings import parse_settings
 from .assigners import build_assigner
 from .losses import build_loss
 from .samplers import build_sampler
+from .settings import DenseTrainSettings, RcnnTrainSettings, TwoStageTrainSettings
 from .targets import (
     anchor_valid_flags,
     dense_head_targets,
@@ -34,7 +39,11 @@ _DEFAULT_BBOX = dict(type='L1Loss', loss_weight=1.0)
 
 
 def dense_head_loss(
-    head: nn.Module, head_outputs: tuple, batch: dict, train_cfg: dict, with_labels: bool = True
+    head: nn.Module,
+    head_outputs: tuple,
+    batch: dict,
+    train_cfg: DenseTrainSettings | Mapping | None,
+    with_labels: bool = True,
 ) -> dict[str, Tensor]:
     """MMDetection's ``AnchorHead.loss`` for one batch.
 
@@ -43,13 +52,14 @@ def dense_head_loss(
             (``cls_scores``, ``bbox_preds``: per level ``[B, A*C, H, W]``, ``[B, A*4, H, W]``).
         batch: ``img_metas``, ``gt_bboxes``, ``gt_labels`` (see :mod:`deploy.training.data`).
         train_cfg: the head's training settings (``assigner``, ``sampler``, ``allowed_border``,
-            ``pos_weight``).
+            ``pos_weight``): typed, or the model's ``train_cfg`` dict, parsed here.
         with_labels: False for an RPN (every gt is foreground class 0).
 
     Returns:
         ``dict(loss_cls, loss_bbox)``; ``avg_factor`` is the number of positives, plus the
         negatives when the sampler samples (RPN), as in MMDetection.
     """
+    settings = parse_settings(DenseTrainSettings, train_cfg, 'model.train_cfg')
     cls_scores, bbox_preds = head_outputs[0], head_outputs[1]
     featmap_sizes = [tuple(s.shape[-2:]) for s in cls_scores]
     device = cls_scores[0].device
@@ -63,19 +73,19 @@ def dense_head_loss(
         )
         for m in metas
     ]
-    sampler = build_sampler(train_cfg.get('sampler'))
+    sampler = build_sampler(settings.sampler)
     targets = dense_head_targets(
         anchors,
         valid,
         batch['gt_bboxes'],
         batch['gt_labels'] if with_labels else None,
         metas,
-        assigner=build_assigner(train_cfg['assigner']),
+        assigner=build_assigner(settings.assigner),
         sampler=sampler,
         bbox_coder=head.bbox_coder,
         num_classes=head.num_classes,
-        allowed_border=train_cfg.get('allowed_border', -1),
-        pos_weight=train_cfg.get('pos_weight', -1),
+        allowed_border=settings.allowed_border,
+        pos_weight=settings.pos_weight,
         gt_bboxes_ignore=batch.get('gt_bboxes_ignore'),
     )
     avg_factor = targets.num_total_pos
@@ -129,16 +139,15 @@ def _rcnn_losses(
     feats: tuple[Tensor, ...],
     proposals: list[Tensor],
     batch: dict,
-    train_cfg: dict,
+    train_cfg: RcnnTrainSettings,
 ) -> dict[str, Tensor]:
     """MMDetection's ``StandardRoIHead.forward_train``: sample, box losses, mask loss."""
-    sampler_cfg = dict(train_cfg['sampler'])
-    sampler = build_sampler(sampler_cfg)
+    sampler = build_sampler(train_cfg.sampler)
     results = sample_rois(
         proposals,
         batch['gt_bboxes'],
         batch['gt_labels'],
-        assigner=build_assigner(train_cfg['assigner']),
+        assigner=build_assigner(train_cfg.assigner),
         sampler=sampler,
         gt_bboxes_ignore=batch.get('gt_bboxes_ignore'),
     )
@@ -146,7 +155,7 @@ def _rcnn_losses(
     rois = sampled_rois(results)
     cls_score, bbox_pred = bbox_head(pool_rois(roi_head.bbox_roi_extractor, feats, rois))
     targets = roi_targets(
-        results, bbox_head.bbox_coder, bbox_head.num_classes, train_cfg.get('pos_weight', -1)
+        results, bbox_head.bbox_coder, bbox_head.num_classes, train_cfg.pos_weight
     )
     loss_cls = build_loss(bbox_head.loss_cls_cfg or dict(type='CrossEntropyLoss'))
     loss_bbox = build_loss(bbox_head.loss_bbox_cfg or _DEFAULT_BBOX)
@@ -184,28 +193,29 @@ def _rcnn_losses(
     return losses
 
 
-def two_stage_loss(model: nn.Module, batch: dict) -> dict[str, Tensor]:
-    """RPN and R-CNN losses of a :class:`TwoStageDetector` (Faster / Mask R-CNN)."""
-    train_cfg = model.train_cfg or {}
-    for key in ('rpn', 'rpn_proposal', 'rcnn'):
-        if key not in train_cfg:
-            raise ConfigError(f'model.train_cfg.{key} is needed to train a two-stage detector')
-    if isinstance(train_cfg['rcnn'], (list, tuple)):
-        raise ConfigError('training cascade RoI heads is not supported')
+def two_stage_loss(
+    model: nn.Module, batch: dict, settings: TwoStageTrainSettings | None = None
+) -> dict[str, Tensor]:
+    """RPN and R-CNN losses of a :class:`TwoStageDetector` (Faster / Mask R-CNN); ``settings``:
+    the typed ``model.train_cfg`` (default: parsed from it here)."""
+    if settings is None:
+        if isinstance(lookup(model.train_cfg, 'rcnn'), (list, tuple)):
+            raise ConfigError('training cascade RoI heads is not supported')
+        settings = parse_settings(TwoStageTrainSettings, model.train_cfg, 'model.train_cfg')
     feats = model.extract_feat(batch['img'])
     rpn_outputs = model.rpn_head(feats)
     losses = {
         k.replace('loss_', 'loss_rpn_'): v
         for k, v in dense_head_loss(
-            model.rpn_head, rpn_outputs, batch, train_cfg['rpn'], with_labels=False
+            model.rpn_head, rpn_outputs, batch, settings.rpn, with_labels=False
         ).items()
     }
     with torch.no_grad():
         detached = tuple([t.detach() for t in group] for group in rpn_outputs)
         proposals = model.rpn_head.predict_proposals(
-            detached, batch['img_metas'], cfg=train_cfg['rpn_proposal']
+            detached, batch['img_metas'], cfg=settings.rpn_proposal
         )
-    losses.update(_rcnn_losses(model.roi_head, feats, proposals, batch, train_cfg['rcnn']))
+    losses.update(_rcnn_losses(model.roi_head, feats, proposals, batch, settings.rcnn))
     return losses
 
 

@@ -17,6 +17,8 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models.checkpoint import load_checkpoint, load_checkpoint_file
+from .engine import TrainLogger
+from .settings import PretrainedInit
 
 
 def bias_init_with_prob(prior_prob: float) -> float:
@@ -101,10 +103,13 @@ def init_weights(model: nn.Module) -> nn.Module:
     return model
 
 
-def load_pretrained(model: nn.Module, model_cfg: Mapping, logger=print) -> list[str]:
+def load_pretrained(
+    model: nn.Module, inits: Mapping[str, PretrainedInit], logger: TrainLogger = print
+) -> list[str]:
     """Apply MMDetection's ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...)`` of the
-    detector's children (``backbone``, ``neck``): load the checkpoint's keys under ``prefix``
-    (e.g. ``'backbone.'`` of another detector's checkpoint) into that child.
+    detector's children (``inits``: by child, from
+    :func:`~deploy.training.settings.pretrained_inits`): load the checkpoint's keys under
+    ``prefix`` (e.g. ``'backbone.'`` of another detector's checkpoint) into that child.
 
     Only local files are supported (nothing is downloaded here): a ``torchvision://`` or
     ``open-mmlab://`` checkpoint raises :class:`ConfigError`; set ``init_cfg=None`` to train that
@@ -114,26 +119,23 @@ def load_pretrained(model: nn.Module, model_cfg: Mapping, logger=print) -> list[
         The names of the children that were loaded.
     """
     loaded = []
-    for name in ('backbone', 'neck'):
-        child_cfg = model_cfg.get(name)
-        init_cfg = child_cfg.get('init_cfg') if isinstance(child_cfg, Mapping) else None
-        if not isinstance(init_cfg, Mapping) or init_cfg.get('type') != 'Pretrained':
-            continue
-        source = str(init_cfg.get('checkpoint', ''))
+    for name, init in inits.items():
+        source = init.checkpoint
         if not os.path.isfile(source):
             raise ConfigError(
                 f'model.{name}.init_cfg asks for pretrained weights from {source!r}, which is not '
                 f'a local file; nothing is downloaded here: set model.{name}.init_cfg=None to '
                 'train it from scratch'
             )
-        prefix = init_cfg.get('prefix')
         state_dict = load_checkpoint_file(source)['state_dict']
-        if prefix:
+        if init.prefix:
             state_dict = OrderedDict(
-                (k[len(prefix) :], v) for k, v in state_dict.items() if k.startswith(prefix)
+                (k[len(init.prefix) :], v)
+                for k, v in state_dict.items()
+                if k.startswith(init.prefix)
             )
             if not state_dict:
-                raise ConfigError(f'{source} has no keys under prefix {prefix!r}')
+                raise ConfigError(f'{source} has no keys under prefix {init.prefix!r}')
         load_checkpoint(getattr(model, name), state_dict, strict=True, logger=logger)
         loaded.append(name)
     return loaded

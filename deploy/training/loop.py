@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -19,14 +19,11 @@ from ..config import get_class_names, get_model_cfg, get_test_settings
 from ..config.classification import is_classifier_cfg
 from ..models import build_detector
 from .classification import train_classifier
-from .data import (
-    CocoTrainDataset,
-    build_train_loader,
-    get_train_dataset_cfg,
-    get_train_transform_cfg,
-)
+from .data import CocoTrainDataset, build_train_loader, get_train_transform_cfg, train_data_settings
 from .engine import (
     TrainLog,
+    TrainLogger,
+    TrainOptions,
     TrainResult,
     fit,
     optimizer_step,
@@ -34,10 +31,13 @@ from .engine import (
 )
 from .head_losses import detector_loss
 from .init import init_weights, load_pretrained
-from .settings import GradClipSettings
+from .settings import GradClipSettings, pretrained_inits
+
+if TYPE_CHECKING:  # imported where used
+    from mmengine.config import Config
 
 
-def build_train_model(cfg, logger=print) -> torch.nn.Module:
+def build_train_model(cfg: Config, logger: TrainLogger = print) -> torch.nn.Module:
     """The config's detector with MMDetection's from-scratch initialisation, then the
     ``Pretrained`` ``init_cfg`` of its backbone / neck applied, in train mode."""
     model_cfg = get_model_cfg(cfg)
@@ -45,7 +45,7 @@ def build_train_model(cfg, logger=print) -> torch.nn.Module:
         model_cfg, get_test_settings(cfg), config_file=getattr(cfg, 'filename', None)
     )
     init_weights(model)
-    load_pretrained(model, model_cfg, logger=logger)
+    load_pretrained(model, pretrained_inits(model_cfg), logger=logger)
     return model.train()
 
 
@@ -65,26 +65,21 @@ def train_step(
 
 
 def train(
-    cfg,
-    work_dir: str | os.PathLike,
-    *,
-    epochs: int | None = None,
-    resume: str | None = None,
-    seed: int = 0,
-    num_workers: int | None = None,
-    progress: bool = True,
-    logger=print,
+    cfg: Config, work_dir: str | os.PathLike, *, logger: TrainLogger = print, **options: Any
 ) -> TrainResult:
+    """Train the config's model on its training set: :func:`run_training` with
+    ``TrainOptions(work_dir, **options)`` (``epochs``, ``resume``, ``seed``, ``num_workers``,
+    ``progress``; see :class:`~deploy.training.engine.TrainOptions`)."""
+    return run_training(cfg, TrainOptions(work_dir, **options), logger=logger)
+
+
+def run_training(cfg: Config, options: TrainOptions, logger: TrainLogger = print) -> TrainResult:
     """Train the config's detector on its training set.
 
     Args:
         cfg: a loaded config (``model`` with ``train_cfg``, ``data.train`` or
             ``train_dataloader``, ``optimizer``, ``optimizer_config``, ``lr_config``, ``runner``).
-        work_dir: where ``epoch_{n}.pth``, ``latest.pth`` and ``train.log`` go.
-        epochs: overrides ``runner.max_epochs`` (the LR schedule keeps its epochs).
-        resume: a checkpoint of this run: restores weights, optimiser and epoch.
-        seed: seeds initial weights, batch order, flips and sampling.
-        num_workers: data-loading processes (default: the config's).
+        options: the run's work folder, epochs, resume checkpoint, seed, workers, progress bar.
 
     Returns:
         :class:`TrainResult` with the trained model (train mode) and per-epoch mean losses.
@@ -93,35 +88,26 @@ def train(
     :func:`deploy.training.classification.train_classifier`.
     """
     if is_classifier_cfg(cfg):
-        return train_classifier(
-            cfg,
-            work_dir,
-            epochs=epochs,
-            resume=resume,
-            seed=seed,
-            num_workers=num_workers,
-            progress=progress,
-            logger=logger,
-        )
+        return train_classifier(cfg, options, logger=logger)
     start_time = time.perf_counter()
-    work_dir = Path(work_dir)
-    log = TrainLog(work_dir, logger)
+    log = TrainLog(options.work_dir, logger)
+    seed = options.seed
     seed_everything(seed)
     model = build_train_model(cfg, logger=log)
-    data_cfg = get_train_dataset_cfg(cfg)
+    data = train_data_settings(cfg)
     with_mask = getattr(getattr(model, 'roi_head', None), 'mask_head', None) is not None
     dataset = CocoTrainDataset(
-        data_cfg['ann_file'],
-        data_cfg['img_prefix'],
+        data.ann_file,
+        data.img_prefix,
         get_train_transform_cfg(cfg),
         with_mask=with_mask,
-        classes=data_cfg['classes'] or get_class_names(cfg),
+        classes=data.classes or get_class_names(cfg),
         seed=seed,
     )
     class_names = dataset.class_names
     model.class_names = tuple(class_names)
-    workers = data_cfg['num_workers'] if num_workers is None else num_workers
-    loader = build_train_loader(dataset, data_cfg['batch_size'], workers, seed)
+    workers = data.num_workers if options.num_workers is None else options.num_workers
+    loader = build_train_loader(dataset, data.batch_size, workers, seed)
     return fit(
         model,
         cfg,
@@ -129,11 +115,11 @@ def train(
         loader,
         class_names,
         lambda batch, optimizer, grad_clip: train_step(model, batch, optimizer, grad_clip),
-        work_dir=work_dir,
+        work_dir=options.work_dir,
         log=log,
         seed=seed,
-        epochs=epochs,
-        resume=resume,
-        progress=progress,
+        epochs=options.epochs,
+        resume=options.resume,
+        progress=options.progress,
         start_time=start_time,
     )

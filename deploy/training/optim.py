@@ -8,7 +8,8 @@
   ``dict(policy='CosineAnnealing', min_lr_ratio=... | min_lr=..., by_epoch=True)`` or
   ``dict(policy='fixed')``, each with optional ``warmup='linear' | 'constant' | 'exp'``,
   ``warmup_iters`` and ``warmup_ratio`` (mmcv's LrUpdaterHook semantics);
-* ``runner = dict(type='EpochBasedRunner', max_epochs=N)`` (or a plain ``total_epochs = N``).
+* ``runner = dict(type='EpochBasedRunner', max_epochs=N)`` (or a plain ``total_epochs = N``),
+  read by :func:`deploy.training.settings.epoch_count`.
 """
 
 from __future__ import annotations
@@ -49,19 +50,6 @@ def build_optimizer(
             weight_decay=settings.weight_decay,
         )
     raise ConfigError(f'unsupported optimizer {settings.type!r} (SGD, Adam, AdamW)')
-
-
-def max_epochs(cfg) -> int:
-    """``runner.max_epochs`` (2.x), ``train_cfg.max_epochs`` (3.x loop) or ``total_epochs``."""
-    runner = cfg.get('runner')
-    if isinstance(runner, Mapping) and runner.get('max_epochs'):
-        return int(runner['max_epochs'])
-    loop = cfg.get('train_cfg')
-    if isinstance(loop, Mapping) and loop.get('max_epochs'):
-        return int(loop['max_epochs'])
-    if cfg.get('total_epochs'):
-        return int(cfg['total_epochs'])
-    raise ConfigError('the config sets no epoch count (`runner.max_epochs`)')
 
 
 class LrSchedule:

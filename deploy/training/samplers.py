@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from .assigners import AssignResult
+from .settings import SamplerSettings
 
 
 @dataclass
@@ -157,11 +158,15 @@ class RandomSampler:
 SAMPLERS = {'PseudoSampler': PseudoSampler, 'RandomSampler': RandomSampler}
 
 
-def build_sampler(cfg: dict | None) -> PseudoSampler | RandomSampler:
-    """A sampler from its config (``None``: :class:`PseudoSampler`, MMDetection 2.x's default
-    for dense heads whose ``train_cfg`` names no sampler)."""
+def build_sampler(cfg: SamplerSettings | dict | None) -> PseudoSampler | RandomSampler:
+    """A sampler from its typed settings or its config dict (``None``: :class:`PseudoSampler`,
+    MMDetection 2.x's default for dense heads whose ``train_cfg`` names no sampler)."""
     if cfg is None:
         return PseudoSampler()
+    if isinstance(cfg, SamplerSettings):
+        if cfg.type == 'PseudoSampler':
+            return PseudoSampler()
+        return RandomSampler(cfg.num, cfg.pos_fraction, cfg.neg_pos_ub, cfg.add_gt_as_proposals)
     cfg = dict(cfg)
     kind = cfg.pop('type')
     if kind not in SAMPLERS:
