@@ -145,3 +145,21 @@ def test_rtmdet_training_steps_fit_the_boxes():
     after = _best_ious(model, batch)
     # from near-empty boxes (the regression starts at N(0, 0.01)) to a fitted one
     assert max(before) < 0.1 and max(after) > 0.5, (before, after)
+
+
+def test_bundled_rtmdet_finds_the_demo_shapes():
+    """The shipped checkpoint (a few MB, read by the restricted loader) finds the demo image's
+    three clearest shapes, as the bundled RetinaNet does (its boxes above 0.8)."""
+    from deploy.api import Detector
+
+    checkpoint = ROOT / 'checkpoints' / 'rtmdet_tiny_synthetic.pth'
+    assert checkpoint.stat().st_size < 8e6
+    detector = Detector(str(checkpoint), str(BUNDLED_RTMDET), logger=None)
+    found = detector(str(ROOT / 'demo' / 'demo.jpg')).above(0.3)
+    expected = [('square', [0, 337, 109, 442]), ('star', [136, 32, 298, 201])]
+    expected.append(('star', [135, 302, 192, 356]))
+    boxes = torch.as_tensor(found.boxes, dtype=torch.float32).reshape(-1, 4)
+    for name, box in expected:
+        ious = bbox_overlaps(torch.tensor([box], dtype=torch.float32), boxes)[0]
+        same = torch.tensor([n == name for n in found.names], dtype=torch.bool)
+        assert bool(((ious >= 0.7) & same).any()), (name, box, found.names, boxes)
