@@ -1,4 +1,4 @@
-"""RTMDet with a narrow CSPNeXt (widen 0.1875 of RTMDet-l's channels, one block per stage), trained
+"""RTMDet with a narrow CSPNeXt (0.1875 of RTMDet-l's widths, one block per stage), trained
 from scratch on the generated synthetic COCO set: the project's bundled real-time detector and
 the model its INT8 accuracy is measured on (checkpoint a few MB).
 
@@ -9,16 +9,17 @@ Reproduce the shipped checkpoint:
         --work-dir work_dirs/rtmdet_tiny_synthetic --seed 0 --threads 1 --workers 1 \
         --out checkpoints/rtmdet_tiny_synthetic.pth
 
-TRAINING_NOTE
+(20 epochs x 50 iterations of 8 images: 31 min on 2 CPU cores shared with other jobs, 60 to
+170 s per epoch depending on their load.)
 
-Evaluate (val split, 50 images): AP_NOTE
+Evaluate (val split, 50 images): box AP 0.624, AP50 0.843, AP75 0.731:
 
     python tools/test.py configs/bundled/rtmdet_tiny_synthetic.py \
         checkpoints/rtmdet_tiny_synthetic.pth --backend pytorch --eval bbox
 
 The test pipeline is RTMDet's: keep-ratio resize into 320x320, pad bottom/right to 320x320 with
-the raw value 114. Training pads each batch to its largest image instead (with the normalised
-zero), a difference of under 0.2 in the network's input units.
+the raw value 114. Training pads each batch to its largest image, rounded up to a multiple of
+32, with the normalised zero instead: under 0.2 apart in the network's input units.
 """
 
 _base_ = ['../rtmdet/rtmdet_tiny_8xb32-300e_coco.py']
