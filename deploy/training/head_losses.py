@@ -23,6 +23,7 @@ from ..ops.roi_align import roi_align_eager
 from ..settings import parse_settings
 from .assigners import build_assigner
 from .losses import build_loss
+from .rtmdet_targets import pad_to_stride, rtmdet_head_loss
 from .samplers import build_sampler
 from .settings import DenseTrainSettings, RcnnTrainSettings, TwoStageTrainSettings
 from .targets import (
@@ -228,6 +229,9 @@ def detector_loss(model: nn.Module, batch: dict) -> dict[str, Tensor]:
     if hasattr(model, 'rpn_head') and hasattr(model, 'roi_head'):
         return two_stage_loss(model, batch)
     head = getattr(model, 'bbox_head', None)
+    if type(head).__name__ == 'RTMDetSepBNHead':
+        outputs = head(model.extract_feat(pad_to_stride(batch['img'], max(head.strides))))
+        return rtmdet_head_loss(head, outputs, batch, model.train_cfg or {})
     if head is not None and hasattr(head, 'prior_generator') and hasattr(head, 'bbox_coder'):
         outputs = head(model.extract_feat(batch['img']))
         if len(outputs) != 2:

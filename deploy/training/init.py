@@ -54,6 +54,8 @@ def _init_dense_head(head: nn.Module, prior_prob: float = 0.01) -> None:
         cls_conv = getattr(head, 'retina_cls', None) or getattr(head, 'conv_cls', None)
         if cls_conv is not None:
             nn.init.constant_(cls_conv.bias, bias_init_with_prob(prior_prob))
+    for conv in getattr(head, 'rtm_cls', None) or []:  # RTMDet's per-level classifiers
+        nn.init.constant_(conv.bias, bias_init_with_prob(prior_prob))
 
 
 def _init_bbox_head(head: nn.Module) -> None:

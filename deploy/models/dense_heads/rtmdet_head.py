@@ -89,6 +89,7 @@ class RTMDetSepBNHead(BaseDenseHead):
         self.norm_cfg = norm_cfg or dict(type='BN', momentum=0.03, eps=0.001)
         self.act_cfg = act_cfg or dict(type='SiLU')
         self.train_cfg = train_cfg
+        self.loss_cls_cfg, self.loss_bbox_cfg = loss_cls, loss_bbox  # read by training only
         self.test_cfg = self.settings_from(test_cfg)
         generator = dict(
             anchor_generator or dict(type='MlvlPointGenerator', offset=0, strides=[8, 16, 32])
