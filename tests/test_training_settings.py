@@ -166,3 +166,22 @@ def test_a_3x_training_set(prefix):
     assert data.ann_file == 'data/coco/annotations/train.json'
     assert data.img_prefix == 'data/coco/train2017/' and data.classes == ('a', 'b')
     assert (data.batch_size, data.num_workers) == (3, 2) and len(data.pipeline) == 1
+
+
+BUNDLED_RTMDET = ROOT / 'configs' / 'bundled' / 'rtmdet_tiny_synthetic.py'
+
+
+@pytest.mark.parametrize(
+    'key, value, needle',
+    [
+        ('model.train_cfg.assigner.topk', 0, '`model.train_cfg.assigner.topk` must be at least 1'),
+        ('model.train_cfg.assigner.type', 'ATSSAssigner', "unsupported assigner 'ATSSAssigner'"),
+        ('model.train_cfg.assigner.top_k', 9, 'did you mean `topk`'),
+    ],
+)
+def test_a_bad_rtmdet_train_cfg_is_one_error(key, value, needle):
+    cfg = load_config(str(BUNDLED_RTMDET), {key: value})
+    model = build_train_model(cfg, logger=None)
+    with pytest.raises(ConfigError) as info, torch.no_grad():
+        detector_loss(model, _tiny_batch())
+    assert needle in str(info.value) and '\n' not in str(info.value)

@@ -16,15 +16,17 @@ The assignment sees detached predictions, as in MMDetection.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..settings import parse_settings
 from .assigners import bbox_overlaps
 from .rtmdet_losses import build_rtmdet_loss
+from .settings import SoftLabelTrainSettings
 
 _EPS = 1e-7
 _DEFAULT_CLS = dict(type='QualityFocalLoss', use_sigmoid=True, beta=2.0, loss_weight=1.0)
@@ -44,9 +46,7 @@ class SoftLabelAssignment:
 class DynamicSoftLabelAssigner:
     """MMDetection's ``DynamicSoftLabelAssigner`` (see the module docstring)."""
 
-    def __init__(
-        self, soft_center_radius: float = 3.0, topk: int = 13, iou_weight: float = 3.0, **_
-    ):
+    def __init__(self, soft_center_radius: float = 3.0, topk: int = 13, iou_weight: float = 3.0):
         self.soft_center_radius = soft_center_radius
         self.topk = topk
         self.iou_weight = iou_weight
@@ -132,7 +132,10 @@ def _flatten(head: nn.Module, outputs: list[Tensor], channels: int) -> Tensor:
 
 
 def rtmdet_head_loss(
-    head: nn.Module, head_outputs: tuple, batch: dict, train_cfg: dict
+    head: nn.Module,
+    head_outputs: tuple,
+    batch: dict,
+    train_cfg: Mapping | SoftLabelTrainSettings,
 ) -> dict[str, Tensor]:
     """``RTMDetHead.loss_by_feat`` for one batch.
 
@@ -141,16 +144,17 @@ def rtmdet_head_loss(
             ``cls_scores [B, C, H, W]`` logits and ``bbox_preds [B, 4, H, W]`` distances in
             pixels).
         batch: ``gt_bboxes``, ``gt_labels`` (see :mod:`deploy.training.data`).
-        train_cfg: ``assigner`` (``DynamicSoftLabelAssigner`` settings).
+        train_cfg: ``model.train_cfg`` (typed, or the config's dict, parsed here).
 
     Returns:
         ``dict(loss_cls, loss_bbox)``.
     """
-    assigner_cfg = dict(train_cfg.get('assigner') or dict(type='DynamicSoftLabelAssigner'))
-    kind = str(assigner_cfg.pop('type', 'DynamicSoftLabelAssigner')).rsplit('.', 1)[-1]
-    if kind != 'DynamicSoftLabelAssigner':
-        raise ConfigError(f'RTMDet training: assigner {kind!r} is not supported')
-    assigner = DynamicSoftLabelAssigner(**assigner_cfg)
+    if not isinstance(train_cfg, SoftLabelTrainSettings):
+        train_cfg = parse_settings(SoftLabelTrainSettings, train_cfg, 'model.train_cfg')
+    setting = train_cfg.assigner
+    assigner = DynamicSoftLabelAssigner(
+        setting.soft_center_radius, setting.topk, setting.iou_weight
+    )
     cls_scores, bbox_preds = head_outputs[0], head_outputs[1]
     sizes = [tuple(c.shape[-2:]) for c in cls_scores]
     priors = torch.cat(

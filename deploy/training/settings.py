@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from ..config import missing_key_error
@@ -349,6 +349,39 @@ class RcnnTrainSettings:
         for key in ('assigner', 'sampler'):
             if getattr(self, key) is None:
                 raise ConfigError(f'`{where}.{key}` is needed to train')
+
+
+@dataclass(frozen=True)
+class SoftLabelAssignerSettings:
+    """``train_cfg.assigner`` of RTMDet: ``DynamicSoftLabelAssigner`` (see
+    :class:`deploy.training.rtmdet_targets.DynamicSoftLabelAssigner`)."""
+
+    TYPES: ClassVar[tuple[str, ...]] = ('DynamicSoftLabelAssigner',)
+
+    type: str = 'DynamicSoftLabelAssigner'
+    soft_center_radius: float = 3.0
+    topk: int = 13
+    iou_weight: float = 3.0
+    #: accepted for MMDetection configs; the IoU is always :func:`bbox_overlaps`
+    iou_calculator: dict | None = None
+
+    @classmethod
+    def check_raw(cls, values: Mapping, where: str) -> None:
+        _check_type(values, cls.TYPES, 'assigner', where)
+
+    def check_parsed(self, where: str) -> None:
+        if self.topk < 1:
+            raise ConfigError(f'`{where}.topk` must be at least 1, got {self.topk}')
+
+
+@dataclass(frozen=True)
+class SoftLabelTrainSettings:
+    """``model.train_cfg`` of RTMDet's head."""
+
+    assigner: SoftLabelAssignerSettings = field(default_factory=SoftLabelAssignerSettings)
+    allowed_border: int = -1
+    pos_weight: float = -1.0
+    debug: bool = False
 
 
 @dataclass(frozen=True)
