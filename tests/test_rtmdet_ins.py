@@ -146,6 +146,8 @@ def test_graph_is_standard_and_tensorrt_compatible(tiny_onnx):
     graph = onnx.load(str(tiny_onnx))
     assert {o.domain for o in graph.opset_import} <= {'', 'ai.onnx'}
     assert [o.name for o in graph.graph.output] == ['dets', 'labels', 'mask_logits']
+    dims = graph.graph.output[2].type.tensor_type.shape.dim
+    assert [d.dim_param for d in dims] == ['batch', 'num_dets', 'mask_height', 'mask_width']
     assert check_tensorrt_compat(graph) == []
     assert check_tensorrt_compat(graph, {'input': [1, 3, 320, 320], 'img_shape': [1, 2]}) == []
     # what the engine builder checks: the default profile's smallest shapes (32x32)
