@@ -209,3 +209,49 @@ def test_resize_larger_than_the_pad_is_one_clear_error():
     cfg = dataclasses.replace(get_preprocess_cfg(load_config(str(ROOT / TINY))), scale=(800, 800))
     with pytest.raises(ImageError, match='larger than the Pad size 640x640'):
         TestPipeline(cfg)(np.zeros((100, 100, 3), np.uint8))
+
+
+def _head_outputs(model, images):
+    """Head outputs and ``img_shape [B, 2]`` of ``images`` through ``model``'s pipeline."""
+    img, metas = collate([TestPipeline(model.spec.preprocess)(image) for image in images])
+    with torch.no_grad():
+        outs = model.bbox_head(model.extract_feat(img))
+    return img, metas, outs, torch.tensor([m['img_shape'] for m in metas], dtype=torch.float32)
+
+
+def test_deploy_nms_pre_keeps_the_best_pairs_of_all_levels(tiny, tmp_path):
+    """``deploy_nms_pre=k`` leaves the best k candidate (prior, class) pairs of all levels, so
+    the graph's detections are the uncut ones scoring at least the k-th best pair; -1 is no
+    cut. The exported graph does the same as the eager deploy path."""
+    head, k = tiny.bbox_head, 12
+    img, metas, outs, shapes = _head_outputs(tiny, _images())
+    cut_cfg = dataclasses.replace(head.test_cfg, deploy_nms_pre=k)
+    with torch.no_grad():
+        scores = head.dense_candidates(outs[0], outs[1], shapes, head.test_cfg)[1]
+        cut_scores = head.dense_candidates(outs[0], outs[1], shapes, cut_cfg)[1]
+        full = head.predict_by_feat_deploy(outs, shapes)
+        off = head.predict_by_feat_deploy(
+            outs, shapes, dataclasses.replace(cut_cfg, deploy_nms_pre=-1)
+        )
+        cut = head.predict_by_feat_deploy(outs, shapes, cut_cfg)
+    assert all(torch.equal(a, b) for a, b in zip(full, off))
+    kth = scores.flatten(1).topk(k).values[:, -1]
+    assert (cut_scores > 0).flatten(1).sum(1).tolist() == [k, k]
+    for i in range(2):
+        assert (cut_scores[i][cut_scores[i] > 0] >= kth[i]).all()
+        valid = full[1][i] >= 0
+        kept = valid & (full[0][i, :, 4] >= kth[i])
+        assert 0 < int(kept.sum()) < int(valid.sum()), 'the cut must bind'
+        assert torch.equal(cut[0][i, : int(kept.sum())], full[0][i, kept])
+        assert (cut[1][i, int(kept.sum()) :] == -1).all()
+    # the graph: exported from the same weights with the cut set in the config
+    options = {**SMALL_INPUT, 'model.bbox_head.num_classes': head.num_classes}
+    model, _ = init_detector(
+        str(ROOT / TINY), cfg_options={**options, 'model.test_cfg.deploy_nms_pre': k}, logger=None
+    )
+    model.load_state_dict(tiny.state_dict())
+    path = tmp_path / 'cut.onnx'
+    export_onnx(model, img, shapes, path, exporter='torchscript', dynamic=True)
+    got = OnnxRuntimeBackend(path)(network_inputs(img, metas))
+    np.testing.assert_array_equal(got['labels'], cut[1].numpy())
+    np.testing.assert_allclose(got['dets'], cut[0].numpy(), atol=1e-3)

@@ -146,6 +146,8 @@ def test_graph_is_standard_and_tensorrt_compatible(tiny_onnx):
     graph = onnx.load(str(tiny_onnx))
     assert {o.domain for o in graph.opset_import} <= {'', 'ai.onnx'}
     assert [o.name for o in graph.graph.output] == ['dets', 'labels', 'mask_logits']
+    dims = graph.graph.output[2].type.tensor_type.shape.dim
+    assert [d.dim_param for d in dims] == ['batch', 'num_dets', 'mask_height', 'mask_width']
     assert check_tensorrt_compat(graph) == []
     assert check_tensorrt_compat(graph, {'input': [1, 3, 320, 320], 'img_shape': [1, 2]}) == []
     # what the engine builder checks: the default profile's smallest shapes (32x32)
@@ -199,3 +201,33 @@ def test_onnxruntime_box_and_mask_ap_equal_pytorch(tiny, tiny_onnx, options, val
     assert pt.metrics['bbox_mAP'] > 0.2 and pt.metrics['segm_mAP'] > 0.2, pt.metrics
     for key in ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP', 'segm_mAP_50'):
         assert abs(pt.metrics[key] - ort.metrics[key]) <= 0.001, (key, pt.metrics, ort.metrics)
+
+
+def test_deploy_nms_pre_keeps_the_best_pairs_and_their_masks(tiny, val_set):
+    """``deploy_nms_pre=k`` (the deploy path the graph is traced from): the detections are the
+    uncut ones scoring at least the k-th best candidate pair, each with its uncut mask logits;
+    -1 is no cut."""
+    import dataclasses
+
+    head, k = tiny.bbox_head, 40
+    images = sorted(val_set['val_img_prefix'].iterdir())[:2]
+    img, metas = collate([TestPipeline(tiny.spec.preprocess)(path) for path in images])
+    shapes = torch.tensor([m['img_shape'] for m in metas], dtype=torch.float32)
+    with torch.no_grad():
+        outs = head(tiny.extract_feat(img))
+        scores = head.dense_candidates(outs[0], outs[1], shapes, head.test_cfg)[1]
+        cut_cfg = dataclasses.replace(head.test_cfg, deploy_nms_pre=k)
+        full = head.predict_by_feat_deploy(outs, shapes)
+        off = head.predict_by_feat_deploy(
+            outs, shapes, dataclasses.replace(cut_cfg, deploy_nms_pre=-1)
+        )
+        cut = head.predict_by_feat_deploy(outs, shapes, cut_cfg)
+    assert all(torch.equal(a, b) for a, b in zip(full, off))
+    kth = scores.flatten(1).topk(k).values[:, -1]
+    for i in range(2):
+        valid = full[1][i] >= 0
+        kept = valid & (full[0][i, :, 4] >= kth[i])
+        n = int(kept.sum())
+        assert 0 < n < int(valid.sum()), 'the cut must bind'
+        assert torch.equal(cut[0][i, :n], full[0][i, kept]) and (cut[1][i, n:] == -1).all()
+        torch.testing.assert_close(cut[2][i, :n], full[2][i, kept], rtol=0, atol=1e-5)

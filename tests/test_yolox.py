@@ -85,6 +85,48 @@ def test_2x_layout_checkpoint_loads_into_both_configs(tmp_path):
             assert torch.equal(value, model_3x.forward_raw(img)[key]), key
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize('size', ['m', 'l', 'x'])
+def test_random_checkpoint_is_well_conditioned(size):
+    """The random weights of ``random_checkpoint.py`` keep float32 rounding well inside the raw
+    tolerance of ``--verify``: float32 eager against float64 on the demo image at 640 (with zero
+    BN biases YOLOX-m drifts 1.8x the tolerance, YOLOX-l 8.6x)."""
+    from deploy.export.verify import TOLERANCES
+
+    torch.manual_seed(0)
+    model, _ = init_detector(config_3x(size), logger=None)
+    make_detections_likely(model, strong=True)
+    img = TestPipeline(get_preprocess_cfg(load_config(config_3x(size))))(
+        cv2.imread(str(ROOT / 'demo' / 'demo.jpg'))
+    )[0]
+    tol = TOLERANCES['fp32']
+    with torch.no_grad():
+        single = model.forward_raw(img[None])
+        double = model.double().forward_raw(img[None].double())
+    for key, ref in double.items():
+        ref, err = ref.numpy(), np.abs(single[key].double().numpy() - ref.numpy())
+        allowed = tol.raw_rtol * np.abs(ref) + tol.raw_atol * max(1.0, float(np.abs(ref).max()))
+        assert float((err / allowed).max()) < 0.3, (key, float((err / allowed).max()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('size,layout', [('m', '3.x'), ('l', '2.x'), ('x', '3.x')])
+def test_random_checkpoint_passes_verify(size, layout, tmp_path):
+    """``pytorch2onnx.py CFG CKPT --dynamic-export --verify`` on a random checkpoint: raw outputs
+    and every detection (the demo image, a second view, a batch of 2)."""
+    from conftest import call_tool
+
+    config = config_3x(size) if layout == '3.x' else config_2x(size)
+    ckpt = tmp_path / 'random.pth'
+    assert call_tool('random_checkpoint.py', config, ckpt, cwd=tmp_path).code == 0
+    args = (config, ckpt, '--dynamic-export', '--exporter', 'torchscript', '--verify')
+    outcome = call_tool(
+        'pytorch2onnx.py', *args, '--output-file', tmp_path / 'm.onnx', cwd=tmp_path
+    )
+    assert outcome.code == 0 and 'verification passed' in outcome.stdout, outcome.stdout[-3000:]
+    assert outcome.stdout.count('PASS') == 3 and '(!)' not in outcome.stdout
+
+
 # -- pre-processing, priors, decoding, scores ---------------------------------------------------
 @pytest.mark.parametrize('config', [config_3x('tiny'), config_2x('tiny')])
 def test_pipeline_resizes_keeping_ratio_and_pads_square_with_114(config):

@@ -343,6 +343,8 @@ def _dynamic_axes(input_names, output_names, skip_postprocess: bool, dynamic_siz
     axes['img_shape'] = {0: 'batch'}
     for name in output_names:
         axes[name] = {0: 'batch', 1: 'num_dets'}
+    if dynamic_size and 'mask_logits' in axes:  # RTMDet-Ins: over the canvas at the mask stride
+        axes['mask_logits'].update({2: 'mask_height', 3: 'mask_width'})
     return axes
 
 

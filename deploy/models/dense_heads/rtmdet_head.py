@@ -166,7 +166,8 @@ class RTMDetSepBNHead(BaseDenseHead):
         """Every prior's box ``[B, N, 4]`` and class scores ``[B, N, C]``, zero where a pair is
         no candidate: per level at or below ``score_thr``, or outside the best ``nms_pre``
         (a mask, no ``TopK``: 30000 is beyond TensorRT's TopK limit), or its box is not wider
-        and taller than ``min_bbox_size``."""
+        and taller than ``min_bbox_size``, or (``deploy_nms_pre > 0``) outside the best
+        ``deploy_nms_pre`` pairs of all levels."""
         first = cls_scores[0]
         sizes = [c.shape[-2:] for c in cls_scores]
         priors = self.get_priors(sizes, first.dtype, first.device)
@@ -184,6 +185,9 @@ class RTMDetSepBNHead(BaseDenseHead):
             wh = boxes[..., 2:] - boxes[..., :2]
             large = (wh[..., 0] > cfg.min_bbox_size) & (wh[..., 1] > cfg.min_bbox_size)
             scores = torch.where(large.unsqueeze(-1), scores, 0.0)
+        if cfg.deploy_nms_pre > 0:  # the best pairs of all levels, as the other dense heads
+            keep = top_k_mask(scores.reshape(scores.shape[0], -1), cfg.deploy_nms_pre)
+            scores = torch.where(keep.reshape(scores.shape), scores, 0.0)
         return boxes, scores
 
     def level_outputs(self, cls_score: Tensor, bbox_pred: Tensor):
