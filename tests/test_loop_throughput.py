@@ -109,7 +109,9 @@ def test_pure_inference_times_backend_calls_only():
     ips = test_job.pure_inference_throughput(runner, _batches(range(5)), chunk=2)
     assert len(calls) == 6  # one warm-up call, then every batch once
     assert 0 < ips < 1 / 0.002
-    line = test_job.loop_line(5, 0.5, ips, 2)
+    run = test_job.TestRun([None] * 5, list(range(5)), loop_images_per_second=10.0)
+    run.pure_images_per_second = ips
+    line = test_job.loop_line(run, 2)
     assert line.startswith('inference loop: 10.0 img/s') and '(2 threads)' in line
     assert f'{10.0 / ips:.0%}' in line
 

@@ -143,10 +143,11 @@ def evaluate_model(
     run.wall_seconds = time.perf_counter() - run_start
     if run.results:
         logger(throughput_line(run, data.stages, world_size, run_label(runner, plan, options)))
-        pure = None
+        run.loop_images_per_second = len(run.results) / loop_seconds
         if options.pure_inference and world_size == 1:
-            pure = pure_inference_throughput(runner, _shard(data, options, batch_size, 0, 1, 0)[0])
-        logger(loop_line(len(run.results), loop_seconds, pure, options.num_threads))
+            loader = _shard(data, options, batch_size, 0, 1, num_workers=0)[0]
+            run.pure_images_per_second = pure_inference_throughput(runner, loader)
+        logger(loop_line(run, options.num_threads))
     if failures:
         raise DeployError('; '.join(failures))
     return run
@@ -170,11 +171,11 @@ def throughput_line(run: TestRun, stages: str, world_size: int = 1, label: str =
     )
 
 
-def loop_line(images: int, loop_seconds: float, pure: float | None, threads: int | None) -> str:
+def loop_line(run: TestRun, threads: int | None) -> str:
     """The inference loop's throughput (reading, pre-processing, backend calls, post-processing
-    and encoding of every image; not the model load or the evaluation), and with ``pure`` the
+    and encoding of every image; not the model load or the evaluation), and where measured the
     backend's own on pre-made inputs, at the same thread count."""
-    loop = images / loop_seconds if loop_seconds else 0.0
+    loop, pure = run.loop_images_per_second, run.pure_images_per_second
     line = f'inference loop: {loop:.1f} img/s (load, infer, encode)'
     if pure:
         where = f'{threads} threads' if threads else 'default threads'
