@@ -103,14 +103,5 @@ def build_dataloader(dataset: Dataset, batch_size: int = 1, num_workers: int = 2
         collate_fn=functools.partial(collate, pad_value=pad_value),
         persistent_workers=workers,
         prefetch_factor=4 if workers else None,
-        worker_init_fn=_one_opencv_thread if workers else None,
         pin_memory=torch.cuda.is_available(),
     )
-
-
-def _one_opencv_thread(_worker_id: int) -> None:
-    """A loading process is one lane of work: OpenCV's own thread pool in each would compete
-    with the backend's threads for the same cores (PyTorch already runs workers on one thread)."""
-    import cv2
-
-    cv2.setNumThreads(1)
