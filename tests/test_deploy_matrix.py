@@ -7,7 +7,7 @@ import bundled_exports as bundled
 import pytest
 from conftest import call_tool
 
-from deploy.apis.matrix import MatrixRow, pareto_front, recommend
+from deploy.apis.matrix import MatrixRow, format_table, pareto_front, recommend, speed_note
 
 
 def test_pareto_front_keeps_the_points_nothing_beats():
@@ -30,6 +30,23 @@ def test_recommend_picks_the_fastest_row_within_the_budget():
     assert recommend(rows, 0.3).backend == 'a'
     assert recommend(rows, 0.5).backend == 'b'
     assert recommend(rows[2:], 0.3) is None
+
+
+def test_speed_note_names_the_fastest_row_and_the_roi_align_share():
+    rows = [
+        MatrixRow('pytorch', 'fp32', latency_ms=900.0),
+        MatrixRow('onnxruntime', 'fp32', latency_ms=300.0),
+        MatrixRow('onnxruntime', 'int8', latency_ms=120.0, roi_align_share=0.28),
+        MatrixRow('openvino', 'int8', latency_ms=100.0),
+        MatrixRow('tensorrt', 'fp16', status='skipped: no GPU'),
+    ]
+    note = speed_note(rows)
+    assert note.startswith('fastest: openvino int8, 3.00x onnxruntime fp32')
+    assert 'onnxruntime int8 2.50x' in note and 'is 28% of its INT8 run' in note
+    assert speed_note(rows[:2]) == 'fastest: onnxruntime fp32, 1.00x onnxruntime fp32'
+    assert speed_note(rows[4:]) is None
+    report = dict(rows=[], recommended=None, max_ap_drop=0.3, note=note, failures=[])
+    assert f'note: {note}' in format_table(report)
 
 
 def test_unknown_row_is_one_line(tmp_path):
@@ -68,6 +85,7 @@ def test_matrix_rows_match_test_tool_and_floor_gates(tmp_path):
     assert len(report['failures']) == 2 and 'below the floor 101' in report['failures'][0]
     assert by_name['pytorch fp32']['ratio'] == pytest.approx(1.0)
     assert '| onnxruntime int8 | ok |' in out.stdout and 'recommended: ' in out.stdout
+    assert report['note'].startswith('fastest: ') and f'note: {report["note"]}' in out.stdout
     assert (tmp_path / 'm.png').stat().st_size > 0
     # the INT8 row's AP is what tools/test.py gives for that file
     work = tmp_path / 'test_int8'

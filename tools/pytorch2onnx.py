@@ -67,7 +67,8 @@ def parse_args(argv=None):
         choices=EXPORTERS,
         default=None,
         help='torch.export-based (dynamo) or legacy TorchScript tracer (default: '
-        f'{DEFAULT_EXPORTER}; DINO: torchscript, its dynamo export takes minutes)',
+        f'{DEFAULT_EXPORTER}; DINO, RetinaNet, Faster R-CNN: torchscript, their dynamo export '
+        'takes two to five times longer)',
     )
     parser.add_argument('--device', default='cpu', help='device for tracing (cpu, cuda:0)')
     parser.add_argument(

@@ -5,9 +5,9 @@
     python tools/test.py CLASSIFIER_CONFIG model.onnx --backend onnxruntime --eval accuracy
 
 Flags follow MMDetection 2.x's tools/deployment/test.py, plus --backend pytorch, --device,
---batch-size, --workers, --threads, --num-images, --class-map, --eval-backend and --launcher
-(distributed evaluation, see tools/dist_test.sh). The model file's settings are checked against
-the config: see "Errors" in the README.
+--batch-size, --workers, --threads, --num-images, --pure-inference, --class-map, --eval-backend and
+--launcher (distributed evaluation, see tools/dist_test.sh). The model file's settings are checked
+against the config: see "Errors" in the README.
 """
 
 import argparse
@@ -84,6 +84,12 @@ def parse_args(argv=None):
         '--num-images', type=int, default=None, help='evaluate only the first N images'
     )
     parser.add_argument(
+        '--pure-inference',
+        action='store_true',
+        help='after the run, time the backend alone on the same images made in memory first, '
+        "and print the inference loop's share of that throughput",
+    )
+    parser.add_argument(
         '--class-map',
         default=None,
         metavar='name|index|FILE.json',
@@ -120,8 +126,10 @@ def parse_args(argv=None):
         parser.error('without a config, give the data set: --ann-file A --img-dir D')
     args.backend = args.backend or backend_by_suffix(args.model, parser)
     args.triton = triton_options(args, parser)
-    if not (args.out or args.eval or args.format_only or args.show_dir):
-        parser.error('give at least one of --out, --eval, --format-only, --show-dir')
+    if not (args.out or args.eval or args.format_only or args.show_dir or args.pure_inference):
+        parser.error(
+            'give at least one of --out, --eval, --format-only, --show-dir, --pure-inference'
+        )
     if args.eval and args.format_only:
         parser.error('--eval and --format-only are exclusive')
     if args.out and not args.out.endswith(('.pkl', '.pickle')):
@@ -218,6 +226,7 @@ def options_from_args(args: argparse.Namespace, eval_options: dict):
         precision=args.precision,
         triton=args.triton,
         test_set=TestSet(args.ann_file, args.img_dir) if args.ann_file else None,
+        pure_inference=args.pure_inference,
     )
 
 

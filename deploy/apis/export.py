@@ -111,7 +111,8 @@ class ExportOptions:
     uint8 BGR, any size) and returns boxes in image pixels (:mod:`deploy.ops.preprocess`); its
     verification reports how far the in-graph resize is from OpenCV's.
     ``exporter=None`` takes the model's ``default_exporter`` (the faster one where a model's
-    measured export time calls for it, DINO's TorchScript), else :data:`DEFAULT_EXPORTER`.
+    measured export time calls for it: TorchScript for DINO, RetinaNet and Faster R-CNN), else
+    :data:`DEFAULT_EXPORTER`.
     ``verify_backends``: the engines the file is verified on (``onnxruntime`` always; e.g.
     ``openvino``, ``openvino:bf16``), each with its own table and the tolerances of the
     precision it computes in.
@@ -123,7 +124,8 @@ class ExportOptions:
     opset_version: int = DEFAULT_OPSET
     cfg_options: dict | None = None
     dynamic: bool = False
-    #: ``None``: the model's ``default_exporter`` (DINO's TorchScript), else DEFAULT_EXPORTER
+    #: ``None``: the model's ``default_exporter`` (TorchScript for DINO, RetinaNet, Faster
+    #: R-CNN), else DEFAULT_EXPORTER
     exporter: str | None = None
     simplify: bool = False
     skip_postprocess: bool = False

@@ -101,6 +101,9 @@ class MatrixRow:
     latency_ms: float | None = None  # mean of pre-processing + inference + post-processing
     images_per_s: float | None = None
     ratio: float | None = None  # latency over PyTorch's (< 1: faster)
+    #: ONNX Runtime rows: RoiAlign's share of the profiled run (two-stage models; no integer
+    #: kernel exists for it, so it bounds what INT8 can gain there)
+    roi_align_share: float | None = None
 
     @property
     def name(self) -> str:
@@ -222,7 +225,8 @@ class DeploymentMatrix:
             rounds=self.options.rounds,
             threads=self.options.threads,
             cfg_options=self.options.cfg_options,
-            ort_profile=False,
+            ort_profile=True,  # the RoiAlign share of ONNX Runtime rows
+            profile_iters=2,
             count_flops=False,
             peak_size=256,  # the peak is not reported here
             precisions=[_bench_precision(r) for r in rows],
@@ -236,6 +240,9 @@ class DeploymentMatrix:
             row.latency_ms = result['latency_ms']['total']['mean']
             row.images_per_s = result['throughput_ips']['total']
             row.ratio = result['ratio']['total']
+            by_op = (result.get('ort_profile') or {}).get('by_op_ms') or {}
+            if 'RoiAlign' in by_op:
+                row.roi_align_share = by_op['RoiAlign'] / result['ort_profile']['run_ms']
 
     def report(self, rows: list[MatrixRow]) -> dict:
         options = self.options
@@ -257,6 +264,7 @@ class DeploymentMatrix:
             environment=getattr(self, 'environment', None),
             rows=[dict(asdict(r), name=r.name) for r in rows],
             recommended=best.name if best else None,
+            note=speed_note(rows),
             failures=failures,
         )
 
@@ -292,6 +300,27 @@ def recommend(rows: list[MatrixRow], max_ap_drop: float) -> MatrixRow | None:
         and all(d <= max_ap_drop + 1e-9 for d in r.drop.values())
     ]
     return min(within, key=lambda r: r.latency_ms, default=None)
+
+
+def speed_note(rows: list[MatrixRow]) -> str | None:
+    """Which row is fastest end to end and by how much over ONNX Runtime FP32 (or the first
+    timed row), whatever its AP; with what limits ONNX Runtime INT8 where RoiAlign ran."""
+    timed = [r for r in rows if r.ran and r.latency_ms]
+    if not timed:
+        return None
+    by_name = {r.name: r for r in timed}
+    base = by_name.get('onnxruntime fp32', timed[0])
+    fastest = min(timed, key=lambda r: r.latency_ms)
+    note = f'fastest: {fastest.name}, {base.latency_ms / fastest.latency_ms:.2f}x {base.name}'
+    int8 = by_name.get('onnxruntime int8')
+    if int8 is not None and int8 is not fastest and base.name == 'onnxruntime fp32':
+        note += f'; onnxruntime int8 {base.latency_ms / int8.latency_ms:.2f}x'
+    if int8 is not None and int8.roi_align_share:
+        note += (
+            f'; RoiAlign has no integer kernel in ONNX Runtime and is '
+            f'{int8.roi_align_share:.0%} of its INT8 run'
+        )
+    return note
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -343,6 +372,8 @@ def format_table(report: dict) -> str:
         lines.append(f'recommended: {best} (the fastest row within {budget} AP of PyTorch)')
     else:
         lines.append(f'recommended: none (no row that ran is within {budget} AP of PyTorch)')
+    if report.get('note'):
+        lines.append(f'note: {report["note"]}')
     lines += [f'FAILED: {failure}' for failure in report['failures']]
     return '\n'.join(lines)
 

@@ -1,8 +1,11 @@
 """The evaluation job behind ``tools/test.py``: a data set through a backend, then the task's
 metrics (COCO for detectors, top-k accuracy for classifiers: :mod:`deploy.tasks`)."""
 
+import collections
+import itertools
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,8 @@ class TestOptions:
         launcher: ``'pytorch'`` under ``torchrun``: each rank runs its shard of the data set on
             its own backend session (GPU ``LOCAL_RANK`` for ``cuda``), rank 0 gathers the results
             and alone writes and evaluates; the other ranks return their shard, without metrics.
+        pure_inference: after the run, time the backend alone on the same images made in memory
+            beforehand (:func:`pure_inference_throughput`) and report the loop's share of it.
     """
 
     backend: str = 'onnxruntime'
@@ -76,6 +81,7 @@ class TestOptions:
     triton: Any = None  # deploy.backends.triton.TritonOptions (imported only when served)
     test_set: TestSet | None = None
     progress: bool = True
+    pure_inference: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, 'metrics', tuple(self.metrics or ()))
@@ -122,7 +128,9 @@ def evaluate_model(
     run_start = time.perf_counter()
     shard = _shard(data, options, batch_size, rank, world_size)
     source = f'{model_file} ({options.backend})'
+    loop_start = time.perf_counter()
     results, img_ids, seconds = _infer(runner, plan, shard, data, options, source, logger)
+    loop_seconds = time.perf_counter() - loop_start
     # Both throughputs count every rank's images: the backend's over the slowest rank's time.
     backend_time = gather_backend_time(len(results), seconds)
     gathered = gather_results(results, img_ids)
@@ -135,6 +143,11 @@ def evaluate_model(
     run.wall_seconds = time.perf_counter() - run_start
     if run.results:
         logger(throughput_line(run, data.stages, world_size, run_label(runner, plan, options)))
+        run.loop_images_per_second = len(run.results) / loop_seconds
+        if options.pure_inference and world_size == 1:
+            loader = _shard(data, options, batch_size, 0, 1, num_workers=0)[0]
+            run.pure_images_per_second = pure_inference_throughput(runner, loader)
+        logger(loop_line(run, options.num_threads))
     if failures:
         raise DeployError('; '.join(failures))
     return run
@@ -156,6 +169,37 @@ def throughput_line(run: TestRun, stages: str, world_size: int = 1, label: str =
         f'end ({stages}), {run.backend_throughput:.1f} img/s backend inference alone '
         f'({run.pipeline_efficiency:.0%})'
     )
+
+
+def loop_line(run: TestRun, threads: int | None) -> str:
+    """The inference loop's throughput (reading, pre-processing, backend calls, post-processing
+    and encoding of every image; not the model load or the evaluation), and where measured the
+    backend's own on pre-made inputs, at the same thread count."""
+    loop, pure = run.loop_images_per_second, run.pure_images_per_second
+    line = f'inference loop: {loop:.1f} img/s (load, infer, encode)'
+    if pure:
+        where = f'{threads} threads' if threads else 'default threads'
+        line += f'; pure backend inference on pre-made inputs: {pure:.1f} img/s ({where}): '
+        line += f'the loop reaches {loop / pure:.0%} of it'
+    return line
+
+
+def pure_inference_throughput(runner, loader, chunk: int = 16) -> float:
+    """Images per second of ``runner``'s calls alone on the inputs of ``loader`` (no workers),
+    made ``chunk`` batches at a time before any of them is timed: memory stays bounded and
+    nothing else runs while the backend does. The first call is a warm-up, not timed."""
+    batches = iter(loader)
+    seconds, images, warm = 0.0, 0, False
+    while made := [network_inputs(img, metas) for img, metas in itertools.islice(batches, chunk)]:
+        if not warm:
+            runner(made[0])
+            warm = True
+        for inputs in made:
+            start = time.perf_counter()
+            runner(inputs)
+            seconds += time.perf_counter() - start
+            images += len(next(iter(inputs.values())))
+    return images / seconds if seconds else 0.0
 
 
 def _build_runner(cfg, model_file, options: TestOptions, rank: int, world_size: int):
@@ -193,14 +237,23 @@ def _batch_size(plan: RunPlan, options: TestOptions, logger: Logger) -> int:
     return wanted
 
 
-def _shard(data: TestData, options: TestOptions, batch_size: int, rank: int, world_size: int):
-    """This rank's share of the test set, batched: ``(loader, number of images)``."""
+def _shard(
+    data: TestData,
+    options: TestOptions,
+    batch_size: int,
+    rank: int,
+    world_size: int,
+    num_workers: int | None = None,
+):
+    """This rank's share of the test set, batched: ``(loader, number of images)``; the
+    loader has ``num_workers`` (default: the options') loading processes."""
     dataset = data.dataset
     indices = list(range(len(dataset)))[: options.num_images]
     if world_size > 1:
         indices = [indices[i] for i in shard_indices(len(indices), rank, world_size)]
     shard = dataset if len(indices) == len(dataset) else Subset(dataset, indices)
-    loader = build_dataloader(shard, batch_size=batch_size, num_workers=options.num_workers)
+    workers = options.num_workers if num_workers is None else num_workers
+    loader = build_dataloader(shard, batch_size=batch_size, num_workers=workers)
     return loader, len(indices)
 
 
@@ -221,16 +274,24 @@ def _infer(
     img_ids: list[int] = []
     infer_seconds, refitted = 0.0, 0
     label = run_label(runner, plan, options)
-    for img, metas in _progress(loader, label, total, options.progress):
-        inputs = network_inputs(img, metas)
-        if plan.fixed_shape is not None:
-            refitted += fitted_differently(metas, plan.preprocess)
-        start = time.perf_counter()
-        outputs = runner(inputs)
-        infer_seconds += time.perf_counter() - start
-        check_outputs_finite(outputs, source)
-        results.extend(data.batch_results(outputs, metas))
-        img_ids.extend(int(m['img_id']) for m in metas)
+    # Post-processing (mask pasting, encoding) runs on a thread while the backend runs the next
+    # batch; results are taken in order, at most two batches behind, so memory stays flat.
+    with ThreadPoolExecutor(max_workers=1) as post:
+        pending: collections.deque = collections.deque()
+        for img, metas in _progress(loader, label, total, options.progress):
+            inputs = network_inputs(img, metas)
+            if plan.fixed_shape is not None:
+                refitted += fitted_differently(metas, plan.preprocess)
+            start = time.perf_counter()
+            outputs = runner(inputs)
+            infer_seconds += time.perf_counter() - start
+            check_outputs_finite(outputs, source)
+            pending.append(post.submit(data.batch_results, outputs, metas))
+            img_ids.extend(int(m['img_id']) for m in metas)
+            while len(pending) > 2:
+                results.extend(pending.popleft().result())
+        while pending:
+            results.extend(pending.popleft().result())
     if plan.fixed_shape is not None and not plan.decoded_images:
         logger(static_note(refitted, len(results), plan.fixed_shape))
     return results, img_ids, infer_seconds

@@ -139,6 +139,7 @@ class TestPipeline:
     def __init__(self, cfg: PreprocessConfig, fixed_shape: tuple[int, int] | None = None):
         self.cfg = cfg
         self.fixed_shape = tuple(fixed_shape) if fixed_shape else None
+        self._tables: np.ndarray | None = None  # [3, 256] normalised uint8 levels, made once
 
     def __call__(self, image, img_id: int | None = None) -> tuple[torch.Tensor, dict]:
         filename = None
@@ -174,7 +175,6 @@ class TestPipeline:
             canvas = self.fixed_shape or cfg.pad_to_size
             image = pad_raw_to_size(image, canvas, cfg.pad_to_size_value)
             img_shape = image.shape[:2]  # MMDetection 3.x's Pad: boxes clip to the canvas
-        image = normalize(image, cfg.mean, cfg.std, cfg.to_rgb)
         if self.fixed_shape is not None:
             pad_h, pad_w = self.fixed_shape
         else:
@@ -182,8 +182,13 @@ class TestPipeline:
             if cfg.pad_to_square:  # mmcv's Pad(pad_to_square=True): a square of the long side
                 pad_h = pad_w = max(pad_h, pad_w)
             pad_h, pad_w = pad_size(pad_h, pad_w, cfg.size_divisor)
-        image = pad_to(image, pad_h, pad_w, cfg.pad_value)
-        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if image.dtype == np.uint8:
+            chw = self._normalized_chw(image, pad_h, pad_w)
+        else:
+            image = normalize(image, cfg.mean, cfg.std, cfg.to_rgb)
+            image = pad_to(image, pad_h, pad_w, cfg.pad_value)
+            chw = np.ascontiguousarray(image.transpose(2, 0, 1))
+        tensor = torch.from_numpy(chw)
         meta = dict(
             ori_shape=(ori_h, ori_w),
             img_shape=img_shape,
@@ -195,6 +200,24 @@ class TestPipeline:
             filename=filename,
         )
         return tensor, meta
+
+    def _normalized_chw(self, image: np.ndarray, pad_h: int, pad_w: int) -> np.ndarray:
+        """A uint8 ``HxWx3`` image normalised, padded and laid out ``[3, pad_h, pad_w]``.
+
+        :func:`normalize` is element-wise, so a uint8 pixel has 256 possible results per
+        channel: they are computed once with the same arithmetic and looked up, which gives the
+        same bits at a fraction of the cost (the float64 product dominated pre-processing).
+        """
+        cfg = self.cfg
+        if self._tables is None:
+            levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None, None], 3, axis=2)
+            self._tables = normalize(levels, cfg.mean, cfg.std, cfg.to_rgb)[:, 0, :].T.copy()
+        out = np.full((3, pad_h, pad_w), cfg.pad_value, dtype=np.float32)
+        h, w = image.shape[:2]
+        for channel in range(3):
+            source = 2 - channel if cfg.to_rgb else channel
+            np.take(self._tables[channel], image[:, :, source], out=out[channel, :h, :w])
+        return out
 
 
 class DecodedImagePipeline:

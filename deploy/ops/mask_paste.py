@@ -33,8 +33,13 @@ def _box_grid(boxes: Tensor, xs: Tensor, ys: Tensor) -> Tensor:
     gx = torch.where(torch.isfinite(gx), gx, 0.0)
     gy = torch.where(torch.isfinite(gy), gy, 0.0)
     height, width = gy.shape[1], gx.shape[1]
-    return torch.stack(
-        [gx[:, None, :].expand(-1, height, width), gy[:, :, None].expand(-1, height, width)], dim=3
+    # cat of [..., 1] views, not stack: stacking expanded views copies 3-4x slower in eager
+    return torch.cat(
+        [
+            gx[:, None, :, None].expand(-1, height, width, 1),
+            gy[:, :, None, None].expand(-1, height, width, 1),
+        ],
+        dim=3,
     )
 
 

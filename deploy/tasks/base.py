@@ -42,6 +42,11 @@ class TestRun:
     #: throughput of the backend calls alone over the same images (all ranks side by side);
     #: 0: one process, ``1000 / latency_ms``
     backend_images_per_second: float = 0.0
+    #: images per second of the inference loop (reading, pre-processing, backend calls,
+    #: post-processing, encoding; not the model load or the evaluation)
+    loop_images_per_second: float = 0.0
+    #: images per second of the backend alone on pre-made inputs (``pure_inference``), else 0
+    pure_images_per_second: float = 0.0
 
     @property
     def end_to_end_images_per_second(self) -> float:

@@ -89,6 +89,9 @@ class TwoStageDetector(BaseDetector):
 class FasterRCNN(TwoStageDetector):
     """Faster R-CNN (Ren et al., 2015): ResNet + FPN + RPN + :class:`StandardRoIHead`."""
 
+    #: as RetinaNet's: TorchScript, half dynamo's export CPU time on R50, the same detections
+    default_exporter = 'torchscript'
+
 
 @MODELS.register_module()
 class MaskRCNN(TwoStageDetector):
