@@ -5,11 +5,12 @@ import pytest
 
 from deploy.export.options import DEFAULT_EXPORTER
 from deploy.models.detectors.dino import DINO
-from deploy.models.detectors.single_stage import FCOS, RetinaNet
+from deploy.models.detectors.rtmdet import RTMDet
+from deploy.models.detectors.single_stage import FCOS, YOLOX, RetinaNet
 from deploy.models.detectors.two_stage import FasterRCNN, MaskRCNN
 
 
-@pytest.mark.parametrize('model', [RetinaNet, FasterRCNN, DINO])
+@pytest.mark.parametrize('model', [RetinaNet, FasterRCNN, DINO, RTMDet, YOLOX])
 def test_measured_families_export_with_torchscript(model):
     assert model.default_exporter == 'torchscript'
 
