@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_checks import named_lines, one_line_error, temporaries
 from conftest import ROOT, call_tool
+from helpers.cli_checks import named_lines, one_line_error, temporaries
 
 BUNDLED = ROOT / 'configs' / 'bundled'
 RETINA_CFG = BUNDLED / 'retinanet_r18_tiny_synthetic.py'

@@ -5,7 +5,7 @@ import onnx
 import pytest
 import torch
 from conftest import random_batch
-from test_detr import batch_inputs, build_small
+from helpers.small_detr import batch_inputs, build_small
 
 from deploy.backends.onnxruntime import OnnxRuntimeBackend
 from deploy.backends.pytorch import PyTorchBackend

@@ -9,7 +9,7 @@ import onnx
 import pytest
 import torch
 from conftest import random_batch, write_pseudo_ground_truth
-from test_dino import (
+from helpers.small_dino import (
     BATCH_INVARIANT,
     DINO_CFG,
     SMALL_DINO,

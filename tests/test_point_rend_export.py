@@ -17,8 +17,9 @@ import onnx
 import pytest
 import torch
 from conftest import write_pseudo_ground_truth
+from helpers.parity import inputs_of
+from helpers.small_point_rend import CONFIG, build_small, pixel_batch, small_options
 from pycocotools import mask as mask_utils
-from test_point_rend import CONFIG, build_small, inputs_of, pixel_batch, small_options
 
 from deploy.apis.test import run_test
 from deploy.backends.onnxruntime import OnnxRuntimeBackend

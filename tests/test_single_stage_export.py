@@ -8,7 +8,7 @@ import onnx
 import pytest
 import torch
 from conftest import random_batch
-from test_single_stage import BATCH_SHAPES, MODELS, OTHER_SHAPE, batch_inputs, build_small
+from helpers.small_single_stage import BATCH_SHAPES, MODELS, OTHER_SHAPE, batch_inputs, build_small
 
 from deploy.backends.onnxruntime import OnnxRuntimeBackend
 from deploy.backends.pytorch import PyTorchBackend

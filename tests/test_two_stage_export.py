@@ -9,8 +9,9 @@ import onnx
 import pytest
 import torch
 from conftest import random_batch
+from helpers.parity import inputs_of, matched_mask_error
+from helpers.small_two_stage import CONFIGS, build_small
 from pycocotools import mask as mask_utils
-from test_two_stage import CONFIGS, build_small, inputs_of, matched_mask_error
 
 from deploy.backends.onnxruntime import OnnxRuntimeBackend
 from deploy.backends.pytorch import PyTorchBackend
