@@ -10,7 +10,6 @@ problem (never a traceback), and that no output, partial file or temporary is le
 from __future__ import annotations
 
 import ast
-import functools
 import io
 import json
 import os
@@ -62,10 +61,19 @@ def leftovers(*folders: Path) -> list[Path]:
 # --------------------------------------------------------------------------------------------
 # the workspace the cases draw on (built once)
 # --------------------------------------------------------------------------------------------
-@functools.cache
+#: the workspace of this process (one per process, shared by the catalogue's modules)
+_WORKSPACE: dict = {}
+
+
 def workspace(tmp_path_factory) -> dict:
     """A 4-image data set, the bundled RetinaNet with its checkpoint and a dynamic ONNX export,
     and a gallery of broken files (built once per process, by whichever module asks first)."""
+    if not _WORKSPACE:
+        _WORKSPACE.update(_build_workspace(tmp_path_factory))
+    return _WORKSPACE
+
+
+def _build_workspace(tmp_path_factory) -> dict:
     from deploy.apis.export import export_model
     from deploy.datasets.synthetic import generate_synthetic_coco
     from deploy.models.checkpoint import load_checkpoint_file
