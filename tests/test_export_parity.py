@@ -26,7 +26,9 @@ ROWS = [
     Row('retinanet', 'dynamo'),
     Row('retinanet', 'torchscript'),
     Row('retinanet', 'dynamo', precision='fp16'),
-    *(Row(name, exporter) for name in ('detr',) for exporter in ('dynamo', 'torchscript')),
+    *(Row('detr', exporter) for exporter in ('dynamo', 'torchscript')),
+    Row('dino', 'torchscript'),
+    Row('dino', 'dynamo', slow=True),  # about 2 minutes for this small model on 2 cores
     *(
         Row(name, exporter, slow=exporter == 'dynamo')
         for name in SINGLE_STAGE

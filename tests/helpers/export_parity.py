@@ -18,7 +18,7 @@ from conftest import RETINANET_CFG, SMALL_RETINANET, made_once, random_batch, sh
 
 from deploy.backends.tensorrt.compat import check_tensorrt_compat
 
-from . import small_detr, small_point_rend, small_single_stage, small_two_stage
+from . import small_detr, small_dino, small_point_rend, small_single_stage, small_two_stage
 
 #: ``(real image shapes, seed)`` of the cases every model is compared on: a padded batch of 2,
 #: another size at batch 1, a batch of 3 with different real shapes (clipping per image)
@@ -137,6 +137,19 @@ def _check_detr(graph, row) -> None:
     assert input_dims(graph)['input'] == ['batch', 3, 'height', 'width']
 
 
+def _check_dino(graph, row) -> None:
+    _check_detr(graph, row)
+    ops = ops_of(graph)  # the deformable attention samples with GridSample; no NMS, no RoIs
+    assert 'GridSample' in ops and not {'NonMaxSuppression', 'RoiAlign'} & ops
+
+
+def _small_dino(roi_mode=None):
+    model = small_dino.build_small_dino()
+    # traced on a crop smaller than every image it is compared on
+    model.dynamic_trace_size = (128, 160)
+    return model
+
+
 def _single_stage(name: str) -> Model:
     shapes = small_single_stage.BATCH_SHAPES[name]
     other = shapes[0] if name == 'ssd' else small_single_stage.OTHER_SHAPE[name]
@@ -163,6 +176,18 @@ MODELS: dict[str, Model] = {
         build=lambda roi_mode: small_detr.build_small(),
         cases=[([(200, 280), (176, 250)], 0), ([(150, 230)], 1), ([(97, 130), (160, 100)], 2)],
         check_graph=_check_detr,
+        min_exact=1.0,
+    ),
+    'dino': Model(
+        build=_small_dino,
+        trace_shapes=[(200, 280), (176, 250)],
+        cases=[
+            ([(200, 280), (176, 250)], 0),
+            ([(150, 230)], 1),
+            ([(97, 130), (160, 100)], 2),
+            ([(24, 30)], 3),  # fewer tokens (15) than queries (30): the query count is computed
+        ],
+        check_graph=_check_dino,
         min_exact=1.0,
     ),
     **{
