@@ -4,7 +4,7 @@ the same detections as tools/test.py, and one-line refusals."""
 import contextlib
 import doctest
 
-import bundled_exports as bundled
+import helpers.bundled_exports as bundled
 import numpy as np
 import pytest
 from conftest import ROOT

@@ -1,9 +1,9 @@
 """The bad-input catalogue, second round: the data a run reads (pickles, annotation files, class
 maps), non-finite numbers, and files that must outlive a crash.
 
-Same rules as ``test_bad_inputs.py``: each case runs a tool's ``main()`` through ``run_cli``
-and ends in one ``error:`` line (exit 2) naming the problem, or a named ``warning:``; never a
-traceback, never executed code, never a leftover temporary.
+Same rules as the rest of the catalogue (``test_bad_inputs_*.py``): each case runs a tool's
+``main()`` through ``run_cli`` and ends in one ``error:`` line (exit 2) naming the problem, or a
+named ``warning:``; never a traceback, never executed code, never a leftover temporary.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_checks import named_lines, one_line_error, temporaries
 from conftest import ROOT, call_tool
+from helpers.cli_checks import named_lines, one_line_error, temporaries
 
 BUNDLED = ROOT / 'configs' / 'bundled'
 RETINA_CFG = BUNDLED / 'retinanet_r18_tiny_synthetic.py'

@@ -10,7 +10,7 @@ import onnx
 import pytest
 import torch
 from conftest import write_pseudo_ground_truth
-from test_cornernet import CONFIG, SMALL_CORNERNET, build_small, random_images
+from helpers.small_cornernet import CONFIG, SMALL_CORNERNET, build_small, random_images
 
 from deploy.apis.test import run_test
 from deploy.backends.onnxruntime import OnnxRuntimeBackend

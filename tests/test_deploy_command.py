@@ -4,8 +4,8 @@ folder with the backend's files, a comparison picture and a report."""
 import json
 import sys
 
-import bundled_exports as bundled
 import cv2
+import helpers.bundled_exports as bundled
 import pytest
 from conftest import ROOT, call_tool
 

@@ -3,7 +3,7 @@ the same file, rows this machine cannot run are skipped with a reason, the floor
 
 import json
 
-import bundled_exports as bundled
+import helpers.bundled_exports as bundled
 import pytest
 from conftest import call_tool
 

@@ -18,7 +18,14 @@ import numpy as np
 import pytest
 import torch
 from conftest import random_batch, write_pseudo_ground_truth
-from test_detr import BATCH_INVARIANT, DETR_CFG, PATCH_DETR, SMALL_DETR, batch_inputs, build_small
+from helpers.small_detr import (
+    BATCH_INVARIANT,
+    DETR_CFG,
+    PATCH_DETR,
+    SMALL_DETR,
+    batch_inputs,
+    build_small,
+)
 
 from deploy.apis.test import run_test
 from deploy.backends.onnxruntime import OnnxRuntimeBackend

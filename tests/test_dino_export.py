@@ -1,7 +1,7 @@
 """The small DINO exported with dynamic batch, height and width: standard ops only (GridSample
-for the deformable attention), TensorRT-compatible, equal to the eager reference in ONNX Runtime
-on padded batches (IoU-matched), batch invariance in ONNX Runtime, and the same COCO AP as
-PyTorch at batch sizes 1 and 2."""
+for the deformable attention), TensorRT-compatible, batch invariance in ONNX Runtime, the same
+detections in OpenVINO, and the same COCO AP as PyTorch at batch sizes 1 and 2. (Its exports
+against eager, both exporters: rows of ``test_export_parity.py``.)"""
 
 import json
 
@@ -9,7 +9,9 @@ import onnx
 import pytest
 import torch
 from conftest import random_batch, write_pseudo_ground_truth
-from test_dino import (
+from helpers.export_parity import Row
+from helpers.export_parity import exported as shared_export
+from helpers.small_dino import (
     BATCH_INVARIANT,
     DINO_CFG,
     SMALL_DINO,
@@ -46,27 +48,11 @@ def _export(model, path, exporter='torchscript') -> None:
 
 
 @pytest.fixture(scope='module')
-def exported(tmp_path_factory):
+def exported():
     """The small DINO (MMDetection's batch semantics) and its TorchScript export, traced on a
-    crop of the example smaller than the images it is then compared on."""
-    model = build_small_dino()
-    model.dynamic_trace_size = (128, 160)
-    path = tmp_path_factory.mktemp('dino') / 'dino.onnx'
-    _export(model, path)
-    return model, path
-
-
-def _assert_parity(model, path) -> None:
-    backend = OnnxRuntimeBackend(path)
-    for seed, shapes in enumerate(CASES):
-        img, metas = random_batch(shapes, seed=seed)
-        inputs = batch_inputs(img, metas)
-        ref = outputs_to_results(PyTorchBackend(model)(inputs), metas)
-        test = outputs_to_results(backend(inputs), metas)
-        assert all(len(r) == 20 for r in ref), 'DINO keeps max_per_img detections'
-        stats = match_result_lists(ref, test)
-        assert stats.matched_fraction == 1.0 and stats.exact_fraction == 1.0, (shapes, stats)
-        assert stats.max_score_err < 1e-4 and stats.max_box_err < 0.01, (shapes, stats)
+    crop of the example smaller than the images it is then compared on (the export of the
+    ``dino-torchscript`` row of test_export_parity.py, which compares it with eager)."""
+    return shared_export(Row('dino', 'torchscript'))
 
 
 def test_graph_is_standard_ops_and_tensorrt_compatible(exported):
@@ -79,18 +65,6 @@ def test_graph_is_standard_ops_and_tensorrt_compatible(exported):
     assert dims[1] == 3 and all(isinstance(d, str) for d in (dims[0], dims[2], dims[3]))
     min_shapes = {'input': [1, 3, 96, 96], 'img_shape': [1, 2]}
     assert check_tensorrt_compat(graph, min_shapes) == []
-
-
-def test_dynamic_export_matches_eager(exported):
-    _assert_parity(*exported)
-
-
-@pytest.mark.slow
-def test_dynamo_export_matches_eager(tmp_path):
-    """torch.export's path (about 2 minutes for this small model on 2 cores)."""
-    model = build_small_dino()
-    _export(model, tmp_path / 'dino.onnx', exporter='dynamo')
-    _assert_parity(model, tmp_path / 'dino.onnx')
 
 
 def test_batch_invariant_export_gives_each_image_its_result_alone(tmp_path):

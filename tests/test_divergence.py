@@ -3,7 +3,7 @@ to module names, and compares an INT8 file's dequantised tensors."""
 
 import json
 
-import bundled_exports as bundled
+import helpers.bundled_exports as bundled
 import numpy as np
 import onnx
 import pytest

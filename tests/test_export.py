@@ -1,8 +1,9 @@
-"""Export with both exporters and compare ONNX Runtime with the eager reference by IoU matching."""
+"""The small RetinaNet's export: clipping, static shapes, verification rows, refusals, and its
+TensorRT-compatible and FP16 forms. (Every model's export against eager, both exporters:
+``test_export_parity.py``.)"""
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from conftest import random_batch
@@ -17,7 +18,6 @@ from deploy.evaluation.parity import match_result_lists
 from deploy.export.onnx_export import export_onnx
 from deploy.export.verify import VerifyCase, verify_backend
 from deploy.postprocess import outputs_to_results
-from deploy.spec import read_onnx_spec
 
 
 def _inputs(img, metas):
@@ -46,30 +46,6 @@ def test_deploy_path_equals_eager(small_retinanet):
     assert all(len(r) > 0 for r in ref)
     stats = match_result_lists(ref, deploy)
     assert stats.matched == stats.num_ref == stats.num_test and stats.max_score_err < 1e-6
-
-
-@pytest.mark.parametrize('exporter', ['dynamo', 'torchscript'])
-def test_dynamic_export_matches_eager(small_retinanet, small_retinanet_onnx, exporter):
-    """The session's shared export (traced at 160x224 and 128x192) on other sizes and batches."""
-    model, _ = small_retinanet
-    img, metas = random_batch([(300, 400), (256, 380)])
-    path = small_retinanet_onnx(exporter)
-    graph = onnx.load(str(path))
-    onnx.checker.check_model(graph)
-    assert {o.domain for o in graph.opset_import} <= {'', 'ai.onnx'}, 'no custom op domains'
-    assert 'NonMaxSuppression' in {n.op_type for n in graph.graph.node}
-    dims = {
-        v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
-        for v in list(graph.graph.input) + list(graph.graph.output)
-    }
-    assert dims['input'] == ['batch', 3, 'height', 'width']
-    assert dims['dets'] == ['batch', 'num_dets', 5] and dims['labels'] == ['batch', 'num_dets']
-    assert read_onnx_spec(path).exporter == exporter
-    backend = OnnxRuntimeBackend(path)
-    _compare(model, backend, img, metas)
-    # Another size, batch 1; then batch 3 with different real shapes (clipping per image).
-    _compare(model, backend, *random_batch([(224, 160)], seed=1))
-    _compare(model, backend, *random_batch([(200, 300), (320, 250), (96, 128)], seed=2))
 
 
 def test_clipping_uses_real_image_shape(small_retinanet, tmp_path):
@@ -158,9 +134,6 @@ def test_retinanet_export_is_tensorrt_compatible(retinanet_onnx):
 
 
 def test_retinanet_fp16_conversion_keeps_nms_fp32(retinanet_onnx, small_retinanet):
-    from deploy.backends.onnxruntime import OnnxRuntimeBackend
-    from deploy.evaluation.parity import match_result_lists
-    from deploy.postprocess import outputs_to_results
 
     model = onnx.load(str(retinanet_onnx))
     half = convert_to_mixed_fp16(model)
@@ -177,17 +150,4 @@ def test_retinanet_fp16_conversion_keeps_nms_fp32(retinanet_onnx, small_retinane
     assert [o.type.tensor_type.elem_type for o in half.graph.output] == [
         o.type.tensor_type.elem_type for o in model.graph.output
     ]
-    # Runs in ONNX Runtime on CPU and finds (nearly) the same detections as FP32.
-    img, metas = random_batch([(160, 224)], seed=3)
-    inputs = dict(input=img.numpy(), img_shape=np.asarray([[160, 224]], np.float32))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(
-        half.SerializeToString(), options, providers=['CPUExecutionProvider']
-    )
-    out = dict(zip([o.name for o in half.graph.output], session.run(None, inputs)))
-    assert out['dets'].dtype == np.float32 and out['labels'].dtype == np.int64
-    ref = outputs_to_results(OnnxRuntimeBackend(retinanet_onnx, num_threads=1)(inputs), metas)
-    test = outputs_to_results(out, metas)
-    stats = match_result_lists(ref, test)
-    assert stats.num_ref > 0 and stats.matched_fraction >= 0.8, stats
+    # Its detections against eager: test_export_parity.py (retinanet-dynamo-fp16).

@@ -2,11 +2,11 @@
 it runs, records itself, keeps post-processing float, matches FP32 within a stated bound, finds
 sensitive layers, and runs in the test and benchmark tools."""
 
-import bundled_exports as bundled
+import helpers.bundled_exports as bundled
+import helpers.catalogue as catalogue
 import numpy as np
 import onnx
 import pytest
-import test_bad_inputs as catalogue
 from conftest import ROOT
 
 from deploy.apis.contract import plan_run

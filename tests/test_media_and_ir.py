@@ -4,8 +4,8 @@ the OpenVINO IR kept as files to ship (``tools/onnx2openvino.py``) that the back
 import cv2
 import numpy as np
 import pytest
-from bundled_exports import CONFIGS, IMAGE, fp32_export
 from conftest import call_tool
+from helpers.bundled_exports import CONFIGS, IMAGE, fp32_export
 
 from deploy.apis.media import draw_video
 

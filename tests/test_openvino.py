@@ -6,10 +6,10 @@ import builtins
 import shutil
 import sys
 
-import bundled_exports as bundled
+import helpers.bundled_exports as bundled
+import helpers.catalogue as catalogue
 import onnx
 import pytest
-import test_bad_inputs as catalogue
 
 from deploy.apis.test import run_test
 from deploy.errors import BackendError, BackendUnavailable

@@ -1,91 +1,22 @@
 """PointRend: the MMDetection config, the mask subdivision against a slow per-point reference,
 and the deploy path against eager.
-
-Also home of the small-model helpers ``test_point_rend_export.py`` imports.
 """
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import random_batch
+from helpers.parity import inputs_of, matched_mask_error
+from helpers.small_point_rend import CONFIG, build_small, pixel_batch
 
 from deploy.apis.model import init_detector
 from deploy.backends.pytorch import PyTorchBackend, pad_detections
-from deploy.datasets.synthetic import CATEGORIES
 from deploy.errors import ConfigError
 from deploy.evaluation.parity import match_result_lists
-from deploy.models.random_weights import PIXEL_STD, make_detections_likely
+from deploy.models.random_weights import make_detections_likely
 from deploy.postprocess import outputs_to_results
 from deploy.spec import PointRendSettings
-
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / 'configs' / 'point_rend' / 'point_rend_r50_caffe_fpn_mstrain_1x_coco.py'
-
-
-def small_options(roi_mode: str = 'masked') -> dict:
-    """cfg overrides: R18 at 1/4 width, 32-channel FPN and heads, the generated data set's classes
-    (the point head's cost grows with them), 100 proposals per image, and 3 subdivision steps
-    (the 14 x 14 one skipped, every point of 28 x 28, 784 of 56 x 56)."""
-    options = {
-        'model.backbone.depth': 18,
-        'model.backbone.base_channels': 16,
-        'model.neck.in_channels': [16, 32, 64, 128],
-        'model.neck.out_channels': 32,
-        'model.rpn_head.in_channels': 32,
-        'model.rpn_head.feat_channels': 32,
-        'model.test_cfg.rpn.nms_pre': 200,
-        'model.test_cfg.rpn.max_per_img': 100,
-        'model.roi_head.bbox_roi_extractor.out_channels': 32,
-        'model.roi_head.bbox_roi_extractor.deploy_mode': roi_mode,
-        'model.roi_head.bbox_head.in_channels': 32,
-        'model.roi_head.bbox_head.fc_out_channels': 64,
-        'model.roi_head.mask_roi_extractor.out_channels': 32,
-        'model.roi_head.mask_head.in_channels': 32,
-        'model.roi_head.mask_head.conv_out_channels': 32,
-        'model.roi_head.mask_head.fc_out_channels': 64,
-        'model.roi_head.point_head.in_channels': 32,
-        'model.roi_head.point_head.fc_channels': 32,
-        'model.test_cfg.rcnn.subdivision_steps': 3,
-        # The random 6-class heads score 0.1-0.27: keep some detections, not max_per_img.
-        'model.test_cfg.rcnn.score_thr': 0.12,
-    }
-    for head in ('bbox_head', 'mask_head', 'point_head'):
-        options[f'model.roi_head.{head}.num_classes'] = len(CATEGORIES)
-    return options
-
-
-def build_small(roi_mode: str = 'masked', seed: int = 0, **overrides):
-    torch.manual_seed(seed)
-    model, cfg = init_detector(str(CONFIG), cfg_options=dict(small_options(roi_mode), **overrides))
-    make_detections_likely(model)
-    return model, cfg
-
-
-def pixel_batch(shapes, seed: int = 0):
-    """:func:`random_batch` at the scale of caffe-style inputs (mean-subtracted pixels, std 1)."""
-    img, metas = random_batch(shapes, seed=seed)
-    return img * PIXEL_STD, metas
-
-
-def inputs_of(img, metas) -> dict:
-    return dict(
-        input=img.numpy(), img_shape=np.asarray([m['img_shape'] for m in metas], np.float32)
-    )
-
-
-def matched_mask_error(ref: dict, test: dict) -> float:
-    """Max |mask prob| difference over detections paired by label and box."""
-    worst = 0.0
-    for i in range(len(ref['labels'])):
-        for j in np.nonzero(ref['labels'][i] >= 0)[0]:
-            same = test['labels'][i] == ref['labels'][i][j]
-            dist = np.abs(test['dets'][i][:, :4] - ref['dets'][i][j, :4]).max(1)
-            k = int(np.argmin(np.where(same, dist, np.inf)))
-            worst = max(worst, float(np.abs(test['masks'][i][k] - ref['masks'][i][j]).max()))
-    return worst
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ detection ONNX Runtime gets wrong costs it AP.
 import pytest
 import torch
 from conftest import write_pseudo_ground_truth
-from test_single_stage import MODELS, build_small, config_path, small_options
+from helpers.small_single_stage import MODELS, build_small, config_path, small_options
 
 from deploy.apis.test import run_test
 from deploy.datasets.synthetic import CATEGORIES, generate_synthetic_coco

@@ -1,5 +1,6 @@
 """The command lines and the package structure: positionals after options, tools that import the
-installed package, and no import cycles or private-helper imports between modules of ``deploy``."""
+installed package, no import cycles or private-helper imports between modules of ``deploy``, and
+no test module importing another."""
 
 import pytest
 from conftest import ROOT, _tool_module
@@ -55,3 +56,26 @@ def test_the_stats_see_the_package(stats):
     # Guards the three tests above against a scan that reads nothing.
     assert stats['over_60_in_deploy'] > 0 and (ROOT / 'deploy' / 'apis').is_dir()
     assert any(name.startswith('deploy/apis/') for _, name in stats['longest_in_apis'])
+
+
+def test_no_test_module_imports_another():
+    """Shared helpers live in ``tests/helpers`` (and fixtures in ``conftest.py``): a test module
+    imported by another runs its tests' module-level code twice and ties the two together."""
+    import ast
+
+    tests = ROOT / 'tests'
+    test_modules = {path.stem for path in tests.glob('test_*.py')}
+    assert len(test_modules) > 50  # the scan sees the suite
+    offenders = []
+    for path in [*tests.glob('*.py'), *(tests / 'helpers').rglob('*.py')]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                if name.removeprefix('tests.').split('.')[0] in test_modules:
+                    offenders.append(f'{path.relative_to(ROOT)}:{node.lineno} imports {name}')
+    assert offenders == []

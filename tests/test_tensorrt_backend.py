@@ -506,11 +506,11 @@ def test_engine_matches_onnxruntime(small_retinanet, tmp_path, precision):
 # --------------------------------------------------------------------------------------------
 @pytest.fixture
 def fake_gpu(monkeypatch):
-    """``tensorrt`` is tests/fake_tensorrt.py, torch sees one CUDA device, and the engine's
+    """``tensorrt`` is tests/helpers/fake_tensorrt.py, torch sees one CUDA device, and the engine's
     buffers stay in host memory (the one thing a CPU machine cannot pretend)."""
     import contextlib
 
-    import fake_tensorrt
+    from helpers import fake_tensorrt
 
     fake_tensorrt.calls.clear()
     monkeypatch.setattr(fake_tensorrt, 'fail_builder', False)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import onnx
 import pytest
-from bundled_exports import CONFIGS, data_options, fp32_export
 from conftest import ROOT, call_tool
+from helpers.bundled_exports import CONFIGS, data_options, fp32_export
 
 from deploy.evaluation.parity import match_detections
 from deploy.serving.repository import (
@@ -251,7 +251,7 @@ def test_readme_serve_it_runs_as_written(server, tmp_path):
     import re
     import subprocess
 
-    from test_readme import COMMANDS
+    from helpers.readme import COMMANDS
 
     from deploy.serving.server import free_port, wait_ready
 

@@ -1,94 +1,23 @@
-"""Two-stage detectors: MMDetection keys, eager semantics, and the deploy path against eager.
-
-Also home of the small-model helpers the other ``test_two_stage_*`` files import.
-"""
+"""Two-stage detectors: MMDetection keys, eager semantics, and the deploy path against eager."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import random_batch
+from conftest import ROOT, random_batch
+from helpers.parity import inputs_of, matched_mask_error
+from helpers.small_two_stage import CONFIGS, build_small
 
 from deploy.apis.model import init_detector
 from deploy.backends.pytorch import PyTorchBackend
 from deploy.errors import ConfigError
 from deploy.evaluation.parity import match_result_lists
-from deploy.models.random_weights import make_detections_likely
 from deploy.ops.mask_paste import paste_mask_region, paste_masks
 from deploy.ops.nms import batched_nms
 from deploy.postprocess import outputs_to_results, paste_masks_to_image
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = {
-    'faster_rcnn_r50_fpn_1x_coco': 'configs/faster_rcnn/faster_rcnn_r50_fpn_1x_coco.py',
-    'mask_rcnn_r50_fpn_1x_coco': 'configs/mask_rcnn/mask_rcnn_r50_fpn_1x_coco.py',
-    'cascade_rcnn_r50_fpn_1x_coco': 'configs/cascade_rcnn/cascade_rcnn_r50_fpn_1x_coco.py',
-    'cascade_mask_rcnn_r50_fpn_1x_coco': (
-        'configs/cascade_rcnn/cascade_mask_rcnn_r50_fpn_1x_coco.py'
-    ),
-}
 MANIFEST = json.loads((ROOT / 'tests' / 'data' / 'mmdet_state_dict_keys.json').read_text())
-
-
-def small_options(stem: str, roi_mode: str = 'masked') -> dict:
-    """cfg overrides: R18 at 1/4 width, a 32-channel FPN and heads, 100 proposals per image."""
-    options = {
-        'model.backbone.depth': 18,
-        'model.backbone.base_channels': 16,
-        'model.neck.in_channels': [16, 32, 64, 128],
-        'model.neck.out_channels': 32,
-        'model.rpn_head.in_channels': 32,
-        'model.rpn_head.feat_channels': 32,
-        'model.test_cfg.rpn.nms_pre': 200,
-        'model.test_cfg.rpn.max_per_img': 100,
-        'model.roi_head.bbox_roi_extractor.out_channels': 32,
-        'model.roi_head.bbox_roi_extractor.deploy_mode': roi_mode,
-    }
-    cascade = stem.startswith('cascade')
-    for head in (
-        [f'model.roi_head.bbox_head.{i}' for i in range(3)]
-        if cascade
-        else ['model.roi_head.bbox_head']
-    ):
-        options[f'{head}.in_channels'] = 32
-        options[f'{head}.fc_out_channels'] = 64
-    if 'mask' in stem:
-        options.update(
-            {
-                'model.roi_head.mask_roi_extractor.out_channels': 32,
-                'model.roi_head.mask_roi_extractor.deploy_mode': roi_mode,
-                'model.roi_head.mask_head.in_channels': 32,
-                'model.roi_head.mask_head.conv_out_channels': 32,
-            }
-        )
-    return options
-
-
-def build_small(stem: str, roi_mode: str = 'masked', seed: int = 0):
-    torch.manual_seed(seed)
-    model, cfg = init_detector(str(ROOT / CONFIGS[stem]), cfg_options=small_options(stem, roi_mode))
-    make_detections_likely(model)
-    return model, cfg
-
-
-def inputs_of(img, metas) -> dict:
-    return dict(
-        input=img.numpy(), img_shape=np.asarray([m['img_shape'] for m in metas], np.float32)
-    )
-
-
-def matched_mask_error(ref: dict, test: dict) -> float:
-    """Max |mask prob| difference over detections paired by label and box (same row set)."""
-    worst = 0.0
-    for i in range(len(ref['labels'])):
-        for j in np.nonzero(ref['labels'][i] >= 0)[0]:
-            same = test['labels'][i] == ref['labels'][i][j]
-            dist = np.abs(test['dets'][i][:, :4] - ref['dets'][i][j, :4]).max(1)
-            k = int(np.argmin(np.where(same, dist, np.inf)))
-            worst = max(worst, float(np.abs(test['masks'][i][k] - ref['masks'][i][j]).max()))
-    return worst
 
 
 # --------------------------------------------------------------------------------------------

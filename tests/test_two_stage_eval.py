@@ -8,7 +8,7 @@ random weights score about 0 AP on the real annotations, which would make equali
 import pytest
 import torch
 from conftest import ROOT, write_pseudo_ground_truth
-from test_two_stage import CONFIGS, small_options
+from helpers.small_two_stage import CONFIGS, small_options
 
 from deploy.apis.model import init_detector
 from deploy.apis.test import run_test

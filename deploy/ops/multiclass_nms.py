@@ -116,6 +116,17 @@ def multiclass_nms(
 
 
 # --------------------------------------------------------------------------------------------
+# ONNX translations: one per exporter, node for node the same graph.
+#
+# The ops with control flow (corner pooling, soft-NMS) are one onnxscript function that both
+# exporters call, the TorchScript one through ``g.onnxscript_op``. Such a function carries its own
+# ONNX opset (deploy.ops.onnx_functions.FUNCTION_OPSET, 18), and in a graph of another opset it
+# mixes the two (check_function_opset refuses that): fine for those ops, which need opset 18
+# anyway. Multiclass NMS is in every detector and exports from opset 16 (MIN_OPSET) with either
+# exporter; as one function it would raise every TorchScript export's minimum opset to 18
+# (``--opset-version 16`` and ``17`` work today). So the TorchScript exporter keeps a symbolic
+# function. tests/test_nms.py holds both translations to the eager op at opset 17.
+# --------------------------------------------------------------------------------------------
 # ONNX translation for the torch.export-based exporter (onnxscript).
 # --------------------------------------------------------------------------------------------
 def _onnxscript_translation():

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .traced_shape import traced_shape
+
 
 def point_sample(features: Tensor, points: Tensor, align_corners: bool = False) -> Tensor:
     """Bilinear features at relative image points.
@@ -44,8 +46,9 @@ def regular_grid_points(size: tuple[int, int]) -> Tensor:
 def feature_size_wh(features: Tensor) -> Tensor:
     """``[2]`` float ``(W, H)`` of ``features [N, C, H, W]``; dynamic in both exporters (the
     TorchScript tracer needs the explicit shape op, torch.export reads the symbolic sizes)."""
-    if torch.jit.is_tracing():
-        return torch._shape_as_tensor(features)[2:].flip(0).to(torch.float32)
+    shape = traced_shape(features)
+    if shape is not None:
+        return shape[2:].flip(0).to(torch.float32)
     height, width = features.shape[2:]
     return torch.tensor([width, height], dtype=torch.float32, device=features.device)
 

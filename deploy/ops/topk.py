@@ -3,11 +3,13 @@
 ONNX ``TopK`` fails at run time when k exceeds the axis, and the axis length of a dynamic input is
 only known at run time, so the clamp has to live in the graph. Each exporter needs its own spelling:
 torch.export sees sizes as SymInts (``torch.sym_min``), the TorchScript tracer sees them as traced
-tensors (``torch.clamp`` of ``_shape_as_tensor``).
+tensors (``torch.clamp`` of :func:`~deploy.ops.traced_shape.traced_shape`).
 """
 
 import torch
 from torch import Tensor
+
+from .traced_shape import traced_shape
 
 
 def clamped_topk(x: Tensor, k: int, dim: int = -1) -> tuple[Tensor, Tensor]:
@@ -21,8 +23,9 @@ def clamped_topk(x: Tensor, k: int, dim: int = -1) -> tuple[Tensor, Tensor]:
         ``(values, indices)`` sorted by decreasing value (ties: lower index first, as ONNX TopK).
     """
     size = x.shape[dim]
-    if torch.jit.is_tracing():
-        axis_len = torch._shape_as_tensor(x)[dim]
+    shape = traced_shape(x)
+    if shape is not None:
+        axis_len = shape[dim]
         k_eff = axis_len if k <= 0 else torch.clamp(axis_len, max=k)
     elif k <= 0:
         k_eff = size

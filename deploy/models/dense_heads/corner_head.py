@@ -38,6 +38,7 @@ from ...ops.multiclass_nms import multiclass_nms
 from ...ops.nms import batched_nms
 from ...ops.soft_nms import batched_soft_nms, soft_nms
 from ...ops.topk import clamped_topk
+from ...ops.traced_shape import traced_shape
 from ...registry import MODELS
 from ...spec import CornerSettings, parse_settings
 from ..layers import ConvModule
@@ -103,8 +104,9 @@ def local_maximum(heat: Tensor, kernel: int) -> Tensor:
 def spatial_size(x: Tensor) -> Tensor:
     """``(h, w)`` of ``x [..., H, W]`` as a float32 tensor ``[2]`` that stays dynamic in both
     exporters (MMDetection scales corners by input size / feature size: 511 / 128, not 4)."""
-    if torch.jit.is_tracing():
-        return torch._shape_as_tensor(x)[-2:].float()
+    shape = traced_shape(x)
+    if shape is not None:
+        return shape[-2:].float()
     return torch.stack([torch.scalar_tensor(x.shape[-2]), torch.scalar_tensor(x.shape[-1])]).to(
         torch.float32
     )

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import ConfigError
+from ...ops.traced_shape import traced_shape
 from ...registry import MODELS
 from ...spec import TestSettings, test_settings_for_model
 from ..layers.detr_transformer import (
@@ -77,8 +78,9 @@ def padding_mask_eager(img_metas: list[dict], input_hw, feat_hw, device) -> Tens
 
 def size_f32(x: Tensor, dim: int) -> Tensor:
     """``x.shape[dim]`` as a float32 scalar tensor that stays dynamic in both exporters."""
-    if torch.jit.is_tracing():
-        return torch._shape_as_tensor(x)[dim].to(torch.float32)
+    shape = traced_shape(x)
+    if shape is not None:
+        return shape[dim].to(torch.float32)
     return torch.scalar_tensor(x.shape[dim], dtype=torch.float32, device=x.device)
 
 
