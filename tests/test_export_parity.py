@@ -77,6 +77,10 @@ def test_export_matches_eager(row):
         model, OnnxRuntimeBackend(path), cases, tolerances=TOLERANCES[row.precision]
     )
     table = format_verify_table(rows, 'onnxruntime')
+    # non-vacuous per image, not only per batch
+    assert all(r.ref_counts and min(r.ref_counts) > 0 for r in rows), [r.ref_counts for r in rows]
+    if spec.detections_per_image is not None:
+        assert {n for r in rows for n in r.ref_counts} == {spec.detections_per_image}
     assert all(r.passed for r in rows), table
     if row.precision == 'fp32':
         for r in rows:

@@ -142,6 +142,8 @@ class VerifyRow:
     stats: ParityStats = field(default_factory=ParityStats)
     parity_ap: float | None = None
     tolerances: Tolerances = TOLERANCES['fp32']
+    #: the reference's detections per image (a case where an image has none proves less)
+    ref_counts: tuple[int, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -197,6 +199,7 @@ def verify_backend(
                 match_result_lists(ref, test),
                 parity_ap(ref, test),
                 tolerances,
+                tuple(len(r.scores) for r in ref),
             )
         )
     return rows

@@ -55,6 +55,8 @@ class Model:
     check_graph: Callable[[onnx.ModelProto, Row], None] = lambda graph, row: None
     #: at least this fraction of exact pairs (the tool's FP32 bar is 0.95)
     min_exact: float = 0.95
+    #: DETR-style heads keep exactly ``max_per_img`` detections in every image
+    detections_per_image: int | None = None
 
 
 def input_dims(graph: onnx.ModelProto) -> dict[str, list]:
@@ -177,6 +179,7 @@ MODELS: dict[str, Model] = {
         cases=[([(200, 280), (176, 250)], 0), ([(150, 230)], 1), ([(97, 130), (160, 100)], 2)],
         check_graph=_check_detr,
         min_exact=1.0,
+        detections_per_image=10,
     ),
     'dino': Model(
         build=_small_dino,
@@ -189,6 +192,7 @@ MODELS: dict[str, Model] = {
         ],
         check_graph=_check_dino,
         min_exact=1.0,
+        detections_per_image=20,
     ),
     **{
         name: Model(
