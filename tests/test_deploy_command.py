@@ -103,7 +103,7 @@ def test_a_foreign_folder_is_refused(tmp_path):
 
 
 def test_an_interrupted_deploy_leaves_nothing(tmp_path, monkeypatch):
-    from deploy.apis.deployment import Deployment
+    from deploy.deployment import Deployment
 
     def interrupted(self):
         (self.folder / 'model.onnx').write_text('half')

@@ -7,7 +7,7 @@ import helpers.bundled_exports as bundled
 import pytest
 from conftest import call_tool
 
-from deploy.apis.matrix import MatrixRow, format_table, pareto_front, recommend, speed_note
+from deploy.benchmark.matrix import MatrixRow, format_table, pareto_front, recommend, speed_note
 
 
 def test_pareto_front_keeps_the_points_nothing_beats():

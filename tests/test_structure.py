@@ -48,6 +48,11 @@ def test_no_import_cycle_between_modules(stats):
     assert stats['import_cycles'] == []
 
 
+def test_no_import_runs_back_up_between_packages(stats):
+    # apis <-> benchmark and apis -> api were such imports, with no module cycle
+    assert stats['layer_cycles'] == []
+
+
 def test_no_module_imports_another_modules_private_helpers(stats):
     assert stats['private_imports'] == []
 

@@ -609,7 +609,7 @@ def test_one_command_deploy_to_tensorrt_on_a_fake_tensorrt(fake_gpu, tmp_path):
 
     from conftest import ROOT
 
-    from deploy.apis.deployment import DeployOptions, deploy_model
+    from deploy.deployment import DeployOptions, deploy_model
 
     options = DeployOptions(
         backend='tensorrt', images=(str(ROOT / 'demo' / 'demo.jpg'),), exporter='torchscript'

@@ -53,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def options_from_args(args: argparse.Namespace):
     from deploy.apis.checks import check_input_file, check_output_file, check_positive
-    from deploy.apis.matrix import MatrixOptions
+    from deploy.benchmark.matrix import MatrixOptions
 
     check_input_file(args.config, 'config')
     check_input_file(args.checkpoint, 'checkpoint')
@@ -86,7 +86,7 @@ def options_from_args(args: argparse.Namespace):
 def main(argv=None) -> int:
     args = parse_args(argv)
     options = options_from_args(args)
-    from deploy.apis.matrix import DeploymentMatrix, format_table, plot_matrix
+    from deploy.benchmark.matrix import DeploymentMatrix, format_table, plot_matrix
     from deploy.fileio import write_atomic
 
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731  (stdout carries the table)

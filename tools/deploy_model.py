@@ -57,7 +57,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from deploy.apis.deployment import DeployOptions, deploy_model
+    from deploy.deployment import DeployOptions, deploy_model
 
     options = DeployOptions(
         backend=args.backend,

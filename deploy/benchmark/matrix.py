@@ -18,11 +18,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..apis.export import Exporter, ExportOptions
+from ..apis.quantize import QuantizeOptions, Quantizer
+from ..apis.test import TestOptions, evaluate_model
 from ..errors import BackendUnavailable, DeployError
 from ..progress import Stages
-from .export import Exporter, ExportOptions
-from .quantize import QuantizeOptions, Quantizer
-from .test import TestOptions, evaluate_model
 
 Logger = Callable[[str], None]
 
@@ -214,7 +214,7 @@ class DeploymentMatrix:
         self.logger(f'{row.name}: {_ap_text(row.ap)}')
 
     def time_rows(self, rows: list[MatrixRow]) -> None:
-        from ..benchmark import BenchmarkOptions, benchmark_models
+        from . import BenchmarkOptions, benchmark_models
 
         if not rows:
             return

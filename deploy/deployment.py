@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..api import Detections
-from ..errors import ConfigError, DeployError
-from ..fileio import staging_path
-from ..progress import Stages
-from ..tasks.base import Logger, PathLike
+from .api import Detections
+from .errors import ConfigError, DeployError
+from .fileio import staging_path
+from .progress import Stages
+from .tasks.base import Logger, PathLike
 
 #: the precisions each backend can be deployed in
 PRECISIONS = {
@@ -133,7 +133,7 @@ def deploy_model(
     Raises:
         DeployError: a step failed (the work folder is left as it was).
     """
-    from .checks import check_input_file
+    from .apis.checks import check_input_file
 
     require_backend(options.backend)
     check_input_file(config, 'config')
@@ -185,7 +185,7 @@ class Deployment:
             )
 
     def export(self) -> Path:
-        from .export import Exporter, ExportOptions
+        from .apis.export import Exporter, ExportOptions
 
         options = self.options
         out = self.folder / 'model.onnx'
@@ -208,7 +208,7 @@ class Deployment:
         return out
 
     def quantize(self, onnx_file: Path) -> Path:
-        from .quantize import QuantizeOptions, Quantizer
+        from .apis.quantize import QuantizeOptions, Quantizer
 
         options = self.options
         out = self.folder / 'model.int8.onnx'
@@ -251,7 +251,7 @@ class Deployment:
         return xml
 
     def build_tensorrt_engine(self, onnx_file: Path) -> Path:
-        from .tensorrt import convert_onnx_to_tensorrt
+        from .apis.tensorrt import convert_onnx_to_tensorrt
 
         engine = self.folder / 'model.engine'
         convert_onnx_to_tensorrt(
@@ -268,7 +268,7 @@ class Deployment:
     def compare(self, model_file: Path) -> None:
         """PyTorch and the artefact on the comparison images: matched detections, their AP, a
         picture of the first image; the IR is checked to give the ONNX file's outputs."""
-        from ..evaluation.parity import match_result_lists, parity_ap
+        from .evaluation.parity import match_result_lists, parity_ap
 
         options = self.options
         with self.stages(f'compare with PyTorch on {len(options.images)} image(s)'):
@@ -297,7 +297,7 @@ class Deployment:
         self.logger(comparison_line(self.report))
 
     def write_report(self) -> None:
-        from ..fileio import write_atomic
+        from .fileio import write_atomic
 
         with self.stages('report'):
             self.report.created = datetime.datetime.now().isoformat(timespec='seconds')
@@ -400,7 +400,7 @@ class Comparison:
     def __init__(
         self, config: PathLike, checkpoint: PathLike, model_file: Path, options: DeployOptions
     ) -> None:
-        from ..api import Detector
+        from .api import Detector
 
         self.options, self.model_file = options, model_file
         self.reference = Detector(checkpoint, config, cfg_options=options.cfg_options, logger=None)
@@ -420,7 +420,7 @@ class Comparison:
 
     def save_picture(self, path: Path, reference: Detections, found: Detections) -> None:
         """PyTorch | backend on the first image, under titles saying which is which."""
-        from ..visualization import save_image
+        from .visualization import save_image
 
         image, thr = self.options.images[0], self.options.score_thr
         backend = f'{BACKEND_TITLES[self.options.backend]} {self.options.precision}'
@@ -436,7 +436,7 @@ class Comparison:
         comparison image; returns the largest difference."""
         import openvino as ov
 
-        from ..datasets.pipeline import collate, network_inputs
+        from .datasets.pipeline import collate, network_inputs
 
         runner = self.artefact.backend
         compiled = ov.Core().compile_model(str(xml), 'CPU', runner.config)
