@@ -91,3 +91,22 @@ def test_one_file_on_two_engines(tmp_path):
     backbone = [x for x in report['layers'] if x['module'].startswith('backbone')]
     assert len(backbone) > 10
     assert all(x['sqnr_db'] > 60 and x['cosine'] > 0.9999 for x in backbone), backbone[:3]
+
+
+def test_an_engine_that_ends_its_process_costs_only_that_tensor():
+    from helpers.crashing_reader import read_or_crash
+
+    from deploy.evaluation.divergence import read_isolated
+
+    graph = helper.make_graph(
+        [helper.make_node('Relu', ['x'], [name]) for name in ('a', 'boom', 'ccc')],
+        'g',
+        [helper.make_tensor_value_info('x', onnx.TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info('a', onnx.TensorProto.FLOAT, [3])],
+    )
+    out = read_isolated(
+        'openvino', helper.make_model(graph), ['a', 'boom', 'ccc'], [{}], None, read_or_crash
+    )
+    assert out['boom'] == 'openvino ended its process reading this tensor'
+    assert [t.tolist() for t in out['a']] == [[1.0] * 3]
+    assert [t.tolist() for t in out['ccc']] == [[3.0] * 3]

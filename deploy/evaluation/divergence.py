@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import ast
 import math
+import multiprocessing
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -202,6 +205,58 @@ def make_runner(engine: str, model_bytes: bytes, names: list[str], threads: int 
     return lambda feed: [np.asarray(v) for v in compiled(feed).values()]
 
 
+def read_tensors(
+    engine: str,
+    model_bytes: bytes,
+    names: list[str],
+    feeds: list[dict[str, np.ndarray]],
+    threads: int | None,
+) -> list[list[np.ndarray]]:
+    """``names`` of ``model_bytes`` on ``engine`` for every feed: ``[feed][name]``."""
+    run = make_runner(engine, model_bytes, names, threads)
+    return [[np.asarray(t) for t in run(feed)] for feed in feeds]
+
+
+def read_isolated(
+    engine: str,
+    model: onnx.ModelProto,
+    names: list[str],
+    feeds: list[dict[str, np.ndarray]],
+    threads: int | None,
+    reader: Callable = read_tensors,
+) -> dict[str, list[np.ndarray] | str]:
+    """:func:`read_tensors` in a child process: OpenVINO can end the process (SIGSEGV) when some
+    tensors of a quantised graph are made outputs. A crashed chunk is halved and retried down to
+    single tensors; a tensor the engine cannot give maps to the reason instead of its values."""
+    context = multiprocessing.get_context('spawn')
+    try:
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            job = pool.submit(reader, engine, _with_outputs(model, names), names, feeds, threads)
+            per_feed = job.result()
+        return {name: [out[i] for out in per_feed] for i, name in enumerate(names)}
+    except BrokenProcessPool:
+        if len(names) == 1:
+            return {names[0]: f'{engine} ended its process reading this tensor'}
+        half = len(names) // 2
+        return {
+            **read_isolated(engine, model, names[:half], feeds, threads, reader),
+            **read_isolated(engine, model, names[half:], feeds, threads, reader),
+        }
+
+
+def _read(
+    engine: str,
+    model: onnx.ModelProto,
+    names: list[str],
+    feeds: list[dict[str, np.ndarray]],
+    threads: int | None,
+) -> dict[str, list[np.ndarray] | str]:
+    if engine == 'onnxruntime':  # in this process: ONNX Runtime reports errors, it does not crash
+        per_feed = read_tensors(engine, _with_outputs(model, names), names, feeds, threads)
+        return {name: [out[i] for out in per_feed] for i, name in enumerate(names)}
+    return read_isolated(engine, model, names, feeds, threads)
+
+
 def compare_models(
     ref: onnx.ModelProto,
     test: onnx.ModelProto,
@@ -226,15 +281,16 @@ def compare_models(
         layer.scoped = not layer.module.startswith('/')
     for start in range(0, len(layers), chunk):
         part = layers[start : start + chunk]
-        names = [layer.tensor for layer in part]
-        test_names = [layer.test_tensor for layer in part]
-        ref_run = make_runner(engines[0], _with_outputs(ref, names), names, threads)
-        test_run = make_runner(engines[1], _with_outputs(test, test_names), test_names, threads)
-        for feed in feeds:
-            pairs_out = zip(part, ref_run(feed), test_run(feed))
-            for layer, a, b in pairs_out:
-                layer.stats.add(np.asarray(a), np.asarray(b))
-        del ref_run, test_run
+        ref_out = _read(engines[0], ref, [layer.tensor for layer in part], feeds, threads)
+        test_out = _read(engines[1], test, [layer.test_tensor for layer in part], feeds, threads)
+        for layer in part:
+            a, b = ref_out[layer.tensor], test_out[layer.test_tensor]
+            if isinstance(a, str) or isinstance(b, str):
+                layer.stats.mismatch = a if isinstance(a, str) else b
+                continue
+            for ref_tensor, test_tensor in zip(a, b):
+                layer.stats.add(ref_tensor, test_tensor)
+        del ref_out, test_out
         if logger:
             logger(f'compared {min(start + chunk, len(layers))}/{len(layers)} tensors')
     add_jumps(layers, ref.graph)

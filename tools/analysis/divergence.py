@@ -89,7 +89,12 @@ def format_table(layers, top) -> str:
             f'| {layer.depth} | {layer.module} | {layer.op} | {s.rel_error:.4f} | '
             f'{s.cosine:.5f} | {s.sqnr_db:.1f} | {layer.jump_db:.1f} |'
         )
-    return '\n'.join(lines) + f'\n\n{len(layers)} tensors compared'
+    skipped = [layer for layer in layers if layer.stats.mismatch]
+    summary = f'{len(layers) - len(skipped)} tensors compared'
+    if skipped:
+        reasons = sorted({layer.stats.mismatch for layer in skipped})
+        summary += f'; {len(skipped)} not comparable ({"; ".join(reasons[:3])})'
+    return '\n'.join(lines) + f'\n\n{summary}'
 
 
 def plot(layers, top, path):
