@@ -10,6 +10,7 @@ import onnx
 import pytest
 import torch
 from conftest import ROOT, write_pseudo_ground_truth
+from helpers.small_rtmdet import SMALL_INPUT, build_tiny, export_tiny, small_options, small_val_set
 
 from deploy.apis.model import init_detector
 from deploy.apis.test import run_test
@@ -20,21 +21,15 @@ from deploy.backends.tensorrt.profiles import resolve_profiles
 from deploy.config import load_config
 from deploy.config.loader import get_preprocess_cfg
 from deploy.datasets.pipeline import TestPipeline, collate, network_inputs
-from deploy.datasets.synthetic import CATEGORIES, generate_synthetic_coco
+from deploy.datasets.synthetic import CATEGORIES
 from deploy.evaluation.parity import match_result_lists
 from deploy.export.onnx_export import export_onnx
 from deploy.models.checkpoint import save_checkpoint
-from deploy.models.random_weights import make_detections_likely
 from deploy.postprocess import outputs_to_results
 from deploy.spec import read_onnx_spec
 
 MANIFEST = json.loads((ROOT / 'tests' / 'data' / 'mmdet3_rtmdet_state_dict_keys.json').read_text())
 TINY = 'configs/rtmdet/rtmdet_tiny_8xb32-300e_coco.py'
-#: the default tests run at 320x320 (the configs' 640 gives the same graph, 4x the work)
-SMALL_INPUT = {
-    'test_dataloader.dataset.pipeline.1.scale': (320, 320),
-    'test_dataloader.dataset.pipeline.2.size': (320, 320),
-}
 
 
 @pytest.mark.parametrize('size', ['tiny', 's'])
@@ -86,38 +81,22 @@ def test_head_priors_are_cell_corners_and_convs_are_shared():
 
 @pytest.fixture(scope='module')
 def val_set(tmp_path_factory):
-    return generate_synthetic_coco(
-        tmp_path_factory.mktemp('rtmdet_data'), num_train=0, num_val=4, seed=7
-    )
+    return small_val_set(tmp_path_factory.mktemp('rtmdet_data'))
 
 
 @pytest.fixture(scope='module')
 def options(val_set):
-    """RTMDet-tiny at 320x320 with the generated set's six classes."""
-    return dict(
-        SMALL_INPUT,
-        **{
-            'model.bbox_head.num_classes': len(CATEGORIES),
-            'test_dataloader.dataset.ann_file': str(val_set['val']),
-            'test_dataloader.dataset.data_prefix.img': str(val_set['val_img_prefix']),
-        },
-    )
+    return small_options(val_set)
 
 
 @pytest.fixture(scope='module')
 def tiny(options):
-    torch.manual_seed(1)
-    model, _ = init_detector(str(ROOT / TINY), cfg_options=options, logger=None)
-    return make_detections_likely(model)
+    return build_tiny(TINY, options, seed=1)
 
 
 @pytest.fixture(scope='module')
 def tiny_onnx(tiny, tmp_path_factory):
-    path = tmp_path_factory.mktemp('rtmdet') / 'rtmdet_tiny.onnx'
-    img = torch.randn(2, 3, 320, 320)
-    shape = torch.tensor([[320.0, 320.0]] * 2)
-    export_onnx(tiny, img, shape, path, exporter='torchscript', dynamic=True)
-    return path
+    return export_tiny(tiny, tmp_path_factory.mktemp('rtmdet') / 'rtmdet_tiny.onnx')
 
 
 def _images():

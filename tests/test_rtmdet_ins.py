@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import ROOT, write_pseudo_ground_truth
+from helpers.small_rtmdet import build_tiny, export_tiny, small_options, small_val_set
 
 from deploy.apis.model import init_detector
 from deploy.apis.test import run_test
@@ -18,25 +19,19 @@ from deploy.backends.pytorch import PyTorchBackend
 from deploy.backends.tensorrt.compat import check_tensorrt_compat
 from deploy.backends.tensorrt.profiles import resolve_profiles
 from deploy.datasets.pipeline import TestPipeline, collate, network_inputs
-from deploy.datasets.synthetic import CATEGORIES, generate_synthetic_coco
+from deploy.datasets.synthetic import CATEGORIES
 from deploy.evaluation.parity import match_result_lists
-from deploy.export.onnx_export import export_onnx
 from deploy.models.checkpoint import save_checkpoint
 from deploy.models.dense_heads.rtmdet_ins_head import (
     batched_dynamic_conv,
     dynamic_param_sizes,
     grouped_dynamic_conv,
 )
-from deploy.models.random_weights import make_detections_likely
 from deploy.postprocess import outputs_to_results
 from deploy.spec import read_onnx_spec
 
 MANIFEST = json.loads((ROOT / 'tests' / 'data' / 'mmdet3_rtmdet_state_dict_keys.json').read_text())
 TINY = 'configs/rtmdet/rtmdet-ins_tiny_8xb32-300e_coco.py'
-SMALL_INPUT = {
-    'test_dataloader.dataset.pipeline.1.scale': (320, 320),
-    'test_dataloader.dataset.pipeline.2.size': (320, 320),
-}
 
 
 @pytest.mark.parametrize('size', ['tiny', 's'])
@@ -108,38 +103,22 @@ def test_dynamic_kernels_match_a_per_instance_loop():
 
 @pytest.fixture(scope='module')
 def val_set(tmp_path_factory):
-    return generate_synthetic_coco(
-        tmp_path_factory.mktemp('rtmdet_ins_data'), num_train=0, num_val=4, seed=7
-    )
+    return small_val_set(tmp_path_factory.mktemp('rtmdet_ins_data'))
 
 
 @pytest.fixture(scope='module')
 def options(val_set):
-    return dict(
-        SMALL_INPUT,
-        **{
-            'model.bbox_head.num_classes': len(CATEGORIES),
-            'test_dataloader.dataset.ann_file': str(val_set['val']),
-            'test_dataloader.dataset.data_prefix.img': str(val_set['val_img_prefix']),
-        },
-    )
+    return small_options(val_set)
 
 
 @pytest.fixture(scope='module')
 def tiny(options):
-    torch.manual_seed(2)
-    model, _ = init_detector(str(ROOT / TINY), cfg_options=options, logger=None)
-    return make_detections_likely(model)
+    return build_tiny(TINY, options, seed=2)
 
 
 @pytest.fixture(scope='module')
 def tiny_onnx(tiny, tmp_path_factory):
-    path = tmp_path_factory.mktemp('rtmdet_ins') / 'rtmdet_ins_tiny.onnx'
-    img = torch.randn(2, 3, 320, 320)
-    export_onnx(
-        tiny, img, torch.tensor([[320.0, 320.0]] * 2), path, exporter='torchscript', dynamic=True
-    )
-    return path
+    return export_tiny(tiny, tmp_path_factory.mktemp('rtmdet_ins') / 'rtmdet_ins_tiny.onnx')
 
 
 def test_graph_is_standard_and_tensorrt_compatible(tiny_onnx):
